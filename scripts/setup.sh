@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the pipeline and its tests need on a fresh Debian/Ubuntu machine (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${FASHION_MNIST_DIR:-}" ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[setup] apt-get install dataset-fashion-mnist"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null
+  else
+    echo "[setup] Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'" \
+         "or set FASHION_MNIST_DIR to a folder with the four IDX files" >&2
+  fi
+fi
+echo "[setup] pip install -r requirements.txt"
+"$PY" -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
+  | grep -v -E "^WARNING: (Running pip as|Location)" || true
+"$PY" -c "import tensorflow, tf_keras, tensorflow_model_optimization, ai_edge_litert" \
+  || { echo "[setup] the Python packages did not install" >&2; exit 1; }

@@ -1,0 +1,24 @@
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import pytest  # noqa: E402
+
+from train.data import fashion_mnist_dir  # noqa: E402
+
+needs_fmnist = pytest.mark.skipif(
+    fashion_mnist_dir() is None,
+    reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist")
+
+
+def run_module(args, env_extra=None, timeout=600, **kw):
+    """Runs ``python -m ...`` from the repo root; returns the CompletedProcess."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, timeout=timeout,
+                          capture_output=True, text=True, **kw)

@@ -1,0 +1,159 @@
+"""Input pipelines, the preprocessing contract, and the config layering."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import needs_fmnist
+from train.config import apply_overrides, resolve
+from train.data import (DataConfig, DataError, Dataset, _read_idx, load_fashion_mnist,
+                        scan_image_folder)
+from train.preprocessing import PreprocessingSpec, central_crop_box
+
+
+@needs_fmnist
+def test_fashion_mnist_idx_files():
+    x, y = load_fashion_mnist("train")
+    assert x.shape == (60000, 28, 28, 1) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [6000] * 10
+    xt, yt = load_fashion_mnist("test")
+    assert xt.shape == (10000, 28, 28, 1) and np.bincount(yt).tolist() == [1000] * 10
+
+
+def test_missing_fashion_mnist_says_where_and_how(tmp_path):
+    with pytest.raises(DataError, match=f"looked in: {tmp_path}.*apt-get install "
+                                        "dataset-fashion-mnist"):
+        load_fashion_mnist("train", str(tmp_path))
+
+
+def test_truncated_idx_is_an_error(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    p.write_bytes(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+                  + b"\x00" * 100)
+    with pytest.raises(DataError, match="truncated"):
+        _read_idx(str(p))
+
+
+@needs_fmnist
+def test_eval_preprocessing_matches_a_direct_computation():
+    """Central crop + bilinear (half-pixel) resize + x/127.5-1, recomputed in numpy."""
+    spec = PreprocessingSpec(input_size=[56, 56], source_channels=1, crop_fraction=0.875)
+    ds = Dataset(DataConfig(max_eval_examples=8), "test")
+    images, labels = next(iter(ds.pipeline(spec, 8, training=False)))
+    images = images.numpy()
+    assert images.shape == (8, 56, 56, 3) and labels.numpy().tolist() == ds.arrays[1].tolist()
+    assert images.min() >= -1.0 and images.max() <= 1.0
+
+    raw = ds.arrays[0][0, :, :, 0].astype(np.float64)
+    top, left, h, w = central_crop_box(28, 28, 0.875)
+    assert (top, left, h, w) == (1, 1, 26, 26)
+    crop = raw[top:top + h, left:left + w]
+    # bilinear with half-pixel centres, edge-clamped: exact for upsampling
+    def axis_weights(n_in, n_out):
+        c = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        c = np.clip(c, 0, n_in - 1)
+        lo = np.floor(c).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        f = c - lo
+        m = np.zeros((n_out, n_in))
+        m[np.arange(n_out), lo] += 1 - f
+        m[np.arange(n_out), hi] += f
+        return m
+    ry, rx = axis_weights(h, 56), axis_weights(w, 56)
+    want = ry @ crop @ rx.T / 127.5 - 1.0
+    for c in range(3):
+        np.testing.assert_allclose(images[0, :, :, c], want, atol=1e-4)
+
+
+@needs_fmnist
+def test_training_augmentation_is_seeded_and_in_range():
+    spec = PreprocessingSpec(input_size=[75, 75], source_channels=1)
+    ds = Dataset(DataConfig(max_train_examples=64), "train")
+    a = next(iter(ds.pipeline(spec, 16, training=True, seed=3)))[0].numpy()
+    b = next(iter(ds.pipeline(spec, 16, training=True, seed=3)))[0].numpy()
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (16, 75, 75, 3) and -1.0 <= a.min() and a.max() <= 1.0
+
+
+def _write_folder(root, n_per_class=3, size=40):
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    for c in ("cat", "dog"):
+        os.makedirs(root / c, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(rng.randint(0, 255, (size, size + 8, 3), np.uint8)).save(
+                root / c / f"{i}.{'png' if i % 2 else 'jpg'}")
+
+
+def test_image_folder_pipeline(tmp_path):
+    _write_folder(tmp_path)
+    cfg = DataConfig(source="image_folder", path=str(tmp_path))
+    ds = Dataset(cfg, "train")
+    assert ds.class_names == ["cat", "dog"] and ds.num_examples == 6
+    spec = PreprocessingSpec(input_size=[32, 32])
+    x, y = next(iter(ds.pipeline(spec, 6, training=False)))
+    assert x.shape == (6, 32, 32, 3) and sorted(y.numpy().tolist()) == [0, 0, 0, 1, 1, 1]
+    x, _ = next(iter(ds.pipeline(spec, 6, training=True, seed=1)))
+    assert x.shape == (6, 32, 32, 3)
+    with pytest.raises(DataError, match="the model has 5 classes but"):
+        ds.check_labels(5)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    _write_folder(tmp_path)
+    bad = tmp_path / "dog" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match="broken.jpg"):
+        scan_image_folder(str(tmp_path))
+
+
+def test_imagenet_tfrecords(tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+    import io
+
+    with tf.io.TFRecordWriter(str(tmp_path / "validation-00000-of-00001")) as w:
+        for label in (1, 1000):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((50, 60, 3), label % 255, np.uint8)).save(buf, "JPEG")
+            ex = tf.train.Example(features=tf.train.Features(feature={
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[buf.getvalue()])),
+                "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[label]))}))
+            w.write(ex.SerializeToString())
+    ds = Dataset(DataConfig(source="imagenet", path=str(tmp_path)), "validation")
+    x, y = next(iter(ds.pipeline(PreprocessingSpec(input_size=[29, 29]), 4, training=False)))
+    assert x.shape == (2, 29, 29, 3) and y.numpy().tolist() == [0, 999]
+
+
+def test_preprocessing_json_round_trip(tmp_path):
+    spec = PreprocessingSpec(input_size=[75, 75], source_channels=1, crop_fraction=1.0)
+    spec.save(str(tmp_path))
+    d = json.loads((tmp_path / "preprocessing.json").read_text())
+    assert d["mean"] == [127.5] * 3 and d["std"] == [127.5] * 3 and d["input_range"] == [-1, 1]
+    assert PreprocessingSpec.load(str(tmp_path)) == spec
+    with pytest.raises(ValueError, match="crop_fraction"):
+        PreprocessingSpec.from_dict({**d, "crop_fraction": 1.5})
+
+
+def test_config_layering(tmp_path):
+    f = tmp_path / "over.json"
+    f.write_text(json.dumps({"train": {"epochs": 7, "batch_size": 64},
+                             "model": {"regime": "r151"}}))
+    cfg = resolve("inception_v3_fashion_mnist_demo", str(f), ("train.epochs=3",
+                                                               "data.area_range=0.5,1.0"))
+    assert cfg.train.epochs == 3 and cfg.train.batch_size == 64  # CLI beats the file
+    assert cfg.model.regime.value == "r151" and cfg.data.area_range == (0.5, 1.0)
+    cfg.save(str(tmp_path))
+    from train.config import from_dict
+    again = from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert again.to_dict() == cfg.to_dict()
+    with pytest.raises(ValueError, match="presets: inception_v3_imagenet"):
+        resolve("nope")
+    with pytest.raises(ValueError, match="expected one of r299, r151, r79"):
+        resolve("tiny_test", None, ("model.regime=r42",))
+    with pytest.raises(ValueError, match="unknown config key 'optim.lr'"):
+        apply_overrides(cfg, {"optim.lr": 1})

@@ -1,0 +1,139 @@
+"""The trainer: loss goes down, resume after SIGKILL, atomic export, the CLI's errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, needs_fmnist, run_module
+from train.config import resolve
+
+
+@needs_fmnist
+def test_a_few_steps_lower_the_loss(tmp_path):
+    import tensorflow as tf
+    from train.data import Dataset
+    from train.trainer import build_for_training, preprocessing_spec, _one_hot
+
+    cfg = resolve("tiny_test", None, ("model.aux_logits=false", "optim.base_learning_rate=0.02",
+                                      "optim.label_smoothing=0"))
+    tf.keras.utils.set_random_seed(0)
+    ds = Dataset(cfg.data, "train")
+    spec = preprocessing_spec(cfg, ds.source_channels)
+    x, y = next(iter(ds.pipeline(spec, 32, training=False)))
+    model = build_for_training(cfg, steps_per_epoch=10)
+    y1 = tf.one_hot(y, 10)
+    # training-mode losses (batch statistics): moving BN averages mean nothing after 15 steps
+    losses = model.fit(x, y1, batch_size=32, epochs=15, verbose=0).history["loss"]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@needs_fmnist
+def test_train_exports_everything_a_later_stage_needs(tmp_path):
+    from train.trainer import train
+
+    cfg = resolve("tiny_test", None, ("train.epochs=1",))
+    run = str(tmp_path / "run")
+    m = train(cfg, run, log=lambda *a, **k: None)
+    exp = os.path.join(run, "export")
+    assert sorted(os.listdir(exp)) == ["config.json", "labels.txt", "metrics.json", "model.keras",
+                                       "preprocessing.json", "saved_model"]
+    labels = open(os.path.join(exp, "labels.txt")).read().splitlines()
+    assert labels[0] == "T-shirt/top" and len(labels) == 10
+    pre = json.load(open(os.path.join(exp, "preprocessing.json")))
+    assert pre["input_size"] == [75, 75] and pre["input_range"] == [-1.0, 1.0]
+    assert json.load(open(os.path.join(run, "config.json")))["name"] == "tiny_test"
+    assert 0.0 <= m["top1"] <= 1.0 and m["top5"] >= m["top1"]
+    assert not [d for d in os.listdir(run) if ".tmp-" in d]
+
+    # the SavedModel has one signature and gives the Keras model's outputs
+    import tensorflow as tf
+    import tf_keras
+
+    sm = tf.saved_model.load(os.path.join(exp, "saved_model"))
+    assert list(sm.signatures) == ["serving_default"]
+    km = tf_keras.models.load_model(os.path.join(exp, "model.keras"))
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 75, 75, 3)).astype("float32")
+    np.testing.assert_allclose(sm.signatures["serving_default"](image=tf.constant(x))[
+        "predictions"].numpy(), km(x).numpy(), atol=1e-5)
+
+
+def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
+    from train import trainer
+    from train.model import build_inception_v3
+    from train.preprocessing import PreprocessingSpec
+
+    cfg = resolve("tiny_test")
+    model = build_inception_v3(cfg.model)
+    out = str(tmp_path / "export")
+    trainer.export_model(model, cfg, PreprocessingSpec(input_size=[75, 75]), ["a"] * 10, out)
+    before = sorted(os.listdir(out))
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(trainer.PreprocessingSpec, "save", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        trainer.export_model(model, cfg, PreprocessingSpec(input_size=[75, 75]), ["a"] * 10, out)
+    assert sorted(os.listdir(out)) == before  # the previous export is intact
+    assert os.listdir(tmp_path) == ["export"]  # and no temporary folder is left
+
+
+@needs_fmnist
+def test_sigkill_then_resume_finishes(tmp_path):
+    run = str(tmp_path / "run")
+    args = [sys.executable, "-m", "train", "--preset", "tiny_test", "--run-dir", run,
+            "--set", "train.epochs=4", "--set", "train.steps_per_checkpoint=3",
+            "--set", "data.max_train_examples=512"]
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 300
+    try:
+        for line in p.stdout:  # wait until a mid-run step has been checkpointed
+            lines.append(line)
+            if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= 12:
+                break
+            assert time.time() < deadline, "".join(lines)
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.kill()
+        p.wait()
+    assert not os.path.exists(os.path.join(run, "export"))  # killed before the export
+
+    r = run_module(args[2:], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    start = [l for l in r.stdout.splitlines() if l.startswith("[train] starting at step")]
+    step = int(start[0].split()[4].split("/")[0])
+    assert 9 <= step < 64, r.stdout  # resumed from a checkpoint, not from zero
+    assert "resuming from the backup" in r.stdout
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    assert metrics["global_step"] == 64  # 4 epochs x 16 steps, none repeated
+    assert os.path.isdir(os.path.join(run, "export", "saved_model"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--preset", "tiny_test", "--set", "model.num_classes=7"],
+     "the model has 7 classes but the fashion_mnist data has 10"),
+    (["--preset", "tiny_test", "--set", "data.path=/nonexistent"], "Fashion-MNIST not found"),
+    (["--preset", "tiny_test", "--set", "train.epochs"], "--set expects section.key=value"),
+])
+def test_cli_bad_input_is_one_clear_error(tmp_path, args, message):
+    r = run_module(["train", *args, "--run-dir", str(tmp_path / "r")], timeout=120)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "r" / "export")
+
+
+def test_help_lists_presets_and_choices():
+    r = run_module(["train", "--help"], timeout=60)
+    assert r.returncode == 0
+    for word in ("inception_v3_imagenet", "inception_v3_fashion_mnist_demo", "r151",
+                 "multi_worker", "mixed_bfloat16"):
+        assert word in r.stdout

@@ -1,0 +1,265 @@
+"""Typed experiment configs, named presets, and layered overrides.
+
+Order of precedence (each layer overrides the one before): the preset -> a JSON/YAML file
+(``--config``) -> ``--set section.key=value`` on the command line. The resolved config is saved as
+``config.json`` in the run folder and next to the export.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from train.data import DataConfig, Source
+from train.model import ModelConfig, Regime
+
+
+class Optimizer(str, enum.Enum):
+    RMSPROP = "rmsprop"  # the paper's: decay 0.9, momentum 0.9, epsilon 1.0
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class Strategy(str, enum.Enum):
+    AUTO = "auto"  # tpu if asked for, multi_worker if TF_CONFIG has workers, mirrored if >1 GPU
+    DEFAULT = "default"
+    MIRRORED = "mirrored"
+    MULTI_WORKER = "multi_worker"
+    TPU = "tpu"
+
+
+class Precision(str, enum.Enum):
+    FLOAT32 = "float32"
+    MIXED_FLOAT16 = "mixed_float16"  # GPUs
+    MIXED_BFLOAT16 = "mixed_bfloat16"  # TPUs, recent GPUs/CPUs
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    optimizer: Optimizer = Optimizer.RMSPROP
+    base_learning_rate: float = 0.045
+    base_batch_size: int = 32  # lr = base_learning_rate * global_batch / base_batch_size
+    decay_rate: float = 0.94
+    decay_epochs: float = 2.0
+    warmup_epochs: float = 0.0
+    schedule: str = "exponential"  # "exponential" (the paper's) or "cosine"
+    rmsprop_rho: float = 0.9
+    momentum: float = 0.9
+    epsilon: float = 1.0
+    clip_norm: Optional[float] = 2.0  # gradient clipping (global norm)
+    label_smoothing: float = 0.1
+    aux_loss_weight: float = 0.4
+    weight_decay: float = 4e-5  # L2 on conv/dense kernels
+    ema_momentum: Optional[float] = 0.9999  # EMA of the weights for evaluation/export; None: off
+
+    def __post_init__(self):
+        self.optimizer = Optimizer(self.optimizer)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 32  # global batch (all replicas)
+    steps_per_checkpoint: int = 1000
+    log_every_steps: int = 100
+    seed: int = 0
+    strategy: Strategy = Strategy.AUTO
+    tpu: Optional[str] = None  # TPU name/address for TPUStrategy
+    precision: Precision = Precision.FLOAT32
+    xla: bool = False
+    weights: Optional[str] = None  # a local Keras InceptionV3 .h5 to start from
+    eval_batch_size: int = 256
+
+    def __post_init__(self):
+        self.strategy = Strategy(self.strategy)
+        self.precision = Precision(self.precision)
+
+
+@dataclasses.dataclass
+class QuantizationConfig:
+    """Present when the run is quantization-aware training (quantize/)."""
+
+    enabled: bool = False
+    float_checkpoint: Optional[str] = None  # the float run folder (or its export) to start from
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    name: str = "custom"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    quantization: QuantizationConfig = dataclasses.field(default_factory=QuantizationConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        def conv(v):
+            if isinstance(v, enum.Enum):
+                return v.value
+            if isinstance(v, tuple):
+                return list(v)
+            return v
+
+        return {sec: {k: conv(v) for k, v in dataclasses.asdict(getattr(self, sec)).items()}
+                if dataclasses.is_dataclass(getattr(self, sec)) else getattr(self, sec)
+                for sec in [f.name for f in dataclasses.fields(self)]}
+
+    def save(self, directory: str) -> str:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, "config.json")
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+        return path
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+# --------------------------------------------------------------------------------------------
+PRESETS: Dict[str, Callable[[], ExperimentConfig]] = {}
+
+
+def preset(fn):
+    PRESETS[fn.__name__] = fn
+    return fn
+
+
+@preset
+def inception_v3_imagenet() -> ExperimentConfig:
+    """The paper's ImageNet recipe: 299 px, BN-auxiliary, RMSProp, label smoothing, EMA."""
+    return ExperimentConfig(
+        name="inception_v3_imagenet",
+        model=ModelConfig(num_classes=1000, input_size=299, aux_logits=True),
+        data=DataConfig(source=Source.IMAGENET, area_range=(0.05, 1.0)),
+        optim=OptimConfig(),
+        train=TrainConfig(epochs=100, batch_size=32 * 8, steps_per_checkpoint=2000))
+
+
+@preset
+def inception_v3_fashion_mnist_demo() -> ExperimentConfig:
+    """Fashion-MNIST in minutes on 2 CPU cores: 75 px, depth x0.25, 3 epochs, Adam."""
+    return ExperimentConfig(
+        name="inception_v3_fashion_mnist_demo",
+        model=ModelConfig(num_classes=10, input_size=75, depth_multiplier=0.25, min_depth=8,
+                          aux_logits=False, dropout_rate=0.2),
+        # 28-px images are already tight crops: evaluate on the whole image
+        data=DataConfig(source=Source.FASHION_MNIST, area_range=(0.75, 1.0),
+                        aspect_range=(0.8, 1.25), flip=True, crop_fraction=1.0),
+        # Adam: the deep, narrow x0.25 network learns far faster with it than with the paper's
+        # RMSProp in a 2-epoch budget (100-step probe: 47 % vs 11 % training accuracy)
+        optim=OptimConfig(optimizer=Optimizer.ADAM, base_learning_rate=0.002,
+                          base_batch_size=128, epsilon=1e-7, schedule="cosine",
+                          warmup_epochs=0.1, clip_norm=2.0, label_smoothing=0.1,
+                          weight_decay=1e-5, ema_momentum=0.99),
+        train=TrainConfig(epochs=3, batch_size=128, steps_per_checkpoint=100,
+                          log_every_steps=50))
+
+
+@preset
+def tiny_test() -> ExperimentConfig:
+    """Seconds-long runs for the test suite: 75 px, depth x0.1, a few hundred images."""
+    return ExperimentConfig(
+        name="tiny_test",
+        model=ModelConfig(num_classes=10, input_size=75, depth_multiplier=0.1, min_depth=4,
+                          aux_logits=True, dropout_rate=0.0),
+        data=DataConfig(source=Source.FASHION_MNIST, max_train_examples=256,
+                        max_eval_examples=128, area_range=(0.65, 1.0), crop_fraction=1.0),
+        optim=OptimConfig(base_learning_rate=0.01, base_batch_size=32, epsilon=1e-3,
+                          schedule="exponential", ema_momentum=None, weight_decay=0.0),
+        train=TrainConfig(epochs=2, batch_size=32, steps_per_checkpoint=4, log_every_steps=4))
+
+
+# --------------------------------------------------------------------------------------------
+# overrides
+# --------------------------------------------------------------------------------------------
+def _coerce(current: Any, field_type: Any, text: Any):
+    if not isinstance(text, str):
+        return text
+    if text.lower() in ("none", "null"):
+        return None
+    if isinstance(current, bool) or field_type in (bool, "bool"):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean. Received: {text!r}")
+    if isinstance(current, enum.Enum):
+        try:
+            return type(current)(text)
+        except ValueError:
+            valid = ", ".join(e.value for e in type(current))
+            raise ValueError(f"expected one of {valid}. Received: {text!r}") from None
+    if isinstance(current, tuple):
+        return tuple(float(t) for t in text.split(","))
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float) or "float" in str(field_type):
+        return float(text)
+    if "int" in str(field_type):
+        return int(text)
+    return text
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: Dict[str, Any]) -> ExperimentConfig:
+    """``{"optim.base_learning_rate": "0.01", "model": {...}}`` -> a new config."""
+    flat: Dict[str, Any] = {}
+    for k, v in overrides.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                flat[f"{k}.{k2}"] = v2
+        else:
+            flat[k] = v
+    cfg = dataclasses.replace(cfg)
+    for key, value in flat.items():
+        if key == "name":
+            cfg.name = value
+            continue
+        section, _, field = key.partition(".")
+        if section not in {f.name for f in dataclasses.fields(cfg)} or not field:
+            raise ValueError(f"unknown config key {key!r}; sections: model, data, optim, train, "
+                             "quantization (e.g. optim.base_learning_rate=0.01)")
+        sub = dataclasses.replace(getattr(cfg, section))
+        fields = {f.name: f for f in dataclasses.fields(sub)}
+        if field not in fields:
+            raise ValueError(f"unknown config key {key!r}; {section} has: {', '.join(fields)}")
+        setattr(sub, field, _coerce(getattr(sub, field), fields[field].type, value))
+        sub.__post_init__() if hasattr(sub, "__post_init__") else None
+        setattr(cfg, section, sub)
+    return cfg
+
+
+def load_file(path: str) -> Dict[str, Any]:
+    with open(path) as f:
+        text = f.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def resolve(preset_name: Optional[str], config_file: Optional[str] = None,
+            sets: Tuple[str, ...] = ()) -> ExperimentConfig:
+    if preset_name is None:
+        cfg = ExperimentConfig()
+    elif preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; presets: {', '.join(PRESETS)}")
+    else:
+        cfg = PRESETS[preset_name]()
+    if config_file:
+        cfg = apply_overrides(cfg, load_file(config_file))
+    kv = {}
+    for s in sets:
+        if "=" not in s:
+            raise ValueError(f"--set expects section.key=value. Received: {s!r}")
+        k, v = s.split("=", 1)
+        kv[k.strip()] = v.strip()
+    return apply_overrides(cfg, kv)
+
+
+def from_dict(d: Dict[str, Any]) -> ExperimentConfig:
+    """The inverse of ``to_dict`` (reads a saved ``config.json``)."""
+    cfg = ExperimentConfig()
+    return apply_overrides(cfg, d)

@@ -1,0 +1,339 @@
+"""tf.data input pipelines with the paper's Inception preprocessing.
+
+Sources (``DataConfig.source``):
+
+* ``fashion_mnist`` -- the IDX files (Debian package ``dataset-fashion-mnist``, a path, or Keras'
+  downloader when ``download=True``); the embedded default. Kept in memory as uint8 and
+  preprocessed a batch at a time (one vectorised crop-and-resize per batch).
+* ``image_folder`` -- ``root/<class>/<image>.{jpg,png}``; classes are the sorted folder names.
+* ``imagenet`` -- ILSVRC2012 TFRecords in the standard layout (``train-*``, ``validation-*``
+  shards with ``image/encoded`` and ``image/class/label`` in 1..1000).
+
+Training: random distorted crop (area and aspect-ratio ranges) + horizontal flip, resized to the
+input size. Evaluation: central crop of ``crop_fraction`` then bilinear resize. Both scale pixels to
+[-1, 1] as the model's ``preprocessing.json`` says. Maps run in parallel and batches are prefetched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import glob
+import gzip
+import os
+import struct
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from train import keras_env  # noqa: F401
+from train.preprocessing import PreprocessingSpec, central_crop_box
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+class Source(str, enum.Enum):
+    FASHION_MNIST = "fashion_mnist"
+    IMAGE_FOLDER = "image_folder"
+    IMAGENET = "imagenet"
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message says what was found and how to fix it."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    source: Source = Source.FASHION_MNIST
+    path: Optional[str] = None  # folder of the data; None: the source's default location
+    download: bool = False  # fashion_mnist only: allow Keras' downloader when no local copy
+    max_train_examples: Optional[int] = None  # a prefix of the training split (tests, demos)
+    max_eval_examples: Optional[int] = None
+    area_range: Tuple[float, float] = (0.05, 1.0)  # random distorted crop (paper / TF-slim)
+    aspect_range: Tuple[float, float] = (0.75, 1.333)
+    flip: bool = True
+    crop_fraction: float = 0.875  # evaluation central crop (the paper's); 1.0 keeps the whole image
+    shuffle_buffer: int = 10000
+    label_offset: int = 1  # imagenet: TFRecord labels are 1..1000 (0 is background)
+
+    def __post_init__(self):
+        self.source = Source(self.source)
+        self.area_range = tuple(self.area_range)
+        self.aspect_range = tuple(self.aspect_range)
+
+
+# --------------------------------------------------------------------------------------------
+# Fashion-MNIST IDX files (no TensorFlow needed)
+# --------------------------------------------------------------------------------------------
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4:
+        raise DataError(f"{path} is not an IDX file (too short)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DataError(f"{path} is not a uint8 IDX file (magic {data[:4].hex()})")
+    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise DataError(f"{path} is truncated: header says {shape}, found {arr.size} values")
+    return arr.reshape(shape)
+
+
+def _find_idx(directory: str, stem: str) -> Optional[str]:
+    for name in (stem, stem + ".gz"):
+        p = os.path.join(directory, name)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def fashion_mnist_dir(path: Optional[str] = None) -> Optional[str]:
+    candidates = [path] if path else [os.environ.get("FASHION_MNIST_DIR"), *FASHION_MNIST_DIRS]
+    for d in filter(None, candidates):
+        if _find_idx(d, "train-images-idx3-ubyte") and _find_idx(d, "t10k-images-idx3-ubyte"):
+            return d
+    return None
+
+
+def load_fashion_mnist(split: str, path: Optional[str] = None, download: bool = False
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N, 28, 28, 1], labels int32 [N]) of ``split`` ('train' or 'test')."""
+    d = fashion_mnist_dir(path)
+    if d is None:
+        looked = [path] if path else [os.environ.get("FASHION_MNIST_DIR") or "$FASHION_MNIST_DIR",
+                                      *FASHION_MNIST_DIRS]
+        if download:
+            import tf_keras
+
+            (xtr, ytr), (xte, yte) = tf_keras.datasets.fashion_mnist.load_data()
+            x, y = (xtr, ytr) if split == "train" else (xte, yte)
+            return x[..., None], y.astype(np.int32)
+        raise DataError(
+            "Fashion-MNIST not found (looked in: " + ", ".join(looked) + "). Install it with "
+            "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), point data.path or "
+            "$FASHION_MNIST_DIR at a folder with the four IDX files, or set data.download=true.")
+    stem = {"train": "train", "test": "t10k", "validation": "t10k"}[split]
+    x = _read_idx(_find_idx(d, f"{stem}-images-idx3-ubyte"))
+    y = _read_idx(_find_idx(d, f"{stem}-labels-idx1-ubyte")).astype(np.int32)
+    if len(x) != len(y):
+        raise DataError(f"Fashion-MNIST {split}: {len(x)} images but {len(y)} labels in {d}")
+    return x[..., None], y
+
+
+# --------------------------------------------------------------------------------------------
+# image folders
+# --------------------------------------------------------------------------------------------
+def scan_image_folder(root: str, verify: bool = True) -> Tuple[List[str], List[int], List[str]]:
+    """(files, labels, class_names) of ``root/<class>/*``; a corrupt image is named."""
+    if not os.path.isdir(root):
+        raise DataError(f"image folder not found: {root}")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise DataError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.jpg)")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        for name in sorted(os.listdir(os.path.join(root, c))):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(os.path.join(root, c, name))
+                labels.append(i)
+    if not files:
+        raise DataError(f"{root}: no {'/'.join(IMAGE_EXTENSIONS)} images in {classes}")
+    if verify:
+        from PIL import Image
+
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im.verify()
+            except Exception as e:  # noqa: BLE001 - any decoder failure means a corrupt file
+                raise DataError(f"corrupt or unreadable image: {f} ({e})") from None
+    return files, labels, classes
+
+
+def image_folder_split(path: str, split: str) -> str:
+    sub = os.path.join(path, split)
+    return sub if os.path.isdir(sub) else path
+
+
+# --------------------------------------------------------------------------------------------
+# the dataset facade
+# --------------------------------------------------------------------------------------------
+class Dataset:
+    """One split of a source: its class names, size, and tf.data pipelines."""
+
+    def __init__(self, cfg: DataConfig, split: str):
+        self.cfg, self.split = cfg, split
+        limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
+        self.arrays = None
+        self.files: Sequence[str] = ()
+        if cfg.source is Source.FASHION_MNIST:
+            x, y = load_fashion_mnist(split, cfg.path, cfg.download)
+            self.arrays = (x[:limit], y[:limit])
+            self.class_names = list(FASHION_MNIST_CLASSES)
+            self.num_examples = len(self.arrays[1])
+            self.source_channels = 1
+        elif cfg.source is Source.IMAGE_FOLDER:
+            if not cfg.path:
+                raise DataError("data.path must name the image folder for source=image_folder")
+            files, labels, self.class_names = scan_image_folder(
+                image_folder_split(cfg.path, split))
+            self.files, self.labels = files[:limit], np.asarray(labels[:limit], np.int32)
+            self.num_examples = len(self.files)
+            self.source_channels = 3
+        else:
+            if not cfg.path:
+                raise DataError("data.path must name the TFRecord folder for source=imagenet")
+            prefix = "train" if split == "train" else "validation"
+            self.files = sorted(glob.glob(os.path.join(cfg.path, f"{prefix}-*")))
+            if not self.files:
+                raise DataError(f"no {prefix}-* TFRecord shards in {cfg.path} (ImageNet layout)")
+            self.class_names = [str(i) for i in range(1000)]
+            self.num_examples = limit or (1281167 if split == "train" else 50000)
+            self.source_channels = 3
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def check_labels(self, num_classes: int) -> None:
+        if num_classes != self.num_classes:
+            raise DataError(f"the model has {num_classes} classes but the {self.cfg.source.value}"
+                            f" data has {self.num_classes} ({self.class_names[:5]}...)")
+        if self.arrays is not None and len(self.arrays[1]):
+            hi = int(self.arrays[1].max())
+            if hi >= num_classes:
+                raise DataError(f"label {hi} found, but the model has {num_classes} classes")
+
+    # --- pipelines ---------------------------------------------------------------------------
+    def pipeline(self, spec: PreprocessingSpec, batch_size: int, training: bool,
+                 seed: Optional[int] = None, repeat: bool = False, drop_remainder: bool = False):
+        """(images float32 [B, H, W, 3] in the spec's range, labels int32 [B]) batches."""
+        import tensorflow as tf
+
+        autotune = tf.data.AUTOTUNE
+        if self.arrays is not None:
+            x, y = self.arrays
+            ds = tf.data.Dataset.from_tensor_slices((x, y))
+            if training:
+                ds = ds.shuffle(min(self.cfg.shuffle_buffer, len(y)) or 1, seed=seed,
+                                reshuffle_each_iteration=True)
+            if repeat:
+                ds = ds.repeat()
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            aug = self.cfg if training else None
+            ds = ds.map(lambda im, lab: (batch_preprocess(im, spec, aug, seed), lab),
+                        num_parallel_calls=autotune, deterministic=not training)
+            return ds.prefetch(autotune)
+
+        if self.cfg.source is Source.IMAGE_FOLDER:
+            ds = tf.data.Dataset.from_tensor_slices((list(self.files), self.labels))
+            if training:
+                ds = ds.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.map(lambda f, lab: (tf.io.read_file(f), lab), num_parallel_calls=autotune)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(list(self.files))
+            if training:
+                ds = ds.shuffle(len(self.files), seed=seed)
+            ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=8,
+                               num_parallel_calls=autotune, deterministic=not training)
+            off = self.cfg.label_offset
+            feats = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+                     "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+
+            def parse(rec):
+                p = tf.io.parse_single_example(rec, feats)
+                return p["image/encoded"], tf.cast(p["image/class/label"], tf.int32) - off
+
+            if training:
+                ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed)
+            ds = ds.map(parse, num_parallel_calls=autotune)
+            limit = (self.cfg.max_train_examples if self.split == "train"
+                     else self.cfg.max_eval_examples)
+            if limit:
+                ds = ds.take(limit)
+        if repeat:
+            ds = ds.repeat()
+        aug = self.cfg if training else None
+        ds = ds.map(lambda b, lab: (image_preprocess(b, spec, aug, seed), lab),
+                    num_parallel_calls=autotune, deterministic=not training)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
+
+
+def _scale(images, spec: PreprocessingSpec):
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    if images.shape[-1] == 1 and spec.channels == 3:
+        images = tf.repeat(images, 3, axis=-1)
+    return images * spec.scale + spec.offset
+
+
+def _random_boxes(n, cfg: DataConfig, seed=None):
+    """Normalised [y0, x0, y1, x1] boxes: area and aspect ratio drawn per image, flipped by
+    swapping x0/x1 (crop_and_resize mirrors a box whose x1 < x0)."""
+    import tensorflow as tf
+
+    u = tf.random.uniform((n, 5), seed=seed)
+    area = cfg.area_range[0] + u[:, 0] * (cfg.area_range[1] - cfg.area_range[0])
+    lo, hi = np.log(cfg.aspect_range[0]), np.log(cfg.aspect_range[1])
+    ratio = tf.exp(lo + u[:, 1] * (hi - lo))  # width / height
+    h = tf.minimum(tf.sqrt(area / ratio), 1.0)
+    w = tf.minimum(tf.sqrt(area * ratio), 1.0)
+    y0 = u[:, 2] * (1.0 - h)
+    x0 = u[:, 3] * (1.0 - w)
+    y1, x1 = y0 + h, x0 + w
+    if cfg.flip:
+        flip = u[:, 4] < 0.5
+        x0, x1 = tf.where(flip, x1, x0), tf.where(flip, x0, x1)
+    return tf.stack([y0, x0, y1, x1], axis=1)
+
+
+def batch_preprocess(images, spec: PreprocessingSpec, augment: Optional[DataConfig] = None,
+                     seed=None):
+    """A batch of same-sized uint8 images [B, h, w, c] -> model input [B, H, W, 3]."""
+    import tensorflow as tf
+
+    size = spec.input_size
+    if augment is not None:
+        n = tf.shape(images)[0]
+        boxes = _random_boxes(n, augment, seed)
+        out = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes,
+                                       tf.range(n), size, method="bilinear")
+        return _scale(out, spec)
+    h, w = int(images.shape[1]), int(images.shape[2])
+    top, left, ch, cw = central_crop_box(h, w, spec.crop_fraction)
+    images = tf.cast(images[:, top:top + ch, left:left + cw], tf.float32)
+    images = tf.image.resize(images, size, method=spec.resize_method)
+    return _scale(images, spec)
+
+
+def image_preprocess(encoded, spec: PreprocessingSpec, augment: Optional[DataConfig] = None,
+                     seed=None):
+    """One encoded JPEG/PNG -> model input [H, W, 3] (the paper's Inception preprocessing)."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    if augment is not None:
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,
+            min_object_covered=0.1, aspect_ratio_range=augment.aspect_range,
+            area_range=augment.area_range, max_attempts=100,
+            use_image_if_no_bounding_boxes=True)
+        image = tf.slice(image, begin, size)
+        image = tf.image.resize(tf.cast(image, tf.float32), spec.input_size, method="bilinear")
+        if augment.flip:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        return _scale(image, spec)
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    f = spec.crop_fraction
+    top = tf.cast((h - h * f) / 2, tf.int32)
+    left = tf.cast((w - w * f) / 2, tf.int32)
+    image = image[top:shape[0] - top, left:shape[1] - left]
+    image = tf.image.resize(tf.cast(image, tf.float32), spec.input_size,
+                            method=spec.resize_method)
+    return _scale(image, spec)

@@ -1,0 +1,281 @@
+"""The trainer: one loop (Keras ``fit``) for one CPU, many GPUs, many workers or a TPU.
+
+Run folder layout::
+
+    RUN/config.json       the resolved config
+    RUN/backup/           the latest training state (every N steps and each epoch end): a run
+                          started again in RUN resumes from it, also after SIGKILL
+    RUN/logs/             TensorBoard
+    RUN/metrics.json      final evaluation (EMA weights), wall time, images/s
+    RUN/export/           model.keras, saved_model/, labels.txt, preprocessing.json, config.json
+
+QAT (quantize/) reuses this loop through ``model_transform``: the float recipe stays the single
+source of truth.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Optional
+
+from train import keras_env  # noqa: F401
+from train.config import ExperimentConfig, Optimizer, Precision
+from train.data import Dataset
+from train.distribute import is_chief, make_strategy
+from train.preprocessing import PreprocessingSpec
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+def preprocessing_spec(cfg: ExperimentConfig, source_channels: int) -> PreprocessingSpec:
+    return PreprocessingSpec(input_size=[cfg.model.input_size] * 2, source_channels=source_channels,
+                             crop_fraction=cfg.data.crop_fraction)
+
+
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then the paper's staircase exponential decay or a cosine decay."""
+
+    def __init__(self, peak, steps_per_epoch, total_steps, warmup_epochs=0.0, kind="exponential",
+                 decay_rate=0.94, decay_epochs=2.0):
+        self.peak, self.kind = float(peak), kind
+        self.warmup = float(max(warmup_epochs * steps_per_epoch, 0))
+        self.decay_steps = float(max(decay_epochs * steps_per_epoch, 1))
+        self.total = float(max(total_steps, 1))
+        self.decay_rate = float(decay_rate)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        if self.kind == "cosine":
+            frac = tf.clip_by_value((step - self.warmup) / max(self.total - self.warmup, 1.0), 0, 1)
+            lr = 0.5 * self.peak * (1.0 + tf.cos(math.pi * frac))
+        else:
+            lr = self.peak * tf.pow(self.decay_rate,
+                                    tf.floor(tf.maximum(step - self.warmup, 0) / self.decay_steps))
+        if self.warmup > 0:
+            lr = tf.where(step < self.warmup, self.peak * (step + 1) / self.warmup, lr)
+        return lr
+
+    def get_config(self):
+        return dict(peak=self.peak, kind=self.kind)
+
+
+def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int):
+    o = cfg.optim
+    peak = o.base_learning_rate * cfg.train.batch_size / o.base_batch_size
+    lr = LearningRate(peak, steps_per_epoch, steps_per_epoch * cfg.train.epochs, o.warmup_epochs,
+                      o.schedule, o.decay_rate, o.decay_epochs)
+    common = dict(global_clipnorm=o.clip_norm, weight_decay=o.weight_decay or None,
+                  use_ema=o.ema_momentum is not None, ema_momentum=o.ema_momentum or 0.99)
+    if o.optimizer is Optimizer.RMSPROP:
+        opt = keras.optimizers.RMSprop(lr, rho=o.rmsprop_rho, momentum=o.momentum,
+                                       epsilon=o.epsilon, **common)
+    elif o.optimizer is Optimizer.SGD:
+        opt = keras.optimizers.SGD(lr, momentum=o.momentum, nesterov=True, **common)
+    else:
+        opt = keras.optimizers.Adam(lr, epsilon=o.epsilon, **common)
+    if o.weight_decay:  # decoupled decay on kernels only
+        opt.exclude_from_weight_decay(var_names=["batch_normalization", "bias", "beta", "gamma",
+                                                 "moving_"])
+    return opt
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """Backs up every ``save_freq`` steps *and* at each epoch end, and keeps the backup."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._batches_count = 0
+        self._backup(epoch=epoch)
+
+
+class _Progress(keras.callbacks.Callback):
+    def __init__(self, every, batch_size, total_steps, log=print):
+        super().__init__()
+        self.every, self.batch_size, self.total, self.log = every, batch_size, total_steps, log
+        self.t0 = self.tlast = None
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.t0 = self.tlast = time.time()
+        self.start_step = int(self.model.optimizer.iterations.numpy())
+        self.log(f"[train] starting at step {self.start_step}/{self.total}", flush=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps % self.every == 0:
+            now = time.time()
+            it = int(self.model.optimizer.iterations.numpy())
+            rate = self.every * self.batch_size / max(now - self.tlast, 1e-9)
+            self.tlast = now
+            loss = (logs or {}).get("loss", float("nan"))
+            acc = (logs or {}).get("predictions_accuracy", (logs or {}).get("accuracy", 0.0))
+            self.log(f"step {it}/{self.total}  loss {loss:.4f}  acc {acc:.3f}  "
+                     f"{rate:.0f} img/s", flush=True)
+
+
+def build_for_training(cfg: ExperimentConfig, steps_per_epoch: int,
+                       model_transform: Optional[Callable] = None):
+    """Model + optimizer + losses, compiled (call inside the strategy's scope)."""
+    from train.model import build_inception_v3, load_keras_weights
+
+    model = build_inception_v3(cfg.model, training_heads=True)
+    if cfg.train.weights:
+        load_keras_weights(model, cfg.train.weights)
+    if model_transform is not None:
+        model = model_transform(model)
+    n_out = len(model.outputs)
+    ce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.optim.label_smoothing)
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch),
+        loss=[ce] * n_out,
+        loss_weights=[1.0] + [cfg.optim.aux_loss_weight] * (n_out - 1),
+        metrics=[["accuracy"]] + [[]] * (n_out - 1),
+        jit_compile=cfg.train.xla)
+    return model
+
+
+def _one_hot(n_out, num_classes):
+    def f(x, y):
+        oh = tf.one_hot(y, num_classes)
+        return x, tuple([oh] * n_out) if n_out > 1 else oh
+    return f
+
+
+def _atomic_dir(final: str):
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+
+
+def commit_dir(tmp: str, final: str) -> None:
+    """Replaces ``final`` by ``tmp`` (same filesystem) so readers never see a half-written one."""
+    old = None
+    if os.path.exists(final):
+        old = final + f".old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_serving(model, path: str) -> None:
+    """A SavedModel with exactly one signature, ``serving_default``: image -> predictions."""
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="image")
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(lambda image: {"predictions": model(image, training=False)},
+                               input_signature=[spec])
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+
+def export_model(model, cfg: ExperimentConfig, spec: PreprocessingSpec, class_names, out_dir: str,
+                 metrics: Optional[dict] = None, save_keras: bool = True) -> str:
+    """Writes the export folder atomically: nothing at ``out_dir`` until everything is written."""
+    from train.model import inference_model
+
+    inf = inference_model(model)
+    tmp = _atomic_dir(out_dir)
+    try:
+        if save_keras:
+            inf.save(os.path.join(tmp, "model.keras"))
+        save_serving(inf, os.path.join(tmp, "saved_model"))
+        with open(os.path.join(tmp, "labels.txt"), "w") as f:
+            f.write("\n".join(class_names) + "\n")
+        spec.save(tmp)
+        cfg.save(tmp)
+        if metrics:
+            with open(os.path.join(tmp, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
+        commit_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callable] = None,
+          log=print, export: bool = True) -> dict:
+    """Trains (or resumes) ``cfg`` in ``run_dir``; evaluates with the EMA weights; exports."""
+    t_start = time.time()
+    tf.keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.precision is not Precision.FLOAT32:
+        keras.mixed_precision.set_global_policy(cfg.train.precision.value)
+    strategy = make_strategy(cfg.train.strategy, cfg.train.tpu)
+    chief = is_chief(strategy)
+    work_dir = run_dir if chief else tempfile.mkdtemp(prefix="worker-")
+
+    train_ds = Dataset(cfg.data, "train")
+    eval_ds = Dataset(cfg.data, "test")
+    train_ds.check_labels(cfg.model.num_classes)
+    eval_ds.check_labels(cfg.model.num_classes)
+    spec = preprocessing_spec(cfg, train_ds.source_channels)
+    gb = cfg.train.batch_size
+    steps_per_epoch = train_ds.num_examples // gb
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {gb} exceeds the {train_ds.num_examples} training examples")
+    total_steps = steps_per_epoch * int(cfg.train.epochs)
+    if chief:
+        cfg.save(run_dir)
+    log(f"[train] {cfg.name}: {train_ds.num_examples} images, {train_ds.num_classes} classes, "
+        f"{int(cfg.train.epochs)} epochs x {steps_per_epoch} steps, global batch {gb}, "
+        f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})", flush=True)
+
+    with strategy.scope():
+        model = build_for_training(cfg, steps_per_epoch, model_transform)
+    n_out = len(model.outputs)
+    ds = train_ds.pipeline(spec, gb, training=True, seed=cfg.train.seed, repeat=True,
+                           drop_remainder=True).map(_one_hot(n_out, cfg.model.num_classes))
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(opts)
+
+    backup_dir = os.path.join(run_dir, "backup")
+    if tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")) or tf.train.latest_checkpoint(
+            backup_dir):
+        log(f"[train] resuming from the backup in {backup_dir}", flush=True)
+    callbacks = [
+        _Backup(backup_dir, save_freq=cfg.train.steps_per_checkpoint, delete_checkpoint=False),
+        _Progress(cfg.train.log_every_steps, gb, total_steps, log),
+    ]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                     update_freq=cfg.train.log_every_steps,
+                                                     profile_batch=0))
+    t_fit = time.time()
+    hist = model.fit(ds, epochs=int(cfg.train.epochs), steps_per_epoch=steps_per_epoch,
+                     callbacks=callbacks, verbose=0)
+    fit_s = time.time() - t_fit
+    steps_run = len(hist.epoch) * steps_per_epoch  # upper bound on a resumed run
+
+    from train.model import inference_model
+
+    inf = inference_model(model)
+    inf.compile(metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                         keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+                jit_compile=False)
+    ev = inf.evaluate(eval_ds.pipeline(spec, cfg.train.eval_batch_size, training=False),
+                      verbose=0, return_dict=True)
+    metrics = {"top1": float(ev["top1"]), "top5": float(ev["top5"]),
+               "eval_examples": eval_ds.num_examples, "fit_seconds": round(fit_s, 1),
+               "epochs_run_this_call": len(hist.epoch),
+               "images_per_second": round(steps_run * gb / fit_s, 1) if steps_run else None,
+               "total_seconds": round(time.time() - t_start, 1),
+               "global_step": int(model.optimizer.iterations.numpy())}
+    log(f"[train] eval on {eval_ds.num_examples} images: top-1 {metrics['top1']:.4f} "
+        f"top-5 {metrics['top5']:.4f}  (fit {fit_s:.0f} s)", flush=True)
+    if chief:
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    if export:
+        export_model(model, cfg, spec, train_ds.class_names, os.path.join(work_dir, "export"),
+                     metrics)
+        if chief:
+            log(f"[train] exported to {os.path.join(run_dir, 'export')}", flush=True)
+    if not chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    metrics["model"] = model
+    return metrics
