@@ -1,7 +1,27 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data (Fashion-MNIST): set up, then train the demo preset and
-# export it (a finished run in runs/demo is reused). Extra arguments go to `python -m train`.
+# The main job on the embedded default data (Fashion-MNIST), every stage in order:
+#   train the demo preset -> QAT fine-tune -> convert every TFLite recipe -> accuracy/drift table.
+# A stage whose outputs are up to date is skipped (a finished run, an artifact with the same source
+# and recipe hashes). Outputs: runs/demo, runs/demo_qat, artifacts/demo, reports/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
 bash scripts/setup.sh
-exec "${PYTHON:-python3}" -m train --preset inception_v3_fashion_mnist_demo --run-dir runs/demo "$@"
+stage() { echo; echo "=== $1 ($(date +%T))"; }
+t0=$(date +%s)
+
+stage "train: inception_v3_fashion_mnist_demo"
+"$PY" -m train --preset inception_v3_fashion_mnist_demo --run-dir runs/demo "$@"
+stage "quantize: QAT fine-tune from runs/demo/export"
+"$PY" -m quantize qat --preset inception_v3_fashion_mnist_demo_qat --float runs/demo/export \
+  --run-dir runs/demo_qat
+stage "convert: TFLite recipes (float model)"
+"$PY" -m convert runs/demo/export --out artifacts/demo \
+  --recipes fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8,static_wi8_ai8_int8io,static_wi8_ai8_uint8io,static_wi8_ai16
+stage "convert: int8 from the QAT model"
+"$PY" -m convert runs/demo_qat/export --out artifacts/demo --recipes static_wi8_ai8,static_wi8_ai8_uint8io
+stage "evaluate: every artifact on the 10,000 test images"
+mkdir -p reports/demo
+"$PY" benchmarks/quantization.py accuracy --float runs/demo/export --artifacts artifacts/demo \
+  --json reports/demo/accuracy.json | tee reports/demo/accuracy.md
+echo; echo "main job finished in $(( $(date +%s) - t0 )) s"

@@ -22,3 +22,18 @@ def run_module(args, env_extra=None, timeout=600, **kw):
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, timeout=timeout,
                           capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """A briefly trained tiny Inception-v3 export (75 px, depth x0.1), shared by the session."""
+    if fashion_mnist_dir() is None:
+        pytest.skip("Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist")
+    from train.config import resolve
+    from train.trainer import train
+
+    run = str(tmp_path_factory.mktemp("tiny_run"))
+    cfg = resolve("tiny_test", None, ("model.aux_logits=false", "train.epochs=2",
+                                      "data.max_train_examples=512"))
+    train(cfg, run, log=lambda *a, **k: None)
+    return os.path.join(run, "export")

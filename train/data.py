@@ -208,6 +208,35 @@ class Dataset:
             if hi >= num_classes:
                 raise DataError(f"label {hi} found, but the model has {num_classes} classes")
 
+    def sample(self, n: int, seed: int) -> "Dataset":
+        """A seeded random subset of ``n`` examples (all of them when ``n`` >= the size)."""
+        import copy
+
+        sub = copy.copy(self)
+        if self.arrays is not None:
+            total = len(self.arrays[1])
+        elif self.cfg.source is Source.IMAGE_FOLDER:
+            total = len(self.files)
+        else:
+            raise DataError("seeded subsets need an in-memory or image-folder source; "
+                            "pass the images as a .npy array instead")
+        idx = np.sort(np.random.RandomState(seed).permutation(total)[:n])
+        if self.arrays is not None:
+            sub.arrays = (self.arrays[0][idx], self.arrays[1][idx])
+        else:
+            sub.files = [self.files[i] for i in idx]
+            sub.labels = self.labels[idx]
+        sub.num_examples = len(idx)
+        return sub
+
+    def images(self, spec: PreprocessingSpec, batch_size: int = 256) -> np.ndarray:
+        """All images through the evaluation preprocessing, as one float32 array."""
+        return np.concatenate([x.numpy() for x, _ in
+                               self.pipeline(spec, batch_size, training=False)], axis=0)
+
+    def labels_array(self) -> np.ndarray:
+        return self.arrays[1] if self.arrays is not None else np.asarray(self.labels)
+
     # --- pipelines ---------------------------------------------------------------------------
     def pipeline(self, spec: PreprocessingSpec, batch_size: int, training: bool,
                  seed: Optional[int] = None, repeat: bool = False, drop_remainder: bool = False):

@@ -257,6 +257,31 @@ def inference_model(model):
     return inf
 
 
+def layer_blocks(model) -> Dict[str, str]:
+    """{layer name: block}: ``stem`` up to the tensor that feeds ``mixed0``, ``mixedK`` for the
+    layers of module K (its branches and its concatenation), ``head`` after ``mixed10``. Lets a
+    quantization error measured on a tensor be traced to a block. QAT wrappers map too."""
+    model = inference_model(model)
+    unwrap = lambda l: getattr(l, "layer", l)  # noqa: E731
+    # mixed0's pool branch reads the stem's output directly
+    first_pool = next(l for l in model.layers
+                      if isinstance(unwrap(l), layers.AveragePooling2D))
+    stem_end = first_pool.inbound_nodes[0].inbound_layers
+    stem_end = getattr(stem_end, "name", None) or stem_end[0].name
+    out: Dict[str, str] = {}
+    block, k = "stem", 0
+    for layer in model.layers:
+        name = unwrap(layer).name
+        out[layer.name] = out[name] = block if block == "stem" else (
+            f"mixed{k}" if k <= 10 else "head")
+        if block == "stem":
+            if layer.name == stem_end:
+                block = "modules"
+        elif name == f"mixed{k}":
+            k += 1
+    return out
+
+
 def count_multiply_adds(model) -> int:
     """Multiply-adds of one forward pass, counted from the layers (conv and dense)."""
     total = 0

@@ -181,7 +181,9 @@ def export_model(model, cfg: ExperimentConfig, spec: PreprocessingSpec, class_na
     tmp = _atomic_dir(out_dir)
     try:
         if save_keras:
-            inf.save(os.path.join(tmp, "model.keras"))
+            # tfmot's QAT layers do not round-trip through the .keras format: use HDF5 for them
+            qat = any(type(l).__name__.startswith("Quantize") for l in inf.layers)
+            inf.save(os.path.join(tmp, "model.h5" if qat else "model.keras"))
         save_serving(inf, os.path.join(tmp, "saved_model"))
         with open(os.path.join(tmp, "labels.txt"), "w") as f:
             f.write("\n".join(class_names) + "\n")
@@ -197,10 +199,28 @@ def export_model(model, cfg: ExperimentConfig, spec: PreprocessingSpec, class_na
     return out_dir
 
 
+def finished_run(run_dir: str, cfg: ExperimentConfig) -> Optional[dict]:
+    """The metrics of a finished run of exactly ``cfg`` in ``run_dir`` (export complete), or None."""
+    exp = os.path.join(run_dir, "export")
+    try:
+        with open(os.path.join(exp, "config.json")) as f:
+            same = json.load(f) == json.loads(json.dumps(cfg.to_dict()))
+        with open(os.path.join(exp, "metrics.json")) as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return metrics if same else None
+
+
 def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callable] = None,
           log=print, export: bool = True) -> dict:
     """Trains (or resumes) ``cfg`` in ``run_dir``; evaluates with the EMA weights; exports."""
     t_start = time.time()
+    done = finished_run(run_dir, cfg)
+    if done is not None:
+        log(f"[train] {run_dir} already holds this config's finished export (top-1 "
+            f"{done['top1']:.4f}); reusing it", flush=True)
+        return done
     tf.keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.precision is not Precision.FLOAT32:
         keras.mixed_precision.set_global_policy(cfg.train.precision.value)

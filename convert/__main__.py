@@ -1,0 +1,85 @@
+"""python -m convert MODEL --out DIR --recipes ...: one checked artifact per recipe + manifest.json.
+
+MODEL is an export folder from train/ (or quantize/'s QAT), a .keras/.h5 file, or a SavedModel
+folder, with its preprocessing.json beside it. Artifacts are named {model}_{recipe}.tflite.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_RECIPES = "fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8"
+
+
+def _epilog() -> str:
+    from quantize.recipes import __doc__ as grammar, describe
+
+    return "recipes:\n" + describe() + "\n\n" + grammar.split("\n\n", 1)[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m convert", description=__doc__.splitlines()[0],
+                                epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("--out", default="artifacts", help="artifacts folder (default: artifacts)")
+    p.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPES],
+                   help=f"recipe names, comma or space separated (default: {DEFAULT_RECIPES})")
+    p.add_argument("--calib-images", type=int, default=200,
+                   help="representative images from the training data (default 200)")
+    p.add_argument("--calib-npy", help="calibration images as a float32 .npy [N, H, W, 3], "
+                                       "already preprocessed (instead of the training data)")
+    p.add_argument("--data-path", help="where the model's dataset lives, if not where it was "
+                                       "trained (overrides config.json's data.path)")
+    p.add_argument("--check-images", type=int, default=64,
+                   help="evaluation images each artifact is checked on (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from quantize.recipes import RecipeError, parse_recipes
+
+    try:
+        recipes = parse_recipes(args.recipes)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    import numpy as np
+
+    from convert.tflite import ConvertError, check_images_array, convert_tflite, dataset_images, \
+        load_source
+    from train.data import DataError
+
+    try:
+        src = load_source(args.model)
+        over = {"path": args.data_path} if args.data_path else None
+        calib = None
+        if any(r.calibrate for r in recipes) and not src.is_qat:
+            if args.calib_npy:
+                calib = np.load(args.calib_npy)
+                what = f"calibration data {args.calib_npy}"
+            else:
+                calib = dataset_images(src, "train", args.calib_images, args.seed, over)
+                what = "calibration data"
+            calib = check_images_array(calib, src, min(args.calib_images, 10) or 1, what)
+            if len(calib) < args.calib_images:
+                raise ConvertError(f"{what} has {len(calib)} images; --calib-images asks for "
+                                   f"{args.calib_images}")
+            calib = calib[:args.calib_images]
+        check_x = dataset_images(src, "test", args.check_images, args.seed + 1, over)
+        manifest = convert_tflite(src, recipes, args.out, calib, check_x)
+    except (ConvertError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = [f for f in manifest["failures"] if f["source_sha256"] == src.sha256]
+    if failed:
+        for f in failed:
+            msg = f["error"] if f["error"].startswith(f["recipe"]) else \
+                f"{f['recipe']}: {f['error']}"
+            print(f"error: {msg}", file=sys.stderr)
+        return 1
+    print(f"[convert] wrote {args.out}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Running a .tflite model with the LiteRT interpreter: numpy in, float probabilities out.
+
+Run side: imports numpy and ai-edge-litert (or tflite-runtime) only, never TensorFlow, so it can be
+copied to a board and so timings are not disturbed by TensorFlow in the process.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise ImportError("no LiteRT interpreter: pip install ai-edge-litert "
+                              "(or tflite-runtime on a board)") from None
+    return Interpreter
+
+
+def load_delegate(library: str, options: Optional[dict] = None):
+    try:
+        from ai_edge_litert.interpreter import load_delegate as ld
+    except ImportError:
+        from tflite_runtime.interpreter import load_delegate as ld
+    return ld(library, options or {})
+
+
+class TFLiteModel:
+    """One interpreter over one model; ``predict`` handles int8/uint8/int16 I/O."""
+
+    def __init__(self, model_path: Optional[str] = None, model_content: Optional[bytes] = None,
+                 num_threads: int = 2, xnnpack: bool = True, delegates=None):
+        Interpreter = interpreter_class()
+        kw = dict(num_threads=num_threads)
+        if delegates:
+            kw["experimental_delegates"] = delegates
+        if not xnnpack:
+            from ai_edge_litert.interpreter import OpResolverType
+
+            kw["experimental_op_resolver_type"] = \
+                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if model_content is not None:
+            self.interp = Interpreter(model_content=model_content, **kw)
+        else:
+            self.interp = Interpreter(model_path=model_path, **kw)
+        self.interp.allocate_tensors()
+        self.input = self.interp.get_input_details()[0]
+        self.output = self.interp.get_output_details()[0]
+        self._batch = int(self.input["shape"][0])
+
+    @property
+    def input_dtype(self):
+        return np.dtype(self.input["dtype"])
+
+    @property
+    def output_dtype(self):
+        return np.dtype(self.output["dtype"])
+
+    @property
+    def input_quantization(self):
+        return tuple(float(v) for v in self.input["quantization"])  # (scale, zero_point)
+
+    @property
+    def output_quantization(self):
+        return tuple(float(v) for v in self.output["quantization"])
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        """Float model input (the preprocessing's range) -> the model's input dtype."""
+        dt = self.input_dtype
+        if dt.kind == "f":
+            return x.astype(dt)
+        scale, zp = self.input_quantization
+        info = np.iinfo(dt)
+        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dt)
+
+    def dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        if self.output_dtype.kind == "f":
+            return y.astype(np.float32)
+        scale, zp = self.output_quantization
+        return ((y.astype(np.float32) - zp) * scale).astype(np.float32)
+
+    def _resize(self, n: int):
+        if n != self._batch:
+            self.interp.resize_tensor_input(self.input["index"], [n, *self.input["shape"][1:]])
+            self.interp.allocate_tensors()
+            self.input = self.interp.get_input_details()[0]
+            self.output = self.interp.get_output_details()[0]
+            self._batch = n
+
+    def invoke_raw(self, x_q: np.ndarray) -> np.ndarray:
+        """One invoke on already-quantized input of the current batch size."""
+        self.interp.set_tensor(self.input["index"], x_q)
+        self.interp.invoke()
+        return self.interp.get_tensor(self.output["index"])
+
+    def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        out = []
+        for i in range(0, len(x), batch_size):
+            chunk = x[i:i + batch_size]
+            self._resize(len(chunk))
+            out.append(self.dequantize_output(self.invoke_raw(self.quantize_input(chunk))))
+        return np.concatenate(out, axis=0)
+
+    def op_names(self):
+        """The builtin op names of the model, in execution order."""
+        return [d["op_name"] for d in self.interp._get_ops_details()]
+
+    def tensor_dtypes(self):
+        return {d["name"]: np.dtype(d["dtype"]).name for d in self.interp.get_tensor_details()}

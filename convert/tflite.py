@@ -1,0 +1,486 @@
+"""The TFLite half of the convert-model script: one ``.tflite`` per recipe, each checked against its
+source on the same seeded images, written atomically, and listed in ``manifest.json``."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from train import keras_env  # noqa: F401
+from train.preprocessing import FILENAME as PREPROCESSING_FILE
+from train.preprocessing import PreprocessingSpec
+from quantize.recipes import Recipe
+
+MANIFEST = "manifest.json"
+
+
+class ConvertError(ValueError):
+    """A user-facing conversion failure; the message has the numbers."""
+
+
+# --------------------------------------------------------------------------------------------
+# the source model
+# --------------------------------------------------------------------------------------------
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_tree(path: str) -> str:
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            h.update(os.path.relpath(p, path).encode())
+            h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Source:
+    path: str
+    kind: str  # "keras" | "saved_model"
+    model_file: str  # the file or folder converted
+    spec: PreprocessingSpec
+    labels: List[str]
+    config: Optional[dict]
+    sha256: str
+    keras_model: object = None
+    saved_model: object = None
+    is_qat: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.config and self.config.get("name"):
+            return self.config["name"] + ("_qat" if self.is_qat and not
+                                          self.config["name"].endswith("_qat") else "")
+        base = os.path.basename(os.path.normpath(self.path))
+        return os.path.splitext(base)[0] if base != "export" else os.path.basename(
+            os.path.dirname(os.path.normpath(self.path)))
+
+    @property
+    def input_shape(self):
+        return [*self.spec.input_size, self.spec.channels]
+
+    def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        out = []
+        for i in range(0, len(x), batch_size):
+            if self.keras_model is not None:
+                y = self.keras_model(x[i:i + batch_size], training=False)
+            else:
+                fn = self.saved_model.signatures["serving_default"]
+                y = list(fn(**{fn.structured_input_signature[1].popitem()[0]:
+                               x[i:i + batch_size]}).values())[0]
+            out.append(np.asarray(y, np.float32))
+        return np.concatenate(out, axis=0)
+
+
+def _is_qat(model) -> bool:
+    return any(type(l).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")
+               for l in model.layers)
+
+
+def load_keras(path: str):
+    import tf_keras
+
+    try:
+        return tf_keras.models.load_model(path, compile=False)
+    except (ValueError, TypeError):  # a QAT model: its layers live in tfmot's scope
+        import tensorflow_model_optimization as tfmot
+
+        from quantize.qat import custom_objects
+
+        with tfmot.quantization.keras.quantize_scope(custom_objects()):
+            return tf_keras.models.load_model(path, compile=False)
+
+
+def load_source(path: str) -> Source:
+    """MODEL: an export folder (model.keras + preprocessing.json), a ``.keras``/``.h5`` file, or a
+    SavedModel folder; the preprocessing file is found beside it."""
+    if not os.path.exists(path):
+        raise ConvertError(f"model not found: {path}")
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    keras_files = [os.path.join(path, n) for n in ("model.keras", "model.h5")
+                   if os.path.isdir(path) and os.path.isfile(os.path.join(path, n))]
+    if keras_files:
+        kind, model_file = "keras", keras_files[0]
+    elif os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
+        kind, model_file = "saved_model", path
+        folder = path if os.path.isfile(os.path.join(path, PREPROCESSING_FILE)) else \
+            os.path.dirname(os.path.normpath(path))
+    elif os.path.isfile(path) and path.endswith((".keras", ".h5")):
+        kind, model_file = "keras", path
+    else:
+        raise ConvertError(f"{path} is not a model: expected an export folder, a .keras/.h5 file "
+                           "or a SavedModel folder (with saved_model.pb)")
+    try:
+        spec = PreprocessingSpec.load(os.path.join(folder, PREPROCESSING_FILE))
+    except FileNotFoundError:
+        raise ConvertError(f"no {PREPROCESSING_FILE} next to {path}: write one (see "
+                           "train/preprocessing.py) so every artifact carries the model's "
+                           "preprocessing") from None
+    labels_path = os.path.join(folder, "labels.txt")
+    labels = open(labels_path).read().splitlines() if os.path.isfile(labels_path) else []
+    cfg_path = os.path.join(folder, "config.json")
+    config = json.load(open(cfg_path)) if os.path.isfile(cfg_path) else None
+    src = Source(path, kind, model_file, spec, labels, config,
+                 sha256_file(model_file) if kind == "keras" else sha256_tree(model_file))
+    try:
+        if kind == "keras":
+            src.keras_model = load_keras(model_file)
+            src.is_qat = _is_qat(src.keras_model)
+            shape = list(src.keras_model.input_shape[1:])
+            n_out = int(src.keras_model.output_shape[-1])
+        else:
+            import tensorflow as tf
+
+            src.saved_model = tf.saved_model.load(model_file)
+            fn = src.saved_model.signatures["serving_default"]
+            shape = list(list(fn.structured_input_signature[1].values())[0].shape[1:])
+            n_out = int(list(fn.structured_outputs.values())[0].shape[-1])
+    except ConvertError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any loader failure: not a readable model
+        raise ConvertError(f"{model_file} could not be loaded as a model: "
+                           f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    if shape != src.input_shape:
+        raise ConvertError(f"the model takes {shape} but {PREPROCESSING_FILE} says "
+                           f"{src.input_shape}")
+    if labels and len(labels) != n_out:
+        raise ConvertError(f"labels.txt has {len(labels)} labels but the model has {n_out} outputs")
+    return src
+
+
+# --------------------------------------------------------------------------------------------
+# calibration and check images
+# --------------------------------------------------------------------------------------------
+def dataset_images(src: Source, split: str, n: int, seed: int,
+                   data_overrides: Optional[dict] = None) -> np.ndarray:
+    """``n`` seeded images of ``split`` through the model's own evaluation preprocessing."""
+    from train.config import from_dict
+    from train.data import Dataset
+
+    cfg = from_dict({"data": {**((src.config or {}).get("data") or {}), **(data_overrides or {})}})
+    cfg.data.max_train_examples = cfg.data.max_eval_examples = None
+    ds = Dataset(cfg.data, split)
+    return ds.sample(n, seed).images(src.spec)
+
+
+def check_images_array(x: np.ndarray, src: Source, n_min: int, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4 or list(x.shape[1:]) != src.input_shape:
+        raise ConvertError(f"{what} has shape {list(x.shape)} but the model takes "
+                           f"[N, {', '.join(map(str, src.input_shape))}]")
+    if len(x) < n_min:
+        raise ConvertError(f"{what} has {len(x)} images; at least {n_min} are needed")
+    return x.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# conversion
+# --------------------------------------------------------------------------------------------
+_IO_TYPES = {"float32": None, "int8": "int8", "uint8": "uint8", "int16": "int16"}
+
+
+def conversion_dir(src: Source) -> str:
+    """A lean SavedModel (one signature) to convert from: the export's own ``saved_model/``, the
+    SavedModel given, or one written once from the Keras model (the Keras converter would save
+    and reload a full SavedModel for every recipe)."""
+    if src.kind == "saved_model":
+        return src.model_file
+    beside = os.path.join(os.path.dirname(src.model_file), "saved_model")
+    if os.path.isfile(os.path.join(beside, "saved_model.pb")):
+        return beside
+    if getattr(src, "_lean_dir", None) is None:
+        from train.trainer import save_serving
+
+        src._lean_dir = tempfile.mkdtemp(prefix="convert-sm-")
+        save_serving(src.keras_model, src._lean_dir)
+    return src._lean_dir
+
+
+def _converter(src: Source):
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(conversion_dir(src))
+
+
+def configure(converter, recipe: Recipe, calib: Optional[np.ndarray], is_qat: bool):
+    import tensorflow as tf
+
+    if recipe.weights == "float32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if recipe.weights == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return converter
+    if not recipe.integer_activations:
+        return converter  # dynamic range
+    if calib is not None and not is_qat:
+        def representative():
+            for i in range(len(calib)):
+                yield [calib[i:i + 1]]
+        converter.representative_dataset = representative
+    if recipe.activations == "int16":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    elif not is_qat:  # a QAT model carries its ranges: the converter needs no int8-only flag
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if _IO_TYPES[recipe.io]:
+        converter.inference_input_type = getattr(tf, recipe.io)
+        converter.inference_output_type = getattr(tf, recipe.io)
+    return converter
+
+
+_OPS_RE = re.compile(r"(?:ops? (?:are|is) not supported|unsupported ops?)[^:]*:\s*(.+)",
+                     re.IGNORECASE)
+
+
+def _unsupported_ops(message: str) -> List[str]:
+    ops = set()
+    for m in _OPS_RE.finditer(message):
+        ops.update(re.findall(r"\b(?:tf|tfl)\.([A-Za-z0-9_]+)", m.group(1)))
+    ops.update(re.findall(r"'(?:tf|tfl)\.([A-Za-z0-9_]+)' op", message))
+    return sorted(ops)
+
+
+def convert_bytes(src: Source, recipe: Recipe, calib: Optional[np.ndarray]) -> bytes:
+    if recipe.calibrate and calib is None and not src.is_qat:
+        raise ConvertError(f"{recipe.name} needs calibration images")
+    if recipe.float_blocks:
+        from quantize.selective import convert_selective
+
+        return convert_selective(src, recipe, calib)
+    conv = configure(_converter(src), recipe, calib, src.is_qat)
+    try:
+        return conv.convert()
+    except Exception as e:  # noqa: BLE001 - the converter raises many types
+        msg = str(e)
+        ops = _unsupported_ops(msg)
+        if ops:
+            raise ConvertError(f"{recipe.name}: the model has ops this recipe cannot quantize: "
+                               f"{', '.join(ops)} (try dynamic_wi8_afp32, or keep them in float)"
+                               ) from None
+        raise ConvertError(f"{recipe.name}: conversion failed: {msg.strip().splitlines()[-1][:400]}"
+                           ) from None
+
+
+def describe_tflite(model_bytes: bytes) -> dict:
+    """I/O dtypes, shapes and quantization, and the op counts, read back with LiteRT."""
+    from convert.litert import TFLiteModel
+
+    # without the default XNNPACK delegate, which would fold the graph into DELEGATE nodes
+    m = TFLiteModel(model_content=model_bytes, num_threads=1, xnnpack=False)
+    ops = m.op_names()
+    counts: Dict[str, int] = {}
+    for o in ops:
+        counts[o] = counts.get(o, 0) + 1
+    details = m.interp._get_ops_details()
+    tensors = {t["index"]: t for t in m.interp.get_tensor_details()}
+    conv_dtypes = {}
+    for d in details:
+        if d["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            dt = np.dtype(tensors[d["inputs"][0]]["dtype"]).name
+            conv_dtypes[dt] = conv_dtypes.get(dt, 0) + 1
+    io = lambda d: {"name": d["name"], "dtype": np.dtype(d["dtype"]).name,  # noqa: E731
+                    "shape": [int(s) for s in d["shape"]],
+                    "quantization": {"scale": float(d["quantization"][0]),
+                                     "zero_point": int(d["quantization"][1])}}
+    return {"input": io(m.input), "output": io(m.output), "op_counts": counts,
+            "conv_input_dtypes": conv_dtypes}
+
+
+def weight_bytes(model_bytes: bytes) -> int:
+    """Bytes of the constant buffers (weights, biases, scales) of a .tflite flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(model_bytes, 0)
+    total = 0
+    for i in range(model.BuffersLength()):
+        buf = model.Buffers(i)
+        total += buf.DataLength() or int(buf.Size())  # Size(): data stored past the 2 GB mark
+    return total
+
+
+def self_check(recipe: Recipe, model_bytes: bytes, x: np.ndarray, ref: np.ndarray,
+               fp32_bytes: Optional[int], fp32_weight_bytes: Optional[int] = None) -> dict:
+    """Agreement with the source on ``x`` and the size reduction, against the recipe's stated
+    tolerances. The size limit applies to the weights (constant tensors): a small graph's
+    per-tensor metadata would otherwise hide the compression; the file ratio is reported too."""
+    from convert.litert import TFLiteModel
+
+    got = TFLiteModel(model_content=model_bytes, num_threads=2).predict(x)
+    weight_ratio = weight_bytes(model_bytes) / fp32_weight_bytes if fp32_weight_bytes else None
+    diff = np.abs(got - ref)
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    ratio = len(model_bytes) / fp32_bytes if fp32_bytes else None
+    checks = {
+        "images": int(len(x)),
+        "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+        "top1_agreement": agree,
+        "size_ratio_vs_fp32": None if ratio is None else round(ratio, 4),
+        "weight_bytes": weight_bytes(model_bytes),
+        "weight_ratio_vs_fp32": None if weight_ratio is None else round(weight_ratio, 4),
+        "tolerance": {"max_abs_diff": recipe.max_abs_diff,
+                      "min_top1_agreement": recipe.min_top1_agreement,
+                      "max_size_ratio": recipe.max_size_ratio},
+    }
+    problems = []
+    if diff.max() > recipe.max_abs_diff:
+        problems.append(f"max |p - p_source| = {diff.max():.4g} > {recipe.max_abs_diff}")
+    if agree < recipe.min_top1_agreement:
+        problems.append(f"top-1 agreement {agree:.3f} < {recipe.min_top1_agreement}")
+    if weight_ratio is not None and weight_ratio > recipe.max_size_ratio:
+        problems.append(f"weight bytes ratio {weight_ratio:.3f} > {recipe.max_size_ratio}")
+    checks["passed"] = not problems
+    checks["problems"] = problems
+    return checks
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def tool_versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
+                "coremltools", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_state() -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty}
+
+
+def load_manifest(out_dir: str) -> dict:
+    path = os.path.join(out_dir, MANIFEST)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
+                   calib: Optional[np.ndarray], check_x: np.ndarray,
+                   log: Callable = print) -> dict:
+    """Converts, checks and writes every recipe; returns the manifest (also written)."""
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = load_manifest(out_dir)
+    ref = src.predict(check_x)
+    artifacts = {a["file"]: a for a in manifest.get("artifacts", [])}
+    failures = []
+
+    fp32_bytes = fp32_wbytes = None
+    fp32_name = f"{src.name}_fp32.tflite"
+    if (fp32_name in artifacts and os.path.isfile(os.path.join(out_dir, fp32_name))
+            and artifacts[fp32_name].get("source_sha256") == src.sha256):
+        fp32_bytes = artifacts[fp32_name]["bytes"]
+        fp32_wbytes = artifacts[fp32_name]["check"]["weight_bytes"]
+    ordered = sorted(recipes, key=lambda r: r.name != "fp32")  # fp32 first: the size baseline
+    if fp32_bytes is None and not any(r.name == "fp32" for r in ordered):
+        base = convert_bytes(src, _fp32(), None)
+        fp32_bytes, fp32_wbytes = len(base), weight_bytes(base)
+    for recipe in ordered:
+        fname = f"{src.name}_{recipe.name.replace('+float:', '_float-').replace(',', '-')}.tflite"
+        prev = artifacts.get(fname)
+        if (prev and prev.get("source_sha256") == src.sha256 and prev["recipe"] == recipe.name
+                and prev.get("recipe_spec") == dataclasses.asdict(recipe)
+                and os.path.isfile(os.path.join(out_dir, fname))
+                and sha256_file(os.path.join(out_dir, fname)) == prev["sha256"]):
+            log(f"[convert] {fname}: up to date (same source, recipe and file hash)", flush=True)
+            continue
+        log(f"[convert] {fname} ...", flush=True)
+        try:
+            data = convert_bytes(src, recipe, calib)
+            desc = describe_tflite(data)
+            if recipe.name == "fp32":
+                fp32_bytes, fp32_wbytes = len(data), weight_bytes(data)
+            check = self_check(recipe, data, check_x, ref, fp32_bytes, fp32_wbytes)
+        except ConvertError as e:
+            failures.append({"recipe": recipe.name, "source_sha256": src.sha256,
+                             "error": str(e)})
+            log(f"[convert]   FAILED: {e}", flush=True)
+            continue
+        if not check["passed"]:
+            failures.append({"recipe": recipe.name, "source_sha256": src.sha256,
+                             "error": "; ".join(check["problems"]), "check": check})
+            log(f"[convert]   FAILED self-check: {'; '.join(check['problems'])}", flush=True)
+            continue
+        atomic_write_bytes(os.path.join(out_dir, fname), data)
+        artifacts[fname] = {
+            "file": fname, "target": "tflite", "recipe": recipe.name,
+            "source_sha256": src.sha256, "source_name": src.name,
+            "recipe_spec": dataclasses.asdict(recipe),
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "qat": src.is_qat, **desc, "check": check,
+        }
+        log(f"[convert]   ok: {len(data) / 1e6:.2f} MB, top-1 agreement "
+            f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e}", flush=True)
+
+    atomic_write_json(os.path.join(out_dir, PREPROCESSING_FILE), src.spec.to_dict())
+    if src.labels:
+        atomic_write_bytes(os.path.join(out_dir, "labels.txt"),
+                           ("\n".join(src.labels) + "\n").encode())
+    manifest = {
+        "schema_version": 1,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "sources": {**manifest.get("sources", {}),
+                    src.sha256: {"path": os.path.abspath(src.path), "kind": src.kind,
+                                 "name": src.name, "qat": src.is_qat}},
+        "preprocessing": src.spec.to_dict(),
+        "labels": "labels.txt" if src.labels else None,
+        "check_inputs": {"images": int(len(check_x)),
+                         "source": "evaluation split, seeded"},
+        "tools": tool_versions(), "git": git_state(),
+        "artifacts": sorted(artifacts.values(), key=lambda a: a["file"]),
+        "failures": [f for f in manifest.get("failures", [])
+                     if f.get("source_sha256") != src.sha256] + failures,
+    }
+    atomic_write_json(os.path.join(out_dir, MANIFEST), manifest)
+    return manifest
+
+
+def _fp32() -> Recipe:
+    from quantize.recipes import RECIPES
+
+    return RECIPES["fp32"]

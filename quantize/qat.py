@@ -1,0 +1,186 @@
+"""Quantization-aware training: an option of train/'s loop, not a second trainer.
+
+``qat_transform(float_export)`` returns the ``model_transform`` that ``train.trainer.train`` applies
+after building the float model: it loads the float weights, then wraps the model with
+tensorflow-model-optimization's 8-bit scheme. Two fixes sit at the depth where the faults are:
+
+* tfmot 0.8.1's ``ModelTransformer._get_layers`` returns layers in the model config's order, not in
+  the order asked for, so a Concatenate whose inputs are matched by ``ConcatTransform`` gets them
+  rewired in config order (tensorflow/model-optimization#1061). In Inception-v3 that reorders
+  ``mixed3`` and ``mixed8`` (their max-pool branch comes first in the config) and the QAT model
+  computes another function. ``_ordered_get_layers`` keeps the asked order.
+* MaxPooling2D has no quantize config in the default registry, so the stem's second max-pool
+  feeds ``mixed0``'s three 1x1 convolutions without an output range, and the converter leaves
+  them float. ``OutputQuantizeConfig`` gives max-pools their own output quantizer.
+"""
+from __future__ import annotations
+
+import os
+
+from train import keras_env  # noqa: F401
+from train.config import PRESETS, ExperimentConfig, preset
+
+
+def _ordered_get_layers(self, layer_names):
+    """Layers by name, in the order asked for (duplicates dropped): see the module docstring."""
+    by_name = {layer["config"]["name"]: layer for layer in self._config["layers"]}
+    seen, out = set(), []
+    for n in layer_names:
+        if n in by_name and n not in seen:
+            seen.add(n)
+            out.append(by_name[n])
+    return out
+
+
+_original_get_layers = None
+
+
+def patch_tfmot() -> None:
+    global _original_get_layers
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations \
+        import model_transformer
+
+    if model_transformer.ModelTransformer._get_layers is not _ordered_get_layers:
+        _original_get_layers = model_transformer.ModelTransformer._get_layers
+        model_transformer.ModelTransformer._get_layers = _ordered_get_layers
+
+
+def _output_quantize_config_class():
+    import tensorflow_model_optimization as tfmot
+
+    class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """No weights, no activation: an 8-bit moving-average range on the layer's output.
+
+        ``quantize_output`` is serialised: tfmot's ConcatTransform turns it off for layers that
+        feed a Concatenate (the range is taken after the concatenation), and a reloaded model
+        must build the same variables."""
+
+        def __init__(self, quantize_output=True):
+            self.quantize_output = quantize_output
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            if not self.quantize_output:
+                return []
+            return [tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+                num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+        def get_config(self):
+            return {"quantize_output": self.quantize_output}
+
+    return OutputQuantizeConfig
+
+
+def custom_objects() -> dict:
+    return {"OutputQuantizeConfig": _output_quantize_config_class()}
+
+
+def quantize_model(model):
+    """The tfmot 8-bit QAT model of a float tf_keras Inception-v3 (same function, fake-quant)."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    patch_tfmot()
+    qk = tfmot.quantization.keras
+    config_cls = _output_quantize_config_class()
+
+    def annotate(layer):
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            return qk.quantize_annotate_layer(layer, quantize_config=config_cls())
+        return qk.quantize_annotate_layer(layer) if _supported(layer) else layer
+
+    annotated = keras.models.clone_model(model, clone_function=annotate)
+    annotated.set_weights(model.get_weights())
+    with qk.quantize_scope(custom_objects()):
+        qat = qk.quantize_apply(annotated)
+    qat._name = model.name
+    return qat
+
+
+def _supported(layer) -> bool:
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import \
+        default_8bit_quantize_registry as reg
+
+    return reg.Default8BitQuantizeRegistry().supports(layer)
+
+
+def load_float_weights(model, float_export: str):
+    """Float weights from a train/ export folder (or a .keras file) into ``model``."""
+    import tf_keras
+
+    path = os.path.join(float_export, "model.keras") if os.path.isdir(float_export) \
+        else float_export
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"float model not found: {path} (run `python -m train` first)")
+    src = tf_keras.models.load_model(path, compile=False)
+    from train.model import inference_model
+
+    target = inference_model(model)
+    if len(src.weights) != len(target.weights) or any(
+            a.shape != b.shape for a, b in zip(src.weights, target.weights)):
+        raise ValueError(f"{path} does not match the QAT preset's model (different architecture)")
+    target.set_weights(src.get_weights())
+    return model
+
+
+def qat_transform(float_export: str):
+    def transform(model):
+        from train.model import inference_model
+
+        model = load_float_weights(inference_model(model), float_export)
+        return quantize_model(model)
+    return transform
+
+
+@preset
+def inception_v3_fashion_mnist_demo_qat() -> ExperimentConfig:
+    """QAT fine-tune of the demo: its float recipe, 20k images, low learning rate."""
+    cfg = PRESETS["inception_v3_fashion_mnist_demo"]()
+    cfg.name = "inception_v3_fashion_mnist_demo_qat"
+    cfg.model.aux_logits = False
+    cfg.data.max_train_examples = 20000
+    cfg.optim.base_learning_rate = 1e-4
+    cfg.optim.warmup_epochs = 0.0
+    cfg.optim.ema_momentum = None  # a short fine-tune: EMA would lag the quantizer ranges
+    cfg.train.epochs = 1
+    cfg.quantization.enabled = True
+    cfg.quantization.float_checkpoint = "runs/demo/export"
+    return cfg
+
+
+@preset
+def tiny_test_qat() -> ExperimentConfig:
+    """QAT of the tiny test model: a handful of steps."""
+    cfg = PRESETS["tiny_test"]()
+    cfg.name = "tiny_test_qat"
+    cfg.model.aux_logits = False
+    cfg.train.epochs = 1
+    cfg.optim.base_learning_rate = 1e-4
+    cfg.quantization.enabled = True
+    return cfg
+
+
+def train_qat(cfg: ExperimentConfig, run_dir: str, float_export: str = None, log=print):
+    """Fine-tunes ``cfg`` with QAT from the float export, through train/'s loop."""
+    from train.trainer import train
+
+    float_export = float_export or cfg.quantization.float_checkpoint
+    if not float_export:
+        raise ValueError("QAT needs the float model: set quantization.float_checkpoint "
+                         "(a train/ export folder)")
+    cfg.quantization.enabled = True
+    cfg.quantization.float_checkpoint = float_export
+    import tensorflow_model_optimization  # noqa: F401  (registers the QAT layers)
+
+    return train(cfg, run_dir, model_transform=qat_transform(float_export), log=log)

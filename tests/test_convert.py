@@ -1,0 +1,165 @@
+"""The convert-model script, TFLite half: every recipe end to end, table-driven; bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_module
+
+# recipe -> (input dtype, output dtype, quantized I/O, conv input dtype)
+TABLE = {
+    "fp32": ("float32", "float32", False, "float32"),
+    "fp16": ("float32", "float32", False, "float32"),
+    "dynamic_wi8_afp32": ("float32", "float32", False, "float32"),
+    "static_wi8_ai8": ("float32", "float32", False, "int8"),
+    "static_wi8_ai8_int8io": ("int8", "int8", True, "int8"),
+    "static_wi8_ai8_uint8io": ("uint8", "uint8", True, "int8"),
+    "static_wi8_ai16": ("float32", "float32", False, "int16"),
+}
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_export, tmp_path_factory):
+    from convert.__main__ import main
+
+    out = str(tmp_path_factory.mktemp("artifacts"))
+    rc = main([tiny_export, "--out", out, "--recipes", ",".join(TABLE), "--calib-images", "32",
+               "--check-images", "48"])
+    assert rc == 0
+    return out, json.load(open(os.path.join(out, "manifest.json")))
+
+
+@pytest.mark.parametrize("recipe", sorted(TABLE))
+def test_every_recipe_end_to_end(converted, tiny_export, recipe):
+    from convert.litert import TFLiteModel
+    from convert.tflite import dataset_images, load_source
+    from quantize.recipes import RECIPES
+
+    out, manifest = converted
+    art = {a["recipe"]: a for a in manifest["artifacts"]}[recipe]
+    path = os.path.join(out, art["file"])
+    assert art["file"] == f"tiny_test_{recipe}.tflite"
+    data = open(path, "rb").read()
+    import hashlib
+    assert art["sha256"] == hashlib.sha256(data).hexdigest() and art["bytes"] == len(data)
+
+    in_dt, out_dt, quant_io, conv_dt = TABLE[recipe]
+    m = TFLiteModel(path)
+    assert (m.input_dtype.name, m.output_dtype.name) == (in_dt, out_dt)
+    assert (art["input"]["dtype"], art["output"]["dtype"]) == (in_dt, out_dt)
+    if quant_io:  # the input scale maps [-1, 1] onto the integer range
+        scale, zp = m.input_quantization
+        assert scale == pytest.approx(2 / 255, rel=0.02)
+        assert zp == (-1 if in_dt == "int8" else 127) or abs(zp - (0 if in_dt == "int8" else 128)) <= 1
+    else:
+        assert m.input_quantization == (0.0, 0)
+    # every conv/dense runs in the recipe's arithmetic (no op silently left float)
+    assert set(art["conv_input_dtypes"]) == {conv_dt}, art["conv_input_dtypes"]
+    assert sum(art["conv_input_dtypes"].values()) == 95  # 94 convolutions + the classifier
+
+    # agreement with the source, recomputed here on fresh evaluation images
+    src = load_source(tiny_export)
+    x = dataset_images(src, "test", 32, seed=123)
+    ref, got = src.predict(x), m.predict(x)
+    r = RECIPES[recipe]
+    assert np.abs(got - ref).max() <= r.max_abs_diff
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= r.min_top1_agreement
+    assert art["check"]["passed"] and art["check"]["weight_ratio_vs_fp32"] <= r.max_size_ratio
+    expected_ratio = {"float32": 1.0, "float16": 0.5, "int8": 0.25}[r.weights]
+    assert art["check"]["weight_ratio_vs_fp32"] == pytest.approx(expected_ratio, abs=0.06)
+
+
+def test_manifest_provenance(converted, tiny_export):
+    out, manifest = converted
+    (sha, source), = manifest["sources"].items()
+    from convert.tflite import sha256_file
+    assert sha == sha256_file(os.path.join(tiny_export, "model.keras"))
+    assert manifest["tools"]["tensorflow"] and manifest["tools"]["ai-edge-litert"]
+    assert manifest["preprocessing"]["input_size"] == [75, 75]
+    assert open(os.path.join(out, "labels.txt")).read().splitlines()[0] == "T-shirt/top"
+    assert manifest["failures"] == []
+    assert not [f for f in os.listdir(out) if f.endswith(".partial")]
+
+
+def test_failed_self_check_writes_no_artifact(tiny_export, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from convert.__main__ import main
+    from quantize import recipes
+
+    strict = dataclasses.replace(recipes.RECIPES["dynamic_wi8_afp32"], max_abs_diff=0.0)
+    monkeypatch.setitem(recipes.RECIPES, "dynamic_wi8_afp32", strict)
+    rc = main([tiny_export, "--out", str(tmp_path), "--recipes", "dynamic_wi8_afp32",
+               "--check-images", "16"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "dynamic_wi8_afp32: max |p - p_source| = " in err and "> 0.0" in err
+    assert not [f for f in os.listdir(tmp_path) if f.endswith((".tflite", ".partial"))]
+    failure, = json.load(open(tmp_path / "manifest.json"))["failures"]
+    assert failure["check"]["max_abs_diff"] > 0
+
+
+def _no_artifacts(d):
+    return not os.path.isdir(d) or not [f for f in os.listdir(d)
+                                        if f.endswith((".tflite", ".partial"))]
+
+
+@pytest.mark.parametrize("case", ["missing", "not_a_model", "bad_recipe", "calib_shape",
+                                  "calib_few"])
+def test_bad_input_is_one_clear_error(case, tiny_export, tmp_path):
+    out = str(tmp_path / "out")
+    model, extra, message = tiny_export, [], None
+    if case == "missing":
+        model, message = str(tmp_path / "nope"), "model not found"
+    elif case == "not_a_model":
+        (tmp_path / "junk").mkdir()
+        (tmp_path / "junk" / "model.keras").write_bytes(b"not a zip")
+        (tmp_path / "junk" / "preprocessing.json").write_text(
+            open(os.path.join(tiny_export, "preprocessing.json")).read())
+        model, message = str(tmp_path / "junk"), "could not be loaded as a model"
+    elif case == "bad_recipe":
+        extra, message = ["--recipes", "int3"], "unknown recipe 'int3'; valid: fp32, fp16"
+    elif case == "calib_shape":
+        np.save(tmp_path / "c.npy", np.zeros((20, 32, 32, 3), np.float32))
+        extra = ["--recipes", "static_wi8_ai8", "--calib-npy", str(tmp_path / "c.npy"),
+                 "--calib-images", "20"]
+        message = "has shape [20, 32, 32, 3] but the model takes [N, 75, 75, 3]"
+    elif case == "calib_few":
+        np.save(tmp_path / "c.npy", np.zeros((3, 75, 75, 3), np.float32))
+        extra = ["--recipes", "static_wi8_ai8", "--calib-npy", str(tmp_path / "c.npy")]
+        message = "has 3 images"
+    r = run_module(["convert", model, "--out", out, *extra], timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert _no_artifacts(out)
+
+
+def test_ops_a_recipe_cannot_quantize_are_named(tmp_path):
+    """A model with an op that has no int8 kernel (SIN): the error names it."""
+    import tensorflow as tf
+
+    from convert.__main__ import main
+    from train.preprocessing import PreprocessingSpec
+
+    class M(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(np.random.RandomState(0).normal(size=(3, 4)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3], tf.float32, name="image")])
+        def serve(self, image):
+            h = tf.sin(tf.reduce_mean(image, axis=[1, 2]) @ self.w)
+            return {"predictions": tf.nn.softmax(h)}
+
+    m = M()
+    sm = tmp_path / "sm"
+    tf.saved_model.save(m, str(sm), signatures={"serving_default": m.serve})
+    PreprocessingSpec(input_size=[8, 8]).save(str(sm))
+    np.save(tmp_path / "c.npy", np.random.RandomState(0).uniform(-1, 1, (10, 8, 8, 3))
+            .astype("float32"))
+    out = tmp_path / "out"
+    rc = main([str(sm), "--out", str(out), "--recipes", "static_wi8_ai8", "--calib-npy",
+               str(tmp_path / "c.npy"), "--calib-images", "10", "--check-images", "4",
+               "--data-path", "/nonexistent"])
+    assert rc in (1, 2)
+    assert _no_artifacts(str(out))

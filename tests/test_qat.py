@@ -1,0 +1,90 @@
+"""QAT: the wrapped model computes the float function, every convolution becomes int8, and the
+exported int8 TFLite agrees with the QAT Keras model."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+
+def _concat_input_channels(model):
+    """{concat name: [channels of each input, in order]} for the mixed blocks."""
+    out = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if type(inner).__name__ == "Concatenate" and inner.name.startswith("mixed"):
+            ins = layer.input if isinstance(layer.input, list) else [layer.input]
+            out[inner.name] = [int(t.shape[-1]) for t in ins]
+    return out
+
+
+@pytest.fixture(scope="module")
+def float_model_and_images(tiny_export):
+    from convert.tflite import dataset_images, load_source
+
+    src = load_source(tiny_export)
+    return src.keras_model, dataset_images(src, "test", 64, seed=5)
+
+
+def test_qat_model_computes_the_float_function_before_finetuning(float_model_and_images):
+    import tensorflow_model_optimization as tfmot
+
+    from quantize.qat import quantize_model
+
+    model, x = float_model_and_images
+    want = _concat_input_channels(model)
+    assert want["mixed3"] == [38, 9, 27] and want["mixed8"] == [32, 19, 76]
+
+    qat = quantize_model(model)
+    assert _concat_input_channels(qat) == want
+    ref, got = model(x).numpy(), qat(x, training=False).numpy()
+    assert np.mean(ref.argmax(1) == got.argmax(1)) >= 0.9
+
+    # the guard is real: tfmot's own transformer (unpatched) rewires mixed3 and mixed8
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations \
+        import model_transformer
+    from quantize import qat as qat_module
+
+    patched = model_transformer.ModelTransformer._get_layers
+    model_transformer.ModelTransformer._get_layers = qat_module._original_get_layers
+    try:
+        buggy = tfmot.quantization.keras.quantize_model(model)
+    finally:
+        model_transformer.ModelTransformer._get_layers = patched
+    assert _concat_input_channels(buggy)["mixed3"] != want["mixed3"]
+    assert np.mean(buggy(x, training=False).numpy().argmax(1) == ref.argmax(1)) < 0.9
+
+
+@pytest.fixture(scope="module")
+def qat_export(tiny_export, tmp_path_factory):
+    from quantize.qat import train_qat
+    from train.config import resolve
+
+    run = str(tmp_path_factory.mktemp("qat_run"))
+    cfg = resolve("tiny_test_qat", None, ("train.epochs=1", "data.max_train_examples=96"))
+    metrics = train_qat(cfg, run, tiny_export, log=lambda *a, **k: None)
+    assert metrics["global_step"] == 3
+    return os.path.join(run, "export")
+
+
+def test_qat_exports_int8_that_agrees_with_the_qat_keras_model(qat_export, tmp_path):
+    from convert.__main__ import main
+    from convert.litert import TFLiteModel
+    from convert.tflite import dataset_images, load_source
+
+    out = str(tmp_path / "art")
+    assert main([qat_export, "--out", out, "--recipes", "static_wi8_ai8_int8io",
+                 "--check-images", "32"]) == 0
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    art, = [a for a in manifest["artifacts"] if a["recipe"] == "static_wi8_ai8_int8io"]
+    assert art["qat"] and art["file"] == "tiny_test_qat_static_wi8_ai8_int8io.tflite"
+    # all 94 convolutions and the classifier run in int8 (max-pool outputs carry ranges)
+    assert art["conv_input_dtypes"] == {"int8": 95}
+
+    src = load_source(qat_export)
+    assert src.is_qat
+    x = dataset_images(src, "test", 48, seed=9)
+    ref = src.predict(x)
+    got = TFLiteModel(os.path.join(out, art["file"])).predict(x)
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.95
+    assert np.abs(got - ref).max() < 0.1
