@@ -30,6 +30,8 @@ def main(argv=None) -> int:
                                        "already preprocessed (instead of the training data)")
     p.add_argument("--data-path", help="where the model's dataset lives, if not where it was "
                                        "trained (overrides config.json's data.path)")
+    p.add_argument("--check-npy", help="preprocessed images [N, H, W, 3] to check against "
+                                       "(default: the model's evaluation split)")
     p.add_argument("--check-images", type=int, default=64,
                    help="evaluation images each artifact is checked on (default 64)")
     p.add_argument("--seed", type=int, default=0)
@@ -65,8 +67,19 @@ def main(argv=None) -> int:
                 raise ConvertError(f"{what} has {len(calib)} images; --calib-images asks for "
                                    f"{args.calib_images}")
             calib = calib[:args.calib_images]
-        check_x = dataset_images(src, "test", args.check_images, args.seed + 1, over)
-        manifest = convert_tflite(src, recipes, args.out, calib, check_x)
+        if args.check_npy:
+            check_x = check_images_array(np.load(args.check_npy), src, 1, args.check_npy)
+            check_from = args.check_npy
+        elif src.config or args.data_path:
+            check_x = dataset_images(src, "test", args.check_images, args.seed + 1, over)
+            check_from = "evaluation split, seeded"
+        else:  # a user's model with no dataset config: seeded noise in the input range
+            lo, hi = src.spec.input_range
+            check_x = np.random.RandomState(args.seed + 1).uniform(
+                lo, hi, (args.check_images, *src.input_shape)).astype(np.float32)
+            check_from = "seeded uniform noise (no dataset known: pass --check-npy)"
+            print(f"[convert] warning: checking on {check_from}", file=sys.stderr)
+        manifest = convert_tflite(src, recipes, args.out, calib, check_x, check_from=check_from)
     except (ConvertError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -265,7 +265,7 @@ def convert_bytes(src: Source, recipe: Recipe, calib: Optional[np.ndarray]) -> b
         return convert_selective(src, recipe, calib)
     conv = configure(_converter(src), recipe, calib, src.is_qat)
     try:
-        return conv.convert()
+        data = conv.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types
         msg = str(e)
         ops = _unsupported_ops(msg)
@@ -275,6 +275,24 @@ def convert_bytes(src: Source, recipe: Recipe, calib: Optional[np.ndarray]) -> b
                                ) from None
         raise ConvertError(f"{recipe.name}: conversion failed: {msg.strip().splitlines()[-1][:400]}"
                            ) from None
+    if recipe.integer_activations:
+        left = float_ops(data)
+        if left:
+            raise ConvertError(f"{recipe.name}: the model has ops this recipe cannot quantize: "
+                               f"{', '.join(left)} (they stayed float; try dynamic_wi8_afp32, or "
+                               "keep their block float with +float:)")
+    return data
+
+
+def float_ops(model_bytes: bytes) -> List[str]:
+    """Ops (other than the I/O QUANTIZE/DEQUANTIZE) that compute in float in a .tflite model."""
+    from convert.litert import TFLiteModel
+
+    m = TFLiteModel(model_content=model_bytes, num_threads=1, xnnpack=False)
+    dtypes = {t["index"]: np.dtype(t["dtype"]).kind for t in m.interp.get_tensor_details()}
+    return sorted({d["op_name"] for d in m.interp._get_ops_details()
+                   if d["op_name"] not in ("QUANTIZE", "DEQUANTIZE")
+                   and any(dtypes.get(int(o)) == "f" for o in d["outputs"])})
 
 
 def describe_tflite(model_bytes: bytes) -> dict:
@@ -402,7 +420,7 @@ def load_manifest(out_dir: str) -> dict:
 
 def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
                    calib: Optional[np.ndarray], check_x: np.ndarray,
-                   log: Callable = print) -> dict:
+                   log: Callable = print, check_from: str = "evaluation split, seeded") -> dict:
     """Converts, checks and writes every recipe; returns the manifest (also written)."""
     os.makedirs(out_dir, exist_ok=True)
     manifest = load_manifest(out_dir)
@@ -470,7 +488,7 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
         "preprocessing": src.spec.to_dict(),
         "labels": "labels.txt" if src.labels else None,
         "check_inputs": {"images": int(len(check_x)),
-                         "source": "evaluation split, seeded"},
+                         "source": check_from},
         "tools": tool_versions(), "git": git_state(),
         "artifacts": sorted(artifacts.values(), key=lambda a: a["file"]),
         "failures": [f for f in manifest.get("failures", [])

@@ -98,7 +98,9 @@ def quantize_model(model):
     def annotate(layer):
         if isinstance(layer, keras.layers.MaxPooling2D):
             return qk.quantize_annotate_layer(layer, quantize_config=config_cls())
-        return qk.quantize_annotate_layer(layer) if _supported(layer) else layer
+        # every layer, as tfmot's quantize_annotate_model does: the Conv+BN+ReLU folding
+        # transforms only match annotated layers (BN has no registry entry of its own)
+        return qk.quantize_annotate_layer(layer)
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
     annotated.set_weights(model.get_weights())
@@ -106,13 +108,6 @@ def quantize_model(model):
         qat = qk.quantize_apply(annotated)
     qat._name = model.name
     return qat
-
-
-def _supported(layer) -> bool:
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import \
-        default_8bit_quantize_registry as reg
-
-    return reg.Default8BitQuantizeRegistry().supports(layer)
 
 
 def load_float_weights(model, float_export: str):

@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_module
 
 # recipe -> (input dtype, output dtype, quantized I/O, conv input dtype)
 TABLE = {
@@ -107,7 +106,9 @@ def _no_artifacts(d):
 
 @pytest.mark.parametrize("case", ["missing", "not_a_model", "bad_recipe", "calib_shape",
                                   "calib_few"])
-def test_bad_input_is_one_clear_error(case, tiny_export, tmp_path):
+def test_bad_input_is_one_clear_error(case, tiny_export, tmp_path, capsys):
+    from convert.__main__ import main
+
     out = str(tmp_path / "out")
     model, extra, message = tiny_export, [], None
     if case == "missing":
@@ -129,9 +130,9 @@ def test_bad_input_is_one_clear_error(case, tiny_export, tmp_path):
         np.save(tmp_path / "c.npy", np.zeros((3, 75, 75, 3), np.float32))
         extra = ["--recipes", "static_wi8_ai8", "--calib-npy", str(tmp_path / "c.npy")]
         message = "has 3 images"
-    r = run_module(["convert", model, "--out", out, *extra], timeout=300)
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert main([model, "--out", out, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err[-2000:]
     assert _no_artifacts(out)
 
 
@@ -159,7 +160,53 @@ def test_ops_a_recipe_cannot_quantize_are_named(tmp_path):
             .astype("float32"))
     out = tmp_path / "out"
     rc = main([str(sm), "--out", str(out), "--recipes", "static_wi8_ai8", "--calib-npy",
-               str(tmp_path / "c.npy"), "--calib-images", "10", "--check-images", "4",
-               "--data-path", "/nonexistent"])
-    assert rc in (1, 2)
+               str(tmp_path / "c.npy"), "--calib-images", "10", "--check-images", "4"])
+    assert rc == 1
+    failure, = json.load(open(out / "manifest.json"))["failures"]
+    assert "ops this recipe cannot quantize: SIN" in failure["error"], failure["error"]
     assert _no_artifacts(str(out))
+
+
+def test_layer_blocks_trace_every_layer():
+    from train.model import build_inception_v3, layer_blocks
+
+    m = build_inception_v3(input_size=75, depth_multiplier=0.1, min_depth=4, num_classes=10)
+    blocks = layer_blocks(m)
+    seq = [blocks[l.name] for l in m.layers]
+    assert seq[0] == "stem" and seq[-1] == "head"
+    order = ["stem"] + [f"mixed{i}" for i in range(11)] + ["head"]
+    assert sorted(set(seq), key=order.index) == order
+    assert [order.index(b) for b in seq] == sorted(order.index(b) for b in seq)  # contiguous
+    convs = [l for l in m.layers if type(l).__name__ == "Conv2D"]
+    assert sum(blocks[c.name] == "stem" for c in convs) == 5
+    assert sum(blocks[c.name] == "mixed0" for c in convs) == 7
+
+
+def test_per_block_error_report_and_selective_float_blocks(tiny_export, tmp_path):
+    from convert.litert import TFLiteModel
+    from convert.tflite import convert_bytes, dataset_images, load_source
+    from quantize.debug import layer_error_report
+    from quantize.recipes import get_recipe
+    from quantize.selective import tensor_block
+    from train.model import layer_blocks
+
+    src = load_source(tiny_export)
+    x = dataset_images(src, "train", 16, seed=0)
+    report = layer_error_report(src, get_recipe("static_wi8_ai8"), x)
+    names = {b["block"] for b in report["blocks"]}
+    assert {"stem", "mixed0", "mixed5", "mixed10"} <= names
+    errs = [b["mean_rmse_over_scale"] for b in report["blocks"]]
+    assert errs == sorted(errs, reverse=True) and all(e > 0 for e in errs)
+
+    data = convert_bytes(src, get_recipe("static_wi8_ai8+float:mixed10"), x)
+    m = TFLiteModel(model_content=data, xnnpack=False)
+    blocks = layer_blocks(src.keras_model)
+    tensors = {t["index"]: t for t in m.interp.get_tensor_details()}
+    conv_dtype = {}
+    for d in m.interp._get_ops_details():
+        if d["op_name"] == "CONV_2D":
+            out = tensors[d["outputs"][0]]
+            conv_dtype.setdefault(tensor_block(out["name"], blocks), set()).add(
+                np.dtype(out["dtype"]).name)
+    assert conv_dtype["mixed10"] == {"float32"}
+    assert conv_dtype["mixed9"] == {"int8"} and conv_dtype["stem"] == {"int8"}

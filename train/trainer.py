@@ -257,9 +257,10 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
     if tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")) or tf.train.latest_checkpoint(
             backup_dir):
         log(f"[train] resuming from the backup in {backup_dir}", flush=True)
+    progress = _Progress(cfg.train.log_every_steps, gb, total_steps, log)
     callbacks = [
         _Backup(backup_dir, save_freq=cfg.train.steps_per_checkpoint, delete_checkpoint=False),
-        _Progress(cfg.train.log_every_steps, gb, total_steps, log),
+        progress,
     ]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
@@ -284,7 +285,7 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
                "epochs_run_this_call": len(hist.epoch),
                "images_per_second": round(steps_run * gb / fit_s, 1) if steps_run else None,
                "total_seconds": round(time.time() - t_start, 1),
-               "global_step": int(model.optimizer.iterations.numpy())}
+               "global_step": progress.start_step + progress.steps}
     log(f"[train] eval on {eval_ds.num_examples} images: top-1 {metrics['top1']:.4f} "
         f"top-5 {metrics['top5']:.4f}  (fit {fit_s:.0f} s)", flush=True)
     if chief:
