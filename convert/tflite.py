@@ -442,7 +442,7 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
         fname = f"{src.name}_{recipe.name.replace('+float:', '_float-').replace(',', '-')}.tflite"
         prev = artifacts.get(fname)
         if (prev and prev.get("source_sha256") == src.sha256 and prev["recipe"] == recipe.name
-                and prev.get("recipe_spec") == dataclasses.asdict(recipe)
+                and prev.get("recipe_spec") == json.loads(json.dumps(dataclasses.asdict(recipe)))
                 and os.path.isfile(os.path.join(out_dir, fname))
                 and sha256_file(os.path.join(out_dir, fname)) == prev["sha256"]):
             log(f"[convert] {fname}: up to date (same source, recipe and file hash)", flush=True)

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from train import keras_env  # noqa: F401
 from train.config import ExperimentConfig, Optimizer, Precision
 from train.data import Dataset
-from train.distribute import is_chief, make_strategy
+from train.distribute import is_chief, make_strategy, resolve_strategy
 from train.preprocessing import PreprocessingSpec
 
 import tensorflow as tf
@@ -242,7 +242,8 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
         cfg.save(run_dir)
     log(f"[train] {cfg.name}: {train_ds.num_examples} images, {train_ds.num_classes} classes, "
         f"{int(cfg.train.epochs)} epochs x {steps_per_epoch} steps, global batch {gb}, "
-        f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})", flush=True)
+        f"{strategy.num_replicas_in_sync} replica(s) "
+        f"({resolve_strategy(cfg.train.strategy, cfg.train.tpu).value})", flush=True)
 
     with strategy.scope():
         model = build_for_training(cfg, steps_per_epoch, model_transform)
