@@ -81,8 +81,8 @@ class Source:
                 y = self.keras_model(x[i:i + batch_size], training=False)
             else:
                 fn = self.saved_model.signatures["serving_default"]
-                y = list(fn(**{fn.structured_input_signature[1].popitem()[0]:
-                               x[i:i + batch_size]}).values())[0]
+                name = next(iter(fn.structured_input_signature[1]))
+                y = list(fn(**{name: x[i:i + batch_size]}).values())[0]
             out.append(np.asarray(y, np.float32))
         return np.concatenate(out, axis=0)
 
