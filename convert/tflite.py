@@ -87,11 +87,6 @@ class Source:
         return np.concatenate(out, axis=0)
 
 
-def _is_qat(model) -> bool:
-    return any(type(l).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")
-               for l in model.layers)
-
-
 def load_keras(path: str):
     import tf_keras
 
@@ -140,7 +135,9 @@ def load_source(path: str) -> Source:
     try:
         if kind == "keras":
             src.keras_model = load_keras(model_file)
-            src.is_qat = _is_qat(src.keras_model)
+            from train.model import is_quantization_aware
+
+            src.is_qat = is_quantization_aware(src.keras_model)
             shape = list(src.keras_model.input_shape[1:])
             n_out = int(src.keras_model.output_shape[-1])
         else:

@@ -257,6 +257,12 @@ def inference_model(model):
     return inf
 
 
+def is_quantization_aware(model) -> bool:
+    """True for a tfmot QAT model (its layers are QuantizeWrapper / QuantizeLayer)."""
+    return any(type(l).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")
+               for l in model.layers)
+
+
 def layer_blocks(model) -> Dict[str, str]:
     """{layer name: block}: ``stem`` up to the tensor that feeds ``mixed0``, ``mixedK`` for the
     layers of module K (its branches and its concatenation), ``head`` after ``mixed10``. Lets a

@@ -175,14 +175,14 @@ def save_serving(model, path: str) -> None:
 def export_model(model, cfg: ExperimentConfig, spec: PreprocessingSpec, class_names, out_dir: str,
                  metrics: Optional[dict] = None, save_keras: bool = True) -> str:
     """Writes the export folder atomically: nothing at ``out_dir`` until everything is written."""
-    from train.model import inference_model
+    from train.model import inference_model, is_quantization_aware
 
     inf = inference_model(model)
     tmp = _atomic_dir(out_dir)
     try:
         if save_keras:
             # tfmot's QAT layers do not round-trip through the .keras format: use HDF5 for them
-            qat = any(type(l).__name__.startswith("Quantize") for l in inf.layers)
+            qat = is_quantization_aware(inf)
             inf.save(os.path.join(tmp, "model.h5" if qat else "model.keras"))
         save_serving(inf, os.path.join(tmp, "saved_model"))
         with open(os.path.join(tmp, "labels.txt"), "w") as f:
