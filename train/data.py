@@ -345,7 +345,13 @@ def image_preprocess(encoded, spec: PreprocessingSpec, augment: Optional[DataCon
     """One encoded JPEG/PNG -> model input [H, W, 3] (the paper's Inception preprocessing)."""
     import tensorflow as tf
 
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    # JPEG with the accurate integer DCT: TF's default (fast DCT) differs from libjpeg-turbo's
+    # default -- OpenCV, Android's BitmapFactory -- by ~1 level per pixel; this matches them exactly
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
+    image.set_shape([None, None, 3])
     if augment is not None:
         begin, size, _ = tf.image.sample_distorted_bounding_box(
             tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,

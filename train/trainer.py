@@ -93,8 +93,16 @@ class _Backup(keras.callbacks.BackupAndRestore):
 
 
 class _Progress(keras.callbacks.Callback):
+    """Console progress every ``every`` steps.
+
+    ``_supports_tf_logs``: Keras otherwise converts the logs to numpy after *every* batch for a
+    callback with batch hooks, which syncs host and device each step and cost 46 % of the demo's
+    throughput here (466 -> 250 img/s); the logs are read only on the steps that print.
+    """
+
     def __init__(self, every, batch_size, total_steps, log=print):
         super().__init__()
+        self._supports_tf_logs = True
         self.every, self.batch_size, self.total, self.log = every, batch_size, total_steps, log
         self.t0 = self.tlast = None
         self.steps = 0
@@ -111,8 +119,9 @@ class _Progress(keras.callbacks.Callback):
             it = int(self.model.optimizer.iterations.numpy())
             rate = self.every * self.batch_size / max(now - self.tlast, 1e-9)
             self.tlast = now
-            loss = (logs or {}).get("loss", float("nan"))
-            acc = (logs or {}).get("predictions_accuracy", (logs or {}).get("accuracy", 0.0))
+            logs = logs or {}
+            loss = float(logs.get("loss", float("nan")))
+            acc = float(logs.get("predictions_accuracy", logs.get("accuracy", 0.0)))
             self.log(f"step {it}/{self.total}  loss {loss:.4f}  acc {acc:.3f}  "
                      f"{rate:.0f} img/s", flush=True)
 

@@ -1,0 +1,122 @@
+"""python -m edge_eval {accuracy,bench,android,report} ...
+
+  accuracy ARTIFACTS   top-1/top-5 and drift of every artifact against the float model
+  bench ARTIFACTS      host latency (LiteRT, XNNPACK on/off, threads, Edge TPU if present)
+  android ARTIFACTS    latency (and on-device accuracy) over adb: benchmark_model or the app
+  report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI
+
+Results go to RESULTS (default reports/<artifacts folder name>) as JSON-lines records, one schema
+for every device (edge_eval/schema/record.json). Exit 2 on a user error, 1 when the drift gate
+fails.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _csv(s):
+    return [v.strip() for v in s.split(",") if v.strip()]
+
+
+def _out(args):
+    return args.out or os.path.join("reports", os.path.basename(os.path.normpath(args.artifacts)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge_eval", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    a = sub.add_parser("accuracy", help="accuracy and drift of every artifact")
+    a.add_argument("artifacts", help="folder with manifest.json (python -m convert --out)")
+    a.add_argument("--reference", help="float model export (default: the manifest's float source)")
+    a.add_argument("--data-source", choices=["fashion_mnist", "image_folder"],
+                   help="evaluation data (default: the reference's training data)")
+    a.add_argument("--data-path", help="dataset folder")
+    a.add_argument("--images", type=int, help="evaluate a seeded sample of N images")
+    a.add_argument("--crops", type=int, default=1, choices=[1, 10, 144],
+                   help="1: central crop; 10 or 144: the paper's multi-crop schemes")
+    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--timeout", type=float, default=900, help="seconds per artifact")
+    a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds for the CI")
+    a.add_argument("--only", type=_csv, help="comma-separated artifact files or recipes")
+    a.add_argument("--out")
+    a.add_argument("--max-top1-drift", type=float,
+                   help="exit 1 if any artifact's top-1 drops more than this many points")
+
+    b = sub.add_parser("bench", help="host latency of every artifact")
+    b.add_argument("artifacts")
+    b.add_argument("--delegates", type=_csv, default=["xnnpack"],
+                   help="xnnpack, none (plain CPU kernels), edgetpu (needs libedgetpu)")
+    b.add_argument("--threads", type=lambda s: [int(v) for v in _csv(s)], default=[2])
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--runs", type=int, default=50)
+    b.add_argument("--min-seconds", type=float, default=1.0)
+    b.add_argument("--max-seconds", type=float, default=60.0)
+    b.add_argument("--only", type=_csv)
+    b.add_argument("--out")
+
+    d = sub.add_parser("android", help="benchmark (and on-device accuracy) over adb")
+    d.add_argument("artifacts")
+    d.add_argument("--adb", default="adb", help="adb executable")
+    d.add_argument("--serial", help="device serial (adb -s); default: the only device")
+    d.add_argument("--delegates", type=_csv, default=["cpu"],
+                   help="cpu (XNNPACK), gpu, nnapi: benchmark_model's flag names")
+    d.add_argument("--threads", type=int, default=4)
+    d.add_argument("--warmup", type=int, default=5)
+    d.add_argument("--runs", type=int, default=50)
+    d.add_argument("--benchmark-binary",
+                   help="TFLite benchmark_model built for the device; without it the sample "
+                        "app's benchmark mode is used")
+    d.add_argument("--eval-images", type=int, default=0,
+                   help="with the app: push N evaluation images for on-device accuracy")
+    d.add_argument("--timeout", type=float, default=600)
+    d.add_argument("--only", type=_csv)
+    d.add_argument("--out")
+
+    r = sub.add_parser("report", help="CSV + Markdown + plots from a results folder")
+    r.add_argument("results")
+    r.add_argument("--title", default="edge_eval report")
+    r.add_argument("--max-top1-drift", type=float)
+
+    args = p.parse_args(argv)
+    from edge_eval import harness, report
+
+    try:
+        if args.cmd == "accuracy":
+            out = _out(args)
+            harness.evaluate(args.artifacts, out, args.reference, args.data_source,
+                             args.data_path, args.images, args.crops, args.threads, args.timeout,
+                             args.bootstrap, only=args.only)
+            path, failures = report.write(out, max_top1_drift=args.max_top1_drift)
+        elif args.cmd == "bench":
+            out = _out(args)
+            harness.benchmark(args.artifacts, out, args.delegates, args.threads, args.warmup,
+                              args.runs, args.min_seconds, args.max_seconds, only=args.only)
+            path, failures = report.write(out)
+        elif args.cmd == "android":
+            from edge_eval import android
+
+            out = _out(args)
+            android.run(args.artifacts, out, adb=args.adb, serial=args.serial,
+                        delegates=args.delegates, threads=args.threads, warmup=args.warmup,
+                        runs=args.runs, binary=args.benchmark_binary,
+                        eval_images=args.eval_images, timeout=args.timeout, only=args.only)
+            path, failures = report.write(out)
+        else:
+            path, failures = report.write(args.results, args.title, args.max_top1_drift)
+    except (harness.EvalError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    if failures:
+        print("drift gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

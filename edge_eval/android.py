@@ -1,0 +1,335 @@
+"""Android over adb: TFLite's ``benchmark_model`` or the sample app's benchmark mode.
+
+adb is always called with argument lists (never a shell string on the host). Results become the
+same records as host runs. The app's side of the protocol is ``schema/android_app.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Dict, List, Optional, Sequence
+
+from edge_eval import records
+from edge_eval.harness import EvalError, load_manifest, verify
+
+PROTOCOL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
+                             "android_app.json")
+REMOTE_TMP = "/data/local/tmp"
+# benchmark_model's flag per delegate (the same names the app's extras use, lower-cased)
+DELEGATE_FLAGS = {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
+                  "nnapi": ["--use_nnapi=true"]}
+RECORD_DELEGATE = {"cpu": "xnnpack", "gpu": "gpu", "nnapi": "nnapi"}
+
+
+class AndroidError(EvalError):
+    """adb missing, no device, a device command failing: one clear message."""
+
+
+def protocol() -> dict:
+    with open(PROTOCOL_PATH) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark_model output
+# --------------------------------------------------------------------------------------------
+_NUM = r"([0-9][0-9.eE+\-]*)"
+_COUNT = re.compile(r"count=(\d+)(?P<rest>(?: \w+=" + _NUM + r")*)")
+_TIMINGS = re.compile(r"Inference timings in us: Init: " + _NUM + r", First inference: " + _NUM
+                      + r", Warmup \(avg\): " + _NUM + r", Inference \(avg\): " + _NUM)
+_MEM = [re.compile(r"Peak memory footprint \(MB\): init=" + _NUM + r" overall=" + _NUM),
+        re.compile(r"Memory footprint delta from the start of the tool \(MB\): init=" + _NUM
+                   + r" overall=" + _NUM)]
+_MEM_PEAK = re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: " + _NUM)
+_REPLACED = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \(([^)]*)\)")
+_FALLBACK = re.compile(r"(will not be executed by the delegate|Failed to apply .* delegate|"
+                       r"falling back to CPU|Delegate .* failed)", re.IGNORECASE)
+
+
+def parse_benchmark_model(text: str) -> dict:
+    """TFLite ``benchmark_model`` console output -> the record's latency fields.
+
+    The last ``count=... avg=... std=...`` line is the timed runs (the one before it is the
+    warm-up). benchmark_model prints no p90/p99: those stay None. Raises ValueError when the text
+    has no timed-run line (the tool failed; the message carries its last lines).
+    """
+    runs = []
+    for line in text.splitlines():
+        m = _COUNT.search(line)
+        if m and "avg=" in line:
+            fields = dict(re.findall(r"(\w+)=" + _NUM, line))
+            runs.append({k: float(v) for k, v in fields.items()})
+    timings = _TIMINGS.search(text)
+    if not runs or not timings:
+        tail = " | ".join(text.strip().splitlines()[-3:])
+        raise ValueError(f"benchmark_model printed no timed runs: {tail or '(no output)'}")
+    r = runs[-1]
+    us = 1e-3
+    out = {
+        "runs": int(r["count"]),
+        "latency_ms": {"min": r.get("min", 0) * us, "p50": r["median"] * us if "median" in r
+                       else None, "p90": None, "p99": None, "mean": r["avg"] * us,
+                       "std": r.get("std", 0) * us, "max": r.get("max", 0) * us,
+                       "p5": r["p5"] * us if "p5" in r else None,
+                       "p95": r["p95"] * us if "p95" in r else None},
+        "init_ms": float(timings.group(1)) * us,
+        "first_inference_ms": float(timings.group(2)) * us,
+        "warmup_avg_ms": float(timings.group(3)) * us,
+        "duration_s": r["avg"] * r["count"] * 1e-6,
+        "warmup_runs": int(runs[-2]["count"]) if len(runs) > 1 else None,
+    }
+    peak = _MEM_PEAK.search(text)
+    mem = next((m for m in (p.search(text) for p in _MEM) if m), None)
+    out["peak_memory_mb"] = float(peak.group(1)) if peak else (
+        float(mem.group(2)) if mem else None)
+    rep = _REPLACED.search(text)
+    out["delegated_nodes"] = [int(rep.group(1)), int(rep.group(2))] if rep else None
+    fb = _FALLBACK.search(text)
+    out["fallback"] = fb.group(0) if fb else None
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# adb
+# --------------------------------------------------------------------------------------------
+class Adb:
+    def __init__(self, adb: str = "adb", serial: Optional[str] = None, timeout: float = 600):
+        exe = adb if os.path.sep in adb else shutil.which(adb)
+        if not exe or not os.path.isfile(exe):
+            raise AndroidError(f"adb not found ({adb!r}): install Android platform-tools "
+                               f"(apt-get install adb, or the SDK's platform-tools) or pass --adb")
+        self.exe, self.timeout = exe, timeout
+        self.serial = serial or self._only_device()
+
+    def _raw(self, args: List[str], timeout: Optional[float] = None) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([self.exe, *args], capture_output=True, text=True,
+                                  timeout=timeout or self.timeout)
+        except subprocess.TimeoutExpired:
+            raise AndroidError(f"adb {' '.join(args[:3])} timed out") from None
+
+    def _only_device(self) -> str:
+        p = self._raw(["devices"], timeout=30)
+        devs = [line.split("\t")[0] for line in p.stdout.splitlines()[1:]
+                if line.strip().endswith("\tdevice")]
+        if not devs:
+            raise AndroidError("no Android device attached (`adb devices` lists none in state "
+                               "'device'): connect one with USB debugging on, or pass --serial")
+        if len(devs) > 1:
+            raise AndroidError(f"{len(devs)} devices attached ({', '.join(devs)}): pass --serial")
+        return devs[0]
+
+    def run(self, *args: str, check: bool = True, timeout: Optional[float] = None) -> str:
+        p = self._raw(["-s", self.serial, *args], timeout)
+        if check and p.returncode != 0:
+            raise AndroidError(f"adb {' '.join(args[:2])} failed ({p.returncode}): "
+                               f"{(p.stderr or p.stdout).strip()[-300:]}")
+        return p.stdout
+
+    def shell(self, *args: str, **kw) -> str:
+        return self.run("shell", *args, **kw)
+
+    def push(self, local: str, remote: str) -> None:
+        self.run("push", local, remote)
+
+    def pull(self, remote: str, local: str) -> None:
+        self.run("pull", remote, local)
+
+    def exists(self, remote: str) -> bool:
+        return self._raw(["-s", self.serial, "shell", "ls", remote], 30).returncode == 0
+
+    def device_info(self) -> dict:
+        def prop(k):
+            return self.shell("getprop", k, check=False).strip() or None
+
+        return {"kind": "android", "name": prop("ro.product.model"), "serial": self.serial,
+                "manufacturer": prop("ro.product.manufacturer"),
+                "sdk": prop("ro.build.version.sdk"), "abi": prop("ro.product.cpu.abi"),
+                "soc": prop("ro.soc.model")}
+
+
+# --------------------------------------------------------------------------------------------
+# the two ways to run on the device
+# --------------------------------------------------------------------------------------------
+def benchmark_model_args(binary_remote: str, model_remote: str, delegate: str, threads: int,
+                         warmup: int, runs: int) -> List[str]:
+    if delegate not in DELEGATE_FLAGS:
+        raise AndroidError(f"unknown delegate {delegate!r}: choose from {sorted(DELEGATE_FLAGS)}")
+    return [binary_remote, f"--graph={model_remote}", f"--num_threads={threads}",
+            f"--warmup_runs={warmup}", f"--num_runs={runs}", *DELEGATE_FLAGS[delegate]]
+
+
+def app_start_args(extras: Dict[str, object]) -> List[str]:
+    """``am start`` arguments for the app's benchmark mode, typed from the protocol file."""
+    proto = protocol()
+    args = ["am", "start", "-W", "-n", proto["package"] + "/" + proto["activity"]]
+    for k, v in extras.items():
+        if k not in proto["extras"]:
+            raise AndroidError(f"the app's benchmark mode has no extra {k!r}")
+        args += [proto["extras"][k]["flag"], k, str(v)]
+    return args
+
+
+def _fill(rec: dict, fields: dict) -> dict:
+    for k, v in fields.items():
+        rec[k] = v
+    return rec
+
+
+def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str] = None,
+        delegates: Sequence[str] = ("cpu",), threads: int = 4, warmup: int = 5, runs: int = 50,
+        binary: Optional[str] = None, eval_images: int = 0, timeout: float = 600,
+        only: Optional[Sequence[str]] = None, log=print) -> List[dict]:
+    """Latency (and with the app, accuracy) per artifact x delegate -> ``android.jsonl``."""
+    for d in delegates:
+        if d not in DELEGATE_FLAGS:
+            raise AndroidError(f"unknown delegate {d!r}: choose from {sorted(DELEGATE_FLAGS)}")
+    if binary and not os.path.isfile(binary):
+        raise AndroidError(f"--benchmark-binary {binary} does not exist")
+    manifest = load_manifest(artifacts_dir)
+    dev = Adb(adb, serial, timeout)
+    info = dev.device_info()
+    os.makedirs(out_dir, exist_ok=True)
+    out: List[dict] = []
+    proto = protocol()
+    if binary:
+        bin_remote = f"{REMOTE_TMP}/benchmark_model"
+        dev.push(binary, bin_remote)
+        dev.shell("chmod", "755", bin_remote)
+        remote_dir = REMOTE_TMP
+    else:
+        remote_dir = proto["device_dir"]
+        dev.shell("mkdir", "-p", remote_dir)
+        for name in ("labels.txt", "preprocessing.json"):
+            if os.path.isfile(os.path.join(artifacts_dir, name)):
+                dev.push(os.path.join(artifacts_dir, name), f"{remote_dir}/{name}")
+    eval_remote = ""
+    if eval_images and not binary:
+        eval_remote = _push_eval_set(dev, artifacts_dir, manifest, eval_images, remote_dir, log)
+    for e in manifest["artifacts"]:
+        if e.get("target") != "tflite" or (only and e.get("file") not in only
+                                           and e.get("recipe") not in only):
+            continue
+        problem = verify(artifacts_dir, e)
+        model_remote = f"{remote_dir}/{e['file']}"
+        if not problem:
+            dev.push(os.path.join(artifacts_dir, e["file"]), model_remote)
+        if binary:
+            for d in delegates:
+                rec = records.new_record("latency", **records.artifact_fields(e),
+                                         runtime="benchmark_model", delegate=RECORD_DELEGATE[d],
+                                         device=info, threads=threads, batch_size=1)
+                if problem:
+                    out.append(_fill(rec, {"status": "failed", "error": problem}))
+                    continue
+                text = dev.shell(*benchmark_model_args(bin_remote, model_remote, d, threads,
+                                                       warmup, runs), check=False)
+                try:
+                    parsed = parse_benchmark_model(text)
+                    rec.update(parsed)
+                    if parsed["fallback"]:
+                        rec["error"] = None
+                        rec["note"] = f"delegate fallback: {parsed['fallback']}"
+                except ValueError as ex:
+                    rec.update(status="failed", error=str(ex))
+                log(f"[android] {e['file']} {d}: " + (
+                    f"mean {rec['latency_ms']['mean']:.2f} ms" if rec["status"] == "ok"
+                    else rec["error"]), flush=True)
+                out.append(rec)
+            if eval_images:
+                out.append(_fill(records.new_record(
+                    "accuracy", **records.artifact_fields(e), runtime="benchmark_model",
+                    device=info), {"status": "unavailable", "error": (
+                        "on-device accuracy needs the sample app's benchmark mode "
+                        "(benchmark_model prints no predictions): drop --benchmark-binary")}))
+        else:
+            if problem:
+                out.append(_fill(records.new_record("latency", **records.artifact_fields(e),
+                                                    runtime="android-app", device=info),
+                                 {"status": "failed", "error": problem}))
+                continue
+            out.extend(_run_app(dev, e, model_remote, remote_dir, delegates, threads, warmup,
+                                runs, eval_remote, timeout, info, log))
+    records.write_jsonl(out, os.path.join(out_dir, "android.jsonl"))
+    return out
+
+
+def _push_eval_set(dev: Adb, artifacts_dir, manifest, n, remote_dir, log) -> str:
+    """Writes N evaluation images (PNG) + labels.csv and pushes them; returns the remote folder."""
+    import cv2
+    import numpy as np
+
+    from edge_eval.harness import data_config, load_raw, reference_path
+
+    ref = reference_path(manifest)
+    imgs, labels, _, _ = load_raw(data_config(ref), "test", n)
+    tmp = tempfile.mkdtemp(prefix="eval-")
+    try:
+        rows = []
+        for i, (im, y) in enumerate(zip(imgs, labels)):
+            name = f"{i:05d}.png"
+            im = np.asarray(im)
+            cv2.imwrite(os.path.join(tmp, name),
+                        im if im.shape[-1] == 1 else cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
+            rows.append(f"{name},{int(y)}")
+        with open(os.path.join(tmp, "labels.csv"), "w") as f:
+            f.write("\n".join(rows) + "\n")
+        remote = f"{remote_dir}/eval"
+        dev.shell("rm", "-rf", remote, check=False)
+        dev.push(tmp, remote)
+        log(f"[android] pushed {len(rows)} evaluation images to {remote}", flush=True)
+        return remote
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, runs,
+             eval_remote, timeout, info, log) -> List[dict]:
+    proto = protocol()
+    run_id = uuid.uuid4().hex[:12]
+    output = f"{remote_dir}/result-{run_id}.json"
+    app_delegates = {v: k for k, v in proto["delegates"].items()}
+    extras = {"model": model_remote, "labels": f"{remote_dir}/labels.txt",
+              "preprocessing": f"{remote_dir}/preprocessing.json",
+              "delegates": ",".join(app_delegates[RECORD_DELEGATE[d]] for d in delegates),
+              "threads": threads, "warmup": warmup, "runs": runs, "eval_dir": eval_remote,
+              "output": output, "run_id": run_id}
+    dev.shell(*app_start_args(extras))
+    deadline = time.time() + timeout
+    while not dev.exists(output + proto["done_suffix"]):
+        if time.time() > deadline:
+            rec = records.new_record("latency", **records.artifact_fields(entry),
+                                     runtime="android-app", device=info)
+            return [_fill(rec, {"status": "failed", "error": (
+                f"the app wrote no result in {timeout:.0f} s (is it installed? "
+                f"`./gradlew installDebug` in android_demo)")})]
+        time.sleep(1.0)
+    tmp = tempfile.mkdtemp(prefix="pull-")
+    try:
+        local = os.path.join(tmp, "result.json")
+        dev.pull(output, local)
+        with open(local) as f:
+            got = json.load(f)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = []
+    for r in got if isinstance(got, list) else [got]:
+        problems = records.validate(r)
+        if problems:
+            rec = records.new_record(r.get("kind") or "latency", **records.artifact_fields(entry),
+                                     runtime="android-app", device=info)
+            out.append(_fill(rec, {"status": "failed", "error": "the app's record breaks the "
+                                   "schema: " + "; ".join(problems)}))
+            continue
+        r.update({k: v for k, v in records.artifact_fields(entry).items() if v is not None})
+        r["git"] = dict(records.git_state())
+        r["device"] = dict(info, **(r.get("device") or {}))
+        log(f"[android] {entry['file']} {r['delegate']} ({r['kind']}): {r['status']}", flush=True)
+        out.append(r)
+    return out

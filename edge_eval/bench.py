@@ -1,0 +1,123 @@
+"""Host latency benchmark of one .tflite (run side: numpy + LiteRT (+ OpenCV), no TensorFlow).
+
+Measures like TFLite's ``benchmark_model``: model load + delegate init, the first inference,
+warm-up runs, then timed runs until both ``runs`` and ``min_seconds`` are reached (capped by
+``max_seconds``). Peak memory is the process's max RSS, so each benchmark runs in its own worker
+process (``edge_eval.worker``). A result with fewer than ``MIN_VALID_RUNS`` runs or under
+``MIN_VALID_SECONDS`` of timed runs is marked invalid and reports no latency.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+MIN_VALID_RUNS = 10
+MIN_VALID_SECONDS = 0.2
+
+EDGETPU_LIBRARY = {"linux": "libedgetpu.so.1", "darwin": "libedgetpu.1.dylib",
+                   "win32": "edgetpu.dll"}
+EDGETPU_HELP = ("the Edge TPU runtime (libedgetpu) is not installed on this machine: install it "
+                "from https://coral.ai/software/#edgetpu-runtime (Debian: apt-get install "
+                "libedgetpu1-std) and attach a Coral device")
+
+
+def latency_stats(times_ms) -> dict:
+    t = np.asarray(times_ms, np.float64)
+    return {"min": float(t.min()), "p50": float(np.percentile(t, 50)),
+            "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
+            "mean": float(t.mean()), "std": float(t.std()), "max": float(t.max())}
+
+
+def validity(runs: int, seconds: float, min_runs: int = MIN_VALID_RUNS,
+             min_seconds: float = MIN_VALID_SECONDS) -> Optional[str]:
+    """None when a timing is trustworthy, else why not."""
+    if runs < min_runs or seconds < min_seconds:
+        return (f"only {runs} timed runs in {seconds:.3f} s (a valid result needs >= {min_runs} "
+                f"runs and >= {min_seconds} s): raise --runs or --min-seconds")
+    return None
+
+
+def edgetpu_delegate():
+    """The Edge TPU delegate, or raises RuntimeError saying the runtime is absent."""
+    from convert.litert import load_delegate
+
+    lib = os.environ.get("EDGETPU_LIBRARY") or EDGETPU_LIBRARY.get(sys.platform,
+                                                                    "libedgetpu.so.1")
+    try:
+        return load_delegate(lib)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise RuntimeError(f"{EDGETPU_HELP} (loading {lib} failed: {e})") from None
+
+
+def _peak_rss_mb() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
+
+
+def time_preprocessing(spec, image: Optional[np.ndarray] = None, repeats: int = 20) -> float:
+    """Median ms to turn one decoded uint8 image into model input (OpenCV path)."""
+    from edge_eval import preprocess
+
+    if image is None:
+        rng = np.random.default_rng(0)
+        h, w = spec.input_size
+        image = rng.integers(0, 256, (int(h / spec.crop_fraction) + 1,
+                                      int(w / spec.crop_fraction) + 1, spec.source_channels),
+                             dtype=np.uint8)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        preprocess.central(image, spec)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup: int = 5,
+                 runs: int = 50, min_seconds: float = 1.0, max_seconds: float = 60.0,
+                 seed: int = 0) -> dict:
+    """Times one model; returns the record's measurement fields (status, latency_ms, ...)."""
+    from convert.litert import TFLiteModel
+
+    delegates = None
+    if delegate == "edgetpu":
+        delegates = [edgetpu_delegate()]
+    elif delegate not in ("xnnpack", "none"):
+        raise ValueError(f"the host benchmark runs delegates xnnpack, none and edgetpu; "
+                         f"{delegate!r} needs a device (python -m edge_eval android)")
+    t = time.perf_counter()
+    model = TFLiteModel(path, num_threads=threads, xnnpack=delegate == "xnnpack",
+                        delegates=delegates)
+    init_ms = (time.perf_counter() - t) * 1e3
+    rng = np.random.default_rng(seed)
+    shape = [int(v) for v in model.input["shape"]]
+    lo, hi = -1.0, 1.0
+    x = model.quantize_input(rng.uniform(lo, hi, shape).astype(np.float32))
+    t = time.perf_counter()
+    model.invoke_raw(x)
+    first_ms = (time.perf_counter() - t) * 1e3
+    for _ in range(warmup):
+        model.invoke_raw(x)
+    times = []
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        model.invoke_raw(x)
+        now = time.perf_counter()
+        times.append((now - t) * 1e3)
+        elapsed = now - start
+        if (len(times) >= runs and elapsed >= min_seconds) or elapsed >= max_seconds:
+            break
+    why = validity(len(times), sum(times) / 1e3)
+    out = {"status": "ok" if why is None else "invalid", "error": why,
+           "latency_ms": None if why else latency_stats(times), "init_ms": init_ms,
+           "first_inference_ms": first_ms, "warmup_runs": warmup, "runs": len(times),
+           "duration_s": sum(times) / 1e3, "threads": threads, "batch_size": shape[0],
+           "delegate": delegate, "runtime": "litert", "peak_memory_mb": _peak_rss_mb()}
+    if why:
+        out["raw_latency_ms"] = latency_stats(times)  # kept for debugging, never reported
+    return out

@@ -1,0 +1,368 @@
+"""The evaluation harness: every artifact of a manifest, in its own worker, on one evaluation set.
+
+Images are decoded and preprocessed once per preprocessing spec (numpy + OpenCV, cached as .npy
+keyed by a hash of the data and the spec) and memory-mapped by every worker; each worker batches
+its model's inference. The float reference (the manifest's float source, or ``reference``) runs in
+a worker too, and every artifact's drift is computed against it on the same images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from edge_eval import preprocess, records, stats
+from train.preprocessing import PreprocessingSpec
+
+ROOT = records.ROOT
+MANIFEST = "manifest.json"
+
+
+class EvalError(ValueError):
+    """A user error that stops the whole evaluation (one clear message)."""
+
+
+# --------------------------------------------------------------------------------------------
+# workers
+# --------------------------------------------------------------------------------------------
+def run_worker(job: dict, timeout: float, workdir: str) -> dict:
+    """Runs ``edge_eval.worker`` on ``job`` in a fresh process; a crash or timeout is a result."""
+    fd, job_path = tempfile.mkstemp(suffix=".json", dir=workdir)
+    job = dict(job, result=job_path + ".result")
+    with os.fdopen(fd, "w") as f:
+        json.dump(job, f)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edge_eval.worker", job_path], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "error": f"timed out after {timeout:.0f} s",
+                "wall_s": time.perf_counter() - t}
+    wall = time.perf_counter() - t
+    try:
+        with open(job["result"]) as f:
+            out = json.load(f)
+    except (OSError, ValueError):
+        tail = (proc.stderr or "").strip().splitlines()[-3:]
+        out = {"status": "failed",
+               "error": f"worker exited with code {proc.returncode} (crashed: "
+                        f"{'signal ' + str(-proc.returncode) if proc.returncode < 0 else 'no result'})"
+                        + (": " + " | ".join(tail) if tail else "")}
+    out["wall_s"] = wall
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# manifest
+# --------------------------------------------------------------------------------------------
+def load_manifest(artifacts_dir: str) -> dict:
+    path = os.path.join(artifacts_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise EvalError(f"{artifacts_dir} has no {MANIFEST}: point at a folder written by "
+                        f"`python -m convert`")
+    try:
+        with open(path) as f:
+            m = json.load(f)
+    except ValueError as e:
+        raise EvalError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(m.get("artifacts"), list):
+        raise EvalError(f"{path} lists no artifacts")
+    return m
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(artifacts_dir: str, entry: dict) -> Optional[str]:
+    """None when the file is there and its hash matches the manifest, else the problem."""
+    path = os.path.join(artifacts_dir, entry.get("file", ""))
+    if not os.path.exists(path):
+        return f"{entry.get('file')} is listed in the manifest but missing"
+    if entry.get("sha256") and os.path.isfile(path) and sha256_file(path) != entry["sha256"]:
+        return (f"{entry['file']} does not match the manifest's sha256 (changed since "
+                f"conversion): convert again")
+    return None
+
+
+def reference_path(manifest: dict, reference: Optional[str] = None) -> str:
+    if reference:
+        return reference
+    for src in manifest.get("sources", {}).values():
+        if not src.get("qat"):
+            return src["path"]
+    raise EvalError("the manifest has no float source: pass --reference EXPORT_DIR")
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluation set
+# --------------------------------------------------------------------------------------------
+def data_config(reference: str, source: Optional[str] = None, path: Optional[str] = None):
+    """The evaluation data: the reference export's training data config, overridable."""
+    import dataclasses
+
+    from train.data import DataConfig
+
+    cfg_path = os.path.join(reference if os.path.isdir(reference) else
+                            os.path.dirname(reference), "config.json")
+    data = {}
+    if os.path.isfile(cfg_path):
+        with open(cfg_path) as f:
+            data = json.load(f).get("data", {})
+    if source:
+        data["source"] = source
+    if path:
+        data["path"] = path
+    if not data:
+        raise EvalError(f"no config.json next to {reference}: pass --data-source (and --data-path)")
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    return DataConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def load_raw(data_cfg, split: str = "test", images: Optional[int] = None, seed: int = 0):
+    """(list of uint8 images or an array [N,h,w,c], labels int32 [N], class names)."""
+    from train import data as tdata
+
+    if data_cfg.source is tdata.Source.FASHION_MNIST:
+        x, y = tdata.load_fashion_mnist(split, data_cfg.path)
+        names = list(tdata.FASHION_MNIST_CLASSES)
+        files = None
+    elif data_cfg.source is tdata.Source.IMAGE_FOLDER:
+        root = tdata.image_folder_split(data_cfg.path, split)
+        files, y, names = tdata.scan_image_folder(root, verify=False)
+        y = np.asarray(y, np.int32)
+        x = None
+    else:
+        raise EvalError("ImageNet TFRecords are read with TensorFlow: evaluate them with "
+                        "--data-source image_folder on extracted images, or use train.data")
+    n = len(y)
+    idx = np.arange(n)
+    if images and images < n:
+        idx = np.sort(np.random.default_rng(seed).choice(n, images, replace=False))
+    skipped = []
+    if files is not None:
+        imgs, keep = [], []
+        for i in idx:
+            try:
+                imgs.append(preprocess.decode(files[i]))
+                keep.append(i)
+            except preprocess.ImageError as e:  # the rest of the set is still evaluated
+                skipped.append(str(e))
+        idx = np.asarray(keep, int)
+        if not keep:
+            raise EvalError(f"no readable image in {root}: " + "; ".join(skipped[:3]))
+    else:
+        imgs = x[idx]
+    return imgs, y[idx], names, skipped
+
+
+def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optional[int] = None,
+                crops: int = 1, seed: int = 0, log=print):
+    """(path of a cached float32 .npy of model inputs, labels, class names, seconds spent)."""
+    key = hashlib.sha256(json.dumps(
+        {"data": {"source": data_cfg.source.value, "path": data_cfg.path}, "images": images,
+         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 1},
+        sort_keys=True).encode()).hexdigest()[:16]
+    os.makedirs(cache_dir, exist_ok=True)
+    x_path = os.path.join(cache_dir, f"inputs-{key}.npy")
+    meta_path = os.path.join(cache_dir, f"inputs-{key}.json")
+    t = time.perf_counter()
+    if os.path.isfile(x_path) and os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        return (x_path, np.asarray(meta["labels"], np.int32), meta["class_names"], 0.0,
+                meta["skipped"])
+    raw, labels, names, skipped = load_raw(data_cfg, "test", images, seed)
+    for msg in skipped:
+        log(f"[eval] skipped: {msg}", flush=True)
+    per = preprocess.crops_per_image(crops)
+    h, w = spec.input_size
+    tmp = x_path + ".tmp.npy"
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                    shape=(len(labels) * per, h, w, spec.channels))
+    for i, im in enumerate(raw):
+        out[i * per:(i + 1) * per] = preprocess.crops(np.asarray(im), spec, crops)
+    out.flush()
+    del out
+    os.replace(tmp, x_path)
+    with open(meta_path, "w") as f:
+        json.dump({"labels": labels.tolist(), "class_names": names, "skipped": skipped}, f)
+    took = time.perf_counter() - t
+    log(f"[eval] {len(labels)} images x {per} crop(s) preprocessed in {took:.1f} s", flush=True)
+    return x_path, labels, names, took, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+def _probs(path: str, crops: int) -> np.ndarray:
+    p = np.load(path)
+    per = preprocess.crops_per_image(crops)
+    return p.reshape(-1, per, p.shape[-1]).mean(axis=1) if per > 1 else p
+
+
+def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
+             data_source: Optional[str] = None, data_path: Optional[str] = None,
+             images: Optional[int] = None, crops: int = 1, threads: int = 2,
+             timeout: float = 900.0, bootstrap_rounds: int = 2000, seed: int = 0,
+             only: Optional[Sequence[str]] = None, log=print) -> List[dict]:
+    """Accuracy + drift records for the reference and every artifact; written to
+    ``out_dir/accuracy.jsonl``. Failures are rows, not exceptions."""
+    if crops not in preprocess.CROP_SCHEMES:
+        raise EvalError(f"--crops must be one of {preprocess.CROP_SCHEMES}. Received: {crops}")
+    manifest = load_manifest(artifacts_dir)
+    ref_path = reference_path(manifest, reference)
+    if not os.path.exists(ref_path):
+        raise EvalError(f"float reference {ref_path} does not exist: pass --reference")
+    spec = PreprocessingSpec.from_dict(manifest["preprocessing"]) if manifest.get(
+        "preprocessing") else PreprocessingSpec.load(ref_path)
+    dcfg = data_config(ref_path, data_source, data_path)
+    os.makedirs(out_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
+    t_all = time.perf_counter()
+    try:
+        from train.data import DataError
+
+        try:
+            x_path, labels, names, prep_s, skipped = eval_inputs(dcfg, spec, os.path.join(out_dir, "cache"),
+                                                        images, crops, seed, log)
+        except (DataError, preprocess.ImageError, FileNotFoundError) as e:
+            raise EvalError(str(e)) from None
+        n_inputs = len(labels) * preprocess.crops_per_image(crops)
+        common = dict(images=len(labels), crops=crops)
+
+        jobs = [({"artifact": os.path.basename(os.path.normpath(ref_path)), "recipe": "float",
+                  "target": "keras", "sha256": None},
+                 {"op": "predict", "model": ref_path, "kind": "keras"}, None)]
+        for e in manifest["artifacts"]:
+            if only and e.get("file") not in only and e.get("recipe") not in only:
+                continue
+            fields = records.artifact_fields(e)
+            problem = verify(artifacts_dir, e)
+            if e.get("target") != "tflite" and problem is None:
+                problem = (f"{e.get('target')} artifacts are evaluated by Core ML on macOS or by "
+                           f"the Core ML reference evaluator (not available in this version)")
+                jobs.append((fields, None, ("unavailable", problem)))
+                continue
+            jobs.append((fields, {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
+                                  "kind": "tflite", "threads": threads, "delegate": "xnnpack",
+                                  "batch_size": 50}, ("failed", problem) if problem else None))
+        out, ref_probs = [], None
+        for fields, job, preset in jobs:
+            rec = records.new_record("accuracy", **fields, threads=threads, batch_size=None,
+                                     delegate="xnnpack" if fields["target"] == "tflite" else "none")
+            if preset:
+                rec.update(status=preset[0], error=preset[1])
+                out.append(rec)
+                log(f"[eval] {fields['artifact']}: {preset[0]}: {preset[1]}", flush=True)
+                continue
+            job = dict(job, inputs=x_path, output=os.path.join(work, f"p{len(out)}.npy"))
+            res = run_worker(job, timeout, work)
+            rec.update(runtime=res.get("runtime"), wall_s=res.get("wall_s"),
+                       images_per_s=res.get("images_per_s"), batch_size=job.get("batch_size"))
+            if res["status"] != "ok":
+                rec.update(status=res["status"], error=res["error"])
+            elif res["classes"] != len(names):
+                rec.update(status="failed", error=(
+                    f"the model has {res['classes']} outputs but the evaluation set has "
+                    f"{len(names)} classes: labels do not match the model"))
+            else:
+                p = _probs(job["output"], crops)
+                rec["accuracy"] = dict(stats.accuracy(p, labels), crops=crops)
+                if job["kind"] == "keras":  # the reference (always the first job)
+                    ref_probs = p
+                    rec["drift"] = None
+                elif ref_probs is not None:
+                    rec["drift"] = stats.drift(ref_probs, p, labels, names, bootstrap_rounds, seed)
+                else:
+                    rec["drift"] = None
+                    rec["note"] = "no drift: the float reference failed"
+
+            if rec["status"] == "ok":
+                d = rec.get("drift") or {}
+                log(f"[eval] {fields['artifact']}: top-1 {100 * rec['accuracy']['top1']:.2f} "
+                    f"top-5 {100 * rec['accuracy']['top5']:.2f}"
+                    + (f" drift {d['top1_delta_points']:+.2f} pts agreement "
+                       f"{100 * d['argmax_agreement']:.2f} %" if d else " (reference)")
+                    + f"  {rec['images_per_s'] or 0:.0f} img/s", flush=True)
+            else:
+                log(f"[eval] {fields['artifact']}: {rec['status']}: {rec['error']}", flush=True)
+            out.append(rec)
+        summary = {"images": len(labels), "inputs": n_inputs, "crops": crops,
+                   "preprocess_s": prep_s, "wall_s": time.perf_counter() - t_all,
+                   "skipped_images": skipped}
+        for r in out:
+            r["eval_set"] = dict(summary, source=dcfg.source.value, **common)
+        records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
+        log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
+            f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
+        return out
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# host latency
+# --------------------------------------------------------------------------------------------
+def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnnpack",),
+              threads: Sequence[int] = (2,), warmup: int = 5, runs: int = 50,
+              min_seconds: float = 1.0, max_seconds: float = 60.0, timeout: float = 300.0,
+              only: Optional[Sequence[str]] = None, log=print) -> List[dict]:
+    """One latency record per (artifact, delegate, threads), each timed in its own worker
+    (no TensorFlow in the process); written to ``out_dir/latency.jsonl``."""
+    import platform
+
+    manifest = load_manifest(artifacts_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
+    out = []
+    try:
+        for e in manifest["artifacts"]:
+            if only and e.get("file") not in only and e.get("recipe") not in only:
+                continue
+            problem = verify(artifacts_dir, e)
+            for delegate in delegates:
+                for n in threads:
+                    rec = records.new_record("latency", **records.artifact_fields(e),
+                                             delegate=delegate, threads=n, warmup_runs=warmup)
+                    if problem:
+                        rec.update(status="failed", error=problem)
+                    elif e.get("target") == "coreml":
+                        rec.update(status="unavailable", runtime="coreml", error=(
+                            "Core ML latency needs macOS (coremltools + Core ML per compute "
+                            f"unit); this is {platform.system()}"))
+                    else:
+                        res = run_worker({"op": "bench", "model": os.path.join(
+                            artifacts_dir, e["file"]), "threads": n, "delegate": delegate,
+                            "warmup": warmup, "runs": runs, "min_seconds": min_seconds,
+                            "max_seconds": max_seconds}, timeout, work)
+                        res.pop("traceback", None)
+                        res.pop("wall_s", None)
+                        rec.update(res)
+                        rec["delegate"], rec["threads"] = delegate, n
+                    lat = rec.get("latency_ms")
+                    log(f"[bench] {e.get('file')} {delegate} x{n}: " + (
+                        f"p50 {lat['p50']:.2f} ms p90 {lat['p90']:.2f} ms ({rec['runs']} runs)"
+                        if lat else f"{rec['status']}: {rec['error']}"), flush=True)
+                    out.append(rec)
+        records.write_jsonl(out, os.path.join(out_dir, "latency.jsonl"))
+        return out
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)

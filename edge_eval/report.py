@@ -1,0 +1,223 @@
+"""Reports from result records: CSV, a Markdown summary, plots, and a drift gate for users' CI.
+
+Build side (may use matplotlib); reads every ``*.jsonl`` of a results folder.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+from edge_eval import records
+
+
+def load(results_dir: str) -> List[dict]:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.jsonl"))):
+        rows.extend(records.read_jsonl(path))
+    return rows
+
+
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def flat(r: dict) -> dict:
+    """One CSV row per record."""
+    return {
+        "kind": r["kind"], "artifact": r["artifact"], "recipe": r["recipe"],
+        "target": r["target"], "status": r["status"], "runtime": r["runtime"],
+        "delegate": r["delegate"], "device": _get(r, "device", "name"), "threads": r["threads"],
+        "bytes": r.get("bytes"), "top1": _get(r, "accuracy", "top1"),
+        "top5": _get(r, "accuracy", "top5"), "examples": _get(r, "accuracy", "examples"),
+        "crops": _get(r, "accuracy", "crops"),
+        "top1_delta_points": _get(r, "drift", "top1_delta_points"),
+        "top5_delta_points": _get(r, "drift", "top5_delta_points"),
+        "argmax_agreement": _get(r, "drift", "argmax_agreement"),
+        "top5_overlap": _get(r, "drift", "top5_overlap"),
+        "kl_divergence": _get(r, "drift", "kl_divergence"),
+        "mcnemar_p": _get(r, "drift", "mcnemar", "p_value"),
+        "ci_low_points": _get(r, "drift", "bootstrap", "ci_low_points"),
+        "ci_high_points": _get(r, "drift", "bootstrap", "ci_high_points"),
+        "images_per_s": r.get("images_per_s"),
+        "p50_ms": _get(r, "latency_ms", "p50"), "p90_ms": _get(r, "latency_ms", "p90"),
+        "p99_ms": _get(r, "latency_ms", "p99"), "mean_ms": _get(r, "latency_ms", "mean"),
+        "std_ms": _get(r, "latency_ms", "std"), "init_ms": r["init_ms"],
+        "peak_memory_mb": r["peak_memory_mb"], "runs": r["runs"], "error": r["error"],
+        "git_commit": _get(r, "git", "commit"), "git_dirty": _get(r, "git", "dirty"),
+    }
+
+
+def _f(v, fmt="{:.2f}", scale=1.0):
+    return "" if v is None else fmt.format(v * scale)
+
+
+def gate(rows: List[dict], max_top1_drift: Optional[float]) -> List[str]:
+    """Artifacts whose top-1 dropped by more than ``max_top1_drift`` points (empty: pass)."""
+    if max_top1_drift is None:
+        return []
+    bad = []
+    for r in rows:
+        d = _get(r, "drift", "top1_delta_points")
+        if r["kind"] == "accuracy" and r["status"] == "ok" and d is not None and \
+                -d > max_top1_drift:
+            bad.append(f"{r['artifact']}: top-1 {d:+.2f} points (allowed -{max_top1_drift})")
+    return bad
+
+
+def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
+    acc = [r for r in rows if r["kind"] == "accuracy"]
+    lat = [r for r in rows if r["kind"] == "latency"]
+    out = [f"# {title}", ""]
+    if acc:
+        es = acc[0].get("eval_set") or {}
+        out += [f"Accuracy on {es.get('images', '?')} images ({es.get('source', '?')}, "
+                f"{es.get('crops', 1)} crop(s)); drift against the float reference on the same "
+                f"images. Δ top-1 with its 95 % bootstrap interval; McNemar p < 0.05 means the "
+                f"change is more than noise. Whole evaluation: {es.get('wall_s', 0):.1f} s.", "",
+                "| artifact | recipe | top-1 | top-5 | Δ top-1 (pts) [95 % CI] | agreement | "
+                "top-5 overlap | KL | McNemar p | MB | img/s | status |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in acc:
+            f = flat(r)
+            ci = "" if f["ci_low_points"] is None else \
+                f" [{f['ci_low_points']:+.2f}, {f['ci_high_points']:+.2f}]"
+            out.append(
+                f"| {r['artifact']} | {r['recipe']} | {_f(f['top1'], scale=100)} | "
+                f"{_f(f['top5'], scale=100)} | {_f(f['top1_delta_points'], '{:+.2f}')}{ci} | "
+                f"{_f(f['argmax_agreement'], scale=100)} | {_f(f['top5_overlap'], scale=100)} | "
+                f"{_f(f['kl_divergence'], '{:.4f}')} | {_f(f['mcnemar_p'], '{:.3g}')} | "
+                f"{_f(f['bytes'], '{:.3f}', 1e-6)} | {_f(f['images_per_s'], '{:.0f}')} | "
+                f"{r['status']}{': ' + r['error'] if r['error'] else ''} |")
+        worst = [r for r in acc if r.get("drift")]
+        if worst:
+            w = min(worst, key=lambda r: r["drift"]["top1_delta_points"])
+            out += ["", f"Classes that drift most in {w['artifact']}:", "",
+                    "| class | images | float top-1 | top-1 | Δ (pts) | flips |",
+                    "|---|---|---|---|---|---|"]
+            for c in w["drift"]["worst_classes"]:
+                out.append(f"| {c['name']} | {c['examples']} | {100 * c['ref_top1']:.2f} | "
+                           f"{100 * c['top1']:.2f} | {c['delta_points']:+.2f} | {c['flips']} |")
+        out.append("")
+    if lat:
+        out += ["Latency per inference (ms), batch 1.", "",
+                "| artifact | recipe | runtime | delegate | device | threads | p50 | p90 | p99 | "
+                "min | init | peak MB | runs | status |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in lat:
+            f = flat(r)
+            out.append(
+                f"| {r['artifact']} | {r['recipe']} | {r['runtime']} | {r['delegate']} | "
+                f"{f['device']} | {r['threads'] or ''} | {_f(f['p50_ms'])} | {_f(f['p90_ms'])} | "
+                f"{_f(f['p99_ms'])} | {_f(_get(r, 'latency_ms', 'min'))} | {_f(f['init_ms'])} | "
+                f"{_f(f['peak_memory_mb'], '{:.0f}')} | {r['runs'] or ''} | "
+                f"{r['status']}{': ' + r['error'] if r['error'] else ''} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _latency_by_artifact(rows) -> Dict[str, float]:
+    best = {}
+    for r in rows:
+        if r["kind"] == "latency" and r["status"] == "ok" and r["delegate"] in ("xnnpack",
+                                                                                 "none"):
+            p50 = r["latency_ms"]["p50"]
+            if r["delegate"] == "xnnpack" or r["artifact"] not in best:
+                best[r["artifact"]] = p50
+    return best
+
+
+def plots(rows: List[dict], out_dir: str) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    written = []
+    acc = [r for r in rows if r["kind"] == "accuracy" and r["status"] == "ok"]
+    lat = _latency_by_artifact(rows)
+    pts = [(r, lat[r["artifact"]]) for r in acc if r["artifact"] in lat]
+    if pts:
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        sizes = [max((r.get("bytes") or 0) / 1e6, 0.05) for r, _ in pts]
+        scale = 600.0 / max(sizes)
+        colors = ["tab:red" if "int8" in (r["recipe"] or "") or "ai" in (r["recipe"] or "")
+                  else "tab:blue" for r, _ in pts]
+        ax.scatter([p for _, p in pts], [100 * r["accuracy"]["top1"] for r, _ in pts],
+                   s=[s * scale for s in sizes], c=colors, alpha=0.5, edgecolors="k")
+        for (r, p), s in zip(pts, sizes):
+            ax.annotate(f"{r['recipe']}{' (QAT)' if 'qat' in r['artifact'] else ''}\n{s:.2f} MB",
+                        (p, 100 * r["accuracy"]["top1"]), fontsize=7, ha="center", va="bottom",
+                        xytext=(0, 6), textcoords="offset points")
+        ax.set_xlabel("host latency p50 (ms, LiteRT, batch 1)")
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title("accuracy vs latency (bubble area: model size)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "accuracy_vs_latency.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    drifted = [r for r in acc if r.get("drift")]
+    if drifted:
+        classes = sorted({c["class"] for r in drifted for c in
+                          r["drift"].get("per_class", r["drift"]["worst_classes"])})
+        names = {c["class"]: c["name"] for r in drifted for c in
+                 r["drift"].get("per_class", r["drift"]["worst_classes"])}
+        m = np.full((len(drifted), len(classes)), np.nan)
+        for i, r in enumerate(drifted):
+            for c in r["drift"].get("per_class", r["drift"]["worst_classes"]):
+                m[i, classes.index(c["class"])] = c["delta_points"]
+        lim = max(0.5, float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.5)
+        fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(classes), 1.2 + 0.4 * len(drifted)))
+        im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set_xticks(range(len(classes)), [names[c] for c in classes], rotation=45, ha="right",
+                      fontsize=8)
+        ax.set_yticks(range(len(drifted)), [r["artifact"] for r in drifted], fontsize=7)
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=6)
+        fig.colorbar(im, ax=ax, label="Δ top-1 vs float (points)")
+        ax.set_title("per-class drift against the float model")
+        fig.tight_layout()
+        path = os.path.join(out_dir, "per_class_drift.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write(results_dir: str, title: str = "edge_eval report",
+          max_top1_drift: Optional[float] = None) -> Tuple[str, List[str]]:
+    """Writes results.json, results.csv, report.md and the plots; returns (report, gate failures)."""
+    rows = load(results_dir)
+    if not rows:
+        raise ValueError(f"no result records (*.jsonl) in {results_dir}")
+    with open(os.path.join(results_dir, "results.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
+        flats = [flat(r) for r in rows]
+        w = csv.DictWriter(f, fieldnames=list(flats[0]))
+        w.writeheader()
+        w.writerows(flats)
+    written = plots(rows, results_dir)
+    md = markdown(rows, title)
+    if written:
+        md += "\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
+                               for p in written) + "\n"
+    failures = gate(rows, max_top1_drift)
+    if max_top1_drift is not None:
+        md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points): "
+               + ("FAILED\n\n" + "\n".join(f"- {b}" for b in failures) if failures else "passed")
+               + "\n")
+    path = os.path.join(results_dir, "report.md")
+    with open(path, "w") as f:
+        f.write(md)
+    return path, failures

@@ -1,0 +1,127 @@
+"""Accuracy and drift statistics (numpy only: runs on a board as well as on the host).
+
+Everything takes probabilities (N x C) and integer labels (N,), and returns plain Python numbers so
+the results go straight into a JSON record.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Boolean (N,): whether the label is among the k highest probabilities (ties: lowest index)."""
+    k = min(k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return (top == np.asarray(labels)[:, None]).any(axis=1)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+    return {"top1": float(topk_hits(probs, labels, 1).mean()),
+            "top5": float(topk_hits(probs, labels, 5).mean()),
+            "examples": int(len(labels))}
+
+
+def mcnemar(ref_correct: np.ndarray, cand_correct: np.ndarray) -> Dict[str, float]:
+    """McNemar's test on paired right/wrong outcomes.
+
+    ``b``: right in the reference, wrong in the candidate; ``c``: the reverse. The exact two-sided
+    binomial p-value is used when b + c < 25, the chi-square with continuity correction otherwise
+    (both are reported). A small p means the top-1 change is more than noise.
+    """
+    ref_correct = np.asarray(ref_correct, bool)
+    cand_correct = np.asarray(cand_correct, bool)
+    b = int(np.sum(ref_correct & ~cand_correct))
+    c = int(np.sum(~ref_correct & cand_correct))
+    n = b + c
+    if n == 0:
+        return {"b": 0, "c": 0, "statistic": 0.0, "p_exact": 1.0, "p_chi2": 1.0, "p_value": 1.0}
+    k = min(b, c)
+    # two-sided exact binomial, p = 0.5: 2 * P(X <= k), capped at 1
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    p_exact = min(1.0, 2.0 * tail)
+    stat = (abs(b - c) - 1.0) ** 2 / n if n else 0.0
+    p_chi2 = math.erfc(math.sqrt(max(stat, 0.0) / 2.0))  # survival of chi-square with 1 dof
+    return {"b": b, "c": c, "statistic": float(stat), "p_exact": float(p_exact),
+            "p_chi2": float(p_chi2), "p_value": float(p_exact if n < 25 else p_chi2)}
+
+
+def bootstrap_delta_ci(ref_correct: np.ndarray, cand_correct: np.ndarray, rounds: int = 2000,
+                       confidence: float = 0.95, seed: int = 0) -> Dict[str, float]:
+    """Paired percentile-bootstrap CI of top-1(candidate) - top-1(reference), in points."""
+    ref = np.asarray(ref_correct, np.float64)
+    cand = np.asarray(cand_correct, np.float64)
+    diff = cand - ref
+    n = len(diff)
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(rounds)
+    for i in range(0, rounds, 256):  # chunked: memory stays O(256 * n)
+        m = min(256, rounds - i)
+        idx = rng.integers(0, n, size=(m, n))
+        deltas[i:i + m] = diff[idx].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(deltas, [alpha, 1.0 - alpha])
+    return {"delta_points": float(100 * diff.mean()), "ci_low_points": float(100 * lo),
+            "ci_high_points": float(100 * hi), "confidence": confidence, "rounds": rounds}
+
+
+def kl_divergence(p_ref: np.ndarray, p_cand: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean KL(reference || candidate) over the images, in nats."""
+    p = np.clip(np.asarray(p_ref, np.float64), eps, 1.0)
+    q = np.clip(np.asarray(p_cand, np.float64), eps, 1.0)
+    p /= p.sum(axis=1, keepdims=True)
+    q /= q.sum(axis=1, keepdims=True)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+
+
+def top5_overlap(p_ref: np.ndarray, p_cand: np.ndarray) -> float:
+    """Mean |top5(ref) ∩ top5(cand)| / 5."""
+    k = min(5, p_ref.shape[1])
+    a = np.argsort(-p_ref, axis=1, kind="stable")[:, :k]
+    b = np.argsort(-p_cand, axis=1, kind="stable")[:, :k]
+    inter = [len(set(x) & set(y)) for x, y in zip(a.tolist(), b.tolist())]
+    return float(np.mean(inter) / k)
+
+
+def per_class_drift(p_ref: np.ndarray, p_cand: np.ndarray, labels: np.ndarray,
+                    class_names: Optional[Sequence[str]] = None) -> List[dict]:
+    """Top-1 per class for both models, sorted by the candidate's loss (worst first)."""
+    labels = np.asarray(labels)
+    rc = p_ref.argmax(1) == labels
+    cc = p_cand.argmax(1) == labels
+    rows = []
+    for k in np.unique(labels):
+        m = labels == k
+        rows.append({"class": int(k),
+                     "name": class_names[k] if class_names is not None and k < len(class_names)
+                     else str(int(k)),
+                     "examples": int(m.sum()),
+                     "ref_top1": float(rc[m].mean()), "top1": float(cc[m].mean()),
+                     "delta_points": float(100 * (cc[m].mean() - rc[m].mean())),
+                     "flips": int(np.sum(p_ref[m].argmax(1) != p_cand[m].argmax(1)))})
+    rows.sort(key=lambda r: (r["delta_points"], -r["flips"]))
+    return rows
+
+
+def drift(p_ref: np.ndarray, p_cand: np.ndarray, labels: np.ndarray, class_names=None,
+          bootstrap_rounds: int = 2000, seed: int = 0) -> dict:
+    """Everything the report says about one candidate against the float reference."""
+    labels = np.asarray(labels)
+    ref_acc, cand_acc = accuracy(p_ref, labels), accuracy(p_cand, labels)
+    rc = topk_hits(p_ref, labels, 1)
+    cc = topk_hits(p_cand, labels, 1)
+    per_class = per_class_drift(p_ref, p_cand, labels, class_names)
+    return {
+        "top1_delta_points": 100 * (cand_acc["top1"] - ref_acc["top1"]),
+        "top5_delta_points": 100 * (cand_acc["top5"] - ref_acc["top5"]),
+        "argmax_agreement": float(np.mean(p_ref.argmax(1) == p_cand.argmax(1))),
+        "top5_overlap": top5_overlap(p_ref, p_cand),
+        "kl_divergence": kl_divergence(p_ref, p_cand),
+        "max_abs_prob_diff": float(np.max(np.abs(p_ref - p_cand))),
+        "mcnemar": mcnemar(rc, cc),
+        "bootstrap": bootstrap_delta_ci(rc, cc, rounds=bootstrap_rounds, seed=seed),
+        "per_class": per_class,
+        "worst_classes": per_class[:5],
+    }

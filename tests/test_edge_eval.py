@@ -1,0 +1,542 @@
+"""edge_eval/: statistics against direct computations and known values, preprocessing against TF,
+the harness on real tiny artifacts (failures become rows), the host benchmark, the TF-free run side,
+and the Android flow against real benchmark_model text with a stand-in adb."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, needs_fmnist
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _seeded_probs(n=500, c=10, seed=0, noise=0.0, ref=None):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c)) * 2 if ref is None else np.log(ref) + rng.normal(
+        size=(n, c)) * noise
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_accuracy_and_drift_equal_a_direct_computation():
+    from edge_eval import stats
+
+    y = np.random.default_rng(1).integers(0, 10, 500)
+    ref = _seeded_probs(seed=2)
+    cand = _seeded_probs(seed=3, noise=0.7, ref=ref)
+    acc = stats.accuracy(cand, y)
+    top1 = np.mean([np.argmax(p) == t for p, t in zip(cand, y)])
+    top5 = np.mean([t in sorted(range(10), key=lambda k: -p[k])[:5] for p, t in zip(cand, y)])
+    assert acc["top1"] == pytest.approx(top1) and acc["top5"] == pytest.approx(top5)
+    d = stats.drift(ref, cand, y, bootstrap_rounds=200)
+    ref_top1 = np.mean(ref.argmax(1) == y)
+    assert d["top1_delta_points"] == pytest.approx(100 * (top1 - ref_top1))
+    assert d["argmax_agreement"] == pytest.approx(np.mean(ref.argmax(1) == cand.argmax(1)))
+    kl = np.mean([sum(p[k] * math.log(p[k] / q[k]) for k in range(10)) for p, q in zip(ref, cand)])
+    assert d["kl_divergence"] == pytest.approx(kl, rel=1e-5)
+    overlap = np.mean([len(set(np.argsort(-p)[:5]) & set(np.argsort(-q)[:5])) / 5
+                       for p, q in zip(ref, cand)])
+    assert d["top5_overlap"] == pytest.approx(overlap)
+    b = sum((r.argmax() == t) and (c.argmax() != t) for r, c, t in zip(ref, cand, y))
+    assert d["mcnemar"]["b"] == b
+    # per-class rows add up to the whole
+    pc = d["per_class"]
+    assert sum(r["examples"] for r in pc) == 500
+    assert sum(r["top1"] * r["examples"] for r in pc) / 500 == pytest.approx(top1)
+    assert pc == sorted(pc, key=lambda r: (r["delta_points"], -r["flips"]))
+
+
+@pytest.mark.parametrize("b,c,p_exact,p_chi2", [
+    (10, 2, 158 / 4096, 0.04331),    # 2*sum_{i<=2} C(12,i)/2^12; chi2 = (|10-2|-1)^2/12 = 4.083
+    (0, 0, 1.0, 1.0),
+    (5, 5, 1.0, 0.7518),             # chi2 = 1/10
+    (30, 10, None, 0.002663),        # chi2 = 19^2/40 = 9.025 (n >= 25: chi-square p is used)
+])
+def test_mcnemar_known_values(b, c, p_exact, p_chi2):
+    from edge_eval.stats import mcnemar
+
+    ref = np.array([1] * b + [0] * c + [1] * 50, bool)
+    cand = np.array([0] * b + [1] * c + [1] * 50, bool)
+    m = mcnemar(ref, cand)
+    assert (m["b"], m["c"]) == (b, c)
+    if p_exact is not None:
+        assert m["p_exact"] == pytest.approx(p_exact, rel=1e-9)
+    assert m["p_chi2"] == pytest.approx(p_chi2, rel=2e-3)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    if b + c:
+        assert m["p_exact"] == pytest.approx(scipy_stats.binomtest(min(b, c), b + c).pvalue)
+
+
+def test_bootstrap_ci_matches_the_normal_approximation():
+    from edge_eval.stats import bootstrap_delta_ci
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    ref = rng.random(n) < 0.85
+    cand = ref.copy()
+    flip = rng.random(n) < 0.04
+    cand[flip] = ~cand[flip]
+    ci = bootstrap_delta_ci(ref, cand, rounds=2000, seed=1)
+    diff = cand.astype(float) - ref
+    se = diff.std(ddof=1) / math.sqrt(n)
+    assert ci["delta_points"] == pytest.approx(100 * diff.mean())
+    assert ci["ci_low_points"] == pytest.approx(100 * (diff.mean() - 1.96 * se), abs=0.08)
+    assert ci["ci_high_points"] == pytest.approx(100 * (diff.mean() + 1.96 * se), abs=0.08)
+    same = bootstrap_delta_ci(ref, ref, rounds=100)
+    assert same["ci_low_points"] == same["ci_high_points"] == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing: OpenCV run side vs the TF pipeline of train/
+# --------------------------------------------------------------------------------------------
+PREP_TOL = {"enlarge": 1e-5, "shrink": 2e-3, "jpeg": 2e-3}  # in model-input units ([-1, 1])
+
+
+@pytest.mark.parametrize("src_hw,size,crop,case", [
+    ((28, 28, 1), 75, 1.0, "enlarge"), ((28, 28, 1), 75, 0.875, "enlarge"),
+    ((40, 52, 3), 96, 0.875, "enlarge"), ((151, 120, 3), 96, 0.875, "shrink")])
+def test_opencv_preprocessing_matches_tf(src_hw, size, crop, case):
+    from edge_eval import preprocess
+    from train.data import batch_preprocess
+    from train.preprocessing import PreprocessingSpec
+
+    spec = PreprocessingSpec(input_size=[size, size], crop_fraction=crop,
+                             source_channels=src_hw[-1])
+    imgs = np.random.default_rng(0).integers(0, 256, (3, *src_hw), dtype=np.uint8)
+    tf_out = batch_preprocess(imgs, spec).numpy()
+    cv_out = preprocess.preprocess_batch(imgs, spec)
+    assert cv_out.shape == tf_out.shape == (3, size, size, 3)
+    assert np.max(np.abs(cv_out - tf_out)) <= PREP_TOL[case]
+
+
+def test_opencv_decode_and_preprocess_match_tf_on_a_jpeg(tmp_path):
+    import cv2
+    import tensorflow as tf
+
+    from edge_eval import preprocess
+    from train.data import image_preprocess
+    from train.preprocessing import PreprocessingSpec
+
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (180, 140, 3), dtype=np.uint8), (9, 9), 3)
+    path = str(tmp_path / "a.jpg")
+    cv2.imwrite(path, img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    spec = PreprocessingSpec(input_size=[150, 150], crop_fraction=0.875)
+    tf_out = image_preprocess(tf.io.read_file(path), spec).numpy()
+    cv_out = preprocess.central(preprocess.decode(path), spec)
+    # the same decoder (accurate integer DCT) on both sides; only resize rounding differs
+    assert np.max(np.abs(cv_out - tf_out)) <= PREP_TOL["jpeg"]
+
+
+def test_multi_crop_schemes():
+    from edge_eval import preprocess
+    from train.preprocessing import PreprocessingSpec
+
+    spec = PreprocessingSpec(input_size=[32, 32], crop_fraction=0.875)
+    img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    for scheme in (1, 10, 144):
+        c = preprocess.crops(img, spec, scheme)
+        assert c.shape == (scheme, 32, 32, 3)
+    ten = preprocess.crops(img, spec, 10)
+    np.testing.assert_array_equal(ten[1], ten[0][:, ::-1])  # every crop comes with its mirror
+    assert len({ten[i].tobytes() for i in range(0, 10, 2)}) == 5
+    with pytest.raises(ValueError, match="crop scheme"):
+        preprocess.crops(img, spec, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# the harness on real tiny artifacts
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def evaluated(converted, tmp_path_factory):
+    """A copy of the tiny artifacts with one corrupt (hash updated) and one tampered file."""
+    from edge_eval import harness
+
+    src, _ = converted
+    art = str(tmp_path_factory.mktemp("eval_artifacts"))
+    shutil.copytree(src, art, dirs_exist_ok=True)
+    m = json.load(open(os.path.join(art, "manifest.json")))
+    keep = {"fp32", "static_wi8_ai8", "static_wi8_ai8_uint8io", "fp16"}
+    m["artifacts"] = [a for a in m["artifacts"] if a["recipe"] in keep]
+    by = {a["recipe"]: a for a in m["artifacts"]}
+    corrupt = os.path.join(art, by["fp16"]["file"])  # truncated, manifest hash updated to match
+    data = open(corrupt, "rb").read()
+    open(corrupt, "wb").write(data[:len(data) // 3])
+    by["fp16"]["sha256"] = harness.sha256_file(corrupt)
+    with open(os.path.join(art, by["static_wi8_ai8_uint8io"]["file"]), "ab") as f:
+        f.write(b"tampered")  # no longer matches the manifest
+    json.dump(m, open(os.path.join(art, "manifest.json"), "w"))
+    out = str(tmp_path_factory.mktemp("eval_out"))
+    rows = harness.evaluate(art, out, images=300, bootstrap_rounds=200, timeout=300,
+                            log=lambda *a, **k: None)
+    return art, out, {r["recipe"]: r for r in rows}
+
+
+@needs_fmnist
+def test_harness_numbers_equal_a_direct_computation(evaluated, tiny_export):
+    from convert.litert import TFLiteModel
+    from convert.tflite import load_source
+    from edge_eval import harness, records, stats
+
+    art, out, rows = evaluated
+    assert set(rows) == {"float", "fp32", "static_wi8_ai8", "static_wi8_ai8_uint8io", "fp16"}
+    for r in rows.values():
+        assert records.validate(r) == [], (r["artifact"], records.validate(r))
+    # the same 300 images, preprocessed by the run side, through the models directly
+    spec = load_source(tiny_export).spec
+    dcfg = harness.data_config(tiny_export)
+    raw, labels, _, _ = harness.load_raw(dcfg, "test", 300, seed=0)
+    from edge_eval import preprocess
+
+    x = preprocess.preprocess_batch(raw, spec)
+    ref = load_source(tiny_export).predict(x)
+    m = json.load(open(os.path.join(art, "manifest.json")))
+    f_int8 = {a["recipe"]: a for a in m["artifacts"]}["static_wi8_ai8"]["file"]
+    p = TFLiteModel(os.path.join(art, f_int8)).predict(x, 50)
+    assert rows["float"]["accuracy"]["top1"] == pytest.approx(np.mean(ref.argmax(1) == labels))
+    r = rows["static_wi8_ai8"]
+    assert r["status"] == "ok" and r["accuracy"]["examples"] == 300
+    assert r["accuracy"]["top1"] == pytest.approx(np.mean(p.argmax(1) == labels))
+    assert r["accuracy"]["top5"] == pytest.approx(stats.accuracy(p, labels)["top5"])
+    assert r["drift"]["argmax_agreement"] == pytest.approx(np.mean(p.argmax(1) == ref.argmax(1)))
+    assert rows["fp32"]["drift"]["argmax_agreement"] >= 0.99
+
+
+@needs_fmnist
+def test_corrupt_and_tampered_artifacts_are_failed_rows(evaluated):
+    _, out, rows = evaluated
+    assert rows["fp16"]["status"] == "failed" and rows["fp16"]["error"]
+    assert rows["static_wi8_ai8_uint8io"]["status"] == "failed"
+    assert "sha256" in rows["static_wi8_ai8_uint8io"]["error"]
+    assert rows["fp32"]["status"] == rows["static_wi8_ai8"]["status"] == "ok"
+
+
+@needs_fmnist
+def test_report_plots_and_drift_gate(evaluated):
+    from edge_eval.__main__ import main
+
+    _, out, rows = evaluated
+    worst = min(r["drift"]["top1_delta_points"] for r in rows.values() if r.get("drift"))
+    assert main(["report", out]) == 0
+    for name in ("report.md", "results.csv", "results.json", "per_class_drift.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    md = open(os.path.join(out, "report.md")).read()
+    assert "static_wi8_ai8" in md and "failed" in md
+    if worst < 0:  # a gate just under the worst drift fails, one just above passes
+        assert main(["report", out, "--max-top1-drift", str(-worst / 2)]) == 1
+    assert main(["report", out, "--max-top1-drift", str(abs(worst) + 1)]) == 0
+
+
+@needs_fmnist
+def test_unreadable_eval_images_and_label_mismatch(converted, tmp_path):
+    import cv2
+
+    from edge_eval import harness
+
+    art, _ = converted
+    folder = tmp_path / "imgs"
+    for k in range(3):
+        (folder / f"class{k}").mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(folder / f"class{k}" / f"{i}.png"),
+                        np.full((30, 30, 3), 40 * (k + i), np.uint8))
+    (folder / "class0" / "broken.jpg").write_bytes(b"not a jpeg")
+    rows = harness.evaluate(art, str(tmp_path / "out"), data_source="image_folder",
+                            data_path=str(folder), bootstrap_rounds=10, only=["fp32"],
+                            log=lambda *a, **k: None)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all("10 outputs but the evaluation set has 3 classes" in r["error"] for r in rows)
+    assert "broken.jpg" in rows[0]["eval_set"]["skipped_images"][0]
+    assert rows[0]["eval_set"]["images"] == 6
+
+
+def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
+    from edge_eval.__main__ import main
+
+    assert main(["accuracy", str(tmp_path)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert main(["bench", str(tmp_path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# host benchmark and the TF-free run side
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def no_tf_env(tmp_path_factory):
+    """PYTHONPATH with a ``tensorflow`` (and tf_keras) that cannot be imported: an environment
+    without TensorFlow, as on a board."""
+    d = tmp_path_factory.mktemp("no_tf")
+    for pkg in ("tensorflow", "tf_keras"):
+        (d / pkg).mkdir()
+        (d / pkg / "__init__.py").write_text(
+            f"raise ImportError('{pkg} is not installed in this environment')\n")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(d), ROOT]))
+
+
+def _worker(job, env, tmp_path):
+    job_path = tmp_path / "job.json"
+    job = dict(job, result=str(tmp_path / "result.json"))
+    job_path.write_text(json.dumps(job))
+    p = subprocess.run([sys.executable, "-m", "edge_eval.worker", str(job_path)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+    return p, json.load(open(job["result"]))
+
+
+def test_run_side_imports_no_tensorflow(converted, tiny_export, no_tf_env, tmp_path):
+    art, manifest = converted
+    f = {a["recipe"]: a for a in manifest["artifacts"]}["static_wi8_ai8_uint8io"]["file"]
+    model = os.path.join(art, f)
+    x = np.random.default_rng(0).uniform(-1, 1, (7, 75, 75, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    p, res = _worker({"op": "predict", "model": model, "kind": "tflite",
+                      "inputs": str(tmp_path / "x.npy"), "output": str(tmp_path / "p.npy"),
+                      "batch_size": 4}, no_tf_env, tmp_path)
+    assert res["status"] == "ok", res
+    assert np.load(tmp_path / "p.npy").shape == (7, 10)
+    p, res = _worker({"op": "bench", "model": model, "runs": 12, "warmup": 2,
+                      "min_seconds": 0.3}, no_tf_env, tmp_path)
+    assert res["status"] == "ok" and res["runs"] >= 12, res
+    # the blocker works: the float reference needs TensorFlow and fails cleanly without it
+    p, res = _worker({"op": "predict", "model": tiny_export, "kind": "keras",
+                      "inputs": str(tmp_path / "x.npy"), "output": str(tmp_path / "q.npy")},
+                     no_tf_env, tmp_path)
+    assert res["status"] == "failed" and "not installed in this environment" in res["error"]
+    code = ("import sys; import edge_eval.preprocess, edge_eval.stats, edge_eval.records, "
+            "edge_eval.bench, edge_eval.worker, convert.litert; "
+            "assert 'tensorflow' not in sys.modules; print('ok')")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=no_tf_env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout.strip() == "ok", p.stderr
+
+
+def test_host_benchmark_records(converted, tmp_path):
+    from edge_eval import harness, records
+
+    art, _ = converted
+    rows = harness.benchmark(art, str(tmp_path), delegates=["xnnpack", "edgetpu"], threads=[1],
+                             warmup=1, runs=10, min_seconds=0.3, only=["static_wi8_ai8"],
+                             log=lambda *a, **k: None)
+    by = {r["delegate"]: r for r in rows}
+    ok = by["xnnpack"]
+    assert records.validate(ok) == [] and ok["status"] == "ok", ok
+    lat = ok["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert ok["init_ms"] > 0 and ok["peak_memory_mb"] > 10 and ok["runs"] >= 10
+    tpu = by["edgetpu"]
+    assert tpu["status"] == "unavailable" and "libedgetpu" in tpu["error"]
+    assert records.validate(tpu) == []
+
+
+def test_too_short_a_benchmark_is_invalid_not_a_number():
+    from edge_eval.bench import validity
+
+    assert validity(3, 5.0) and "only 3 timed runs" in validity(3, 5.0)
+    assert validity(50, 0.01)
+    assert validity(50, 2.0) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Android: benchmark_model output and the adb flow with a stand-in adb
+# --------------------------------------------------------------------------------------------
+# Output text in the format TensorFlow documents for benchmark_model (three generations of it).
+BENCHMARK_MODEL_OUTPUTS = {
+    "plain": """STARTING!
+Log parameter values verbosely: [0]
+Min num runs: [50]
+Num threads: [4]
+Graph: [/data/local/tmp/model.tflite]
+#threads used for CPU inference: [4]
+Loaded model /data/local/tmp/model.tflite
+The input model file size (MB): 23.9
+Initialized session in 61.5ms.
+Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+count=5 first=153622 curr=121047 min=119562 max=153622 avg=127880 std=12876
+
+Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+count=50 first=118432 curr=117960 min=116802 max=125117 avg=118940 std=1527
+
+Inference timings in us: Init: 61500, First inference: 153622, Warmup (avg): 127880, Inference (avg): 118940
+Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
+Peak memory footprint (MB): init=4.92969 overall=138.809
+""",
+    "info_percentiles": """INFO: STARTING!
+INFO: Graph: [/data/local/tmp/model.tflite]
+INFO: Use gpu: [1]
+INFO: Created TensorFlow Lite delegate for GPU.
+INFO: Replacing 126 out of 126 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 1 partitions for subgraph 0.
+INFO: The input model file size (MB): 95.3
+INFO: Initialized session in 1180.6ms.
+INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=27 first=40210 curr=18117 min=17842 max=40210 avg=18898.4 std=4201 p5=17842 median=18150 p95=19377
+
+INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=56 first=18204 curr=17990 min=17761 max=19903 avg=18102.2 std=311 p5=17801 median=18050 p95=18877
+
+INFO: Inference timings in us: Init: 1180600, First inference: 40210, Warmup (avg): 18898.4, Inference (avg): 18102.2
+INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
+INFO: Memory footprint delta from the start of the tool (MB): init=112.117 overall=161.043
+INFO: Overall peak memory footprint (MB) via periodic monitoring: 168.734
+""",
+    "nnapi_fallback": """INFO: Use NNAPI: [1]
+INFO: Created TensorFlow Lite delegate for NNAPI.
+WARNING: NNAPI SL driver did not implement SL_ANeuralNetworksDiagnostic_registerCallbacks!
+INFO: Replacing 94 out of 126 node(s) with delegate (TfLiteNnapiDelegate) node, yielding 4 partitions for subgraph 0.
+INFO: Initialized session in 312.1ms.
+INFO: count=3 first=220000 curr=180000 min=180000 max=220000 avg=193333 std=18856
+INFO: count=50 first=101000 curr=99000 min=97000 max=130000 avg=1.01e+05 std=5000
+INFO: Inference timings in us: Init: 312100, First inference: 220000, Warmup (avg): 193333, Inference (avg): 1.01e+05
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARK_MODEL_OUTPUTS))
+def test_benchmark_model_parser(name):
+    from edge_eval.android import parse_benchmark_model
+
+    r = parse_benchmark_model(BENCHMARK_MODEL_OUTPUTS[name])
+    expect = {"plain": (50, 118.940, 1.527, 61.5, 138.809, None),
+              "info_percentiles": (56, 18.1022, 0.311, 1180.6, 168.734, 18.050),
+              "nnapi_fallback": (50, 101.0, 5.0, 312.1, None, None)}[name]
+    runs, mean, std, init, peak, p50 = expect
+    assert r["runs"] == runs
+    assert r["latency_ms"]["mean"] == pytest.approx(mean)
+    assert r["latency_ms"]["std"] == pytest.approx(std)
+    assert r["init_ms"] == pytest.approx(init)
+    assert r["peak_memory_mb"] == (None if peak is None else pytest.approx(peak))
+    assert r["latency_ms"]["p50"] == (None if p50 is None else pytest.approx(p50))
+    if name == "nnapi_fallback":
+        assert r["delegated_nodes"] == [94, 126]
+    with pytest.raises(ValueError, match="no timed runs"):
+        parse_benchmark_model("ERROR: Failed to load model /data/local/tmp/x.tflite\n")
+
+
+STAND_IN_ADB = r'''#!{python}
+"""A stand-in adb: logs its argv, keeps a fake device in $FAKE_DEVICE, answers like adb."""
+import json, os, shutil, sys
+dev = os.environ["FAKE_DEVICE"]
+with open(os.path.join(dev, "calls.jsonl"), "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\n")
+args = sys.argv[1:]
+if args[:1] == ["devices"]:
+    print("List of devices attached")
+    for s in os.environ.get("FAKE_SERIALS", "").split():
+        print(s + "\tdevice")
+    sys.exit(0)
+assert args[0] == "-s", args
+args = args[2:]
+local = lambda p: os.path.join(dev, p.lstrip("/"))
+if args[0] == "push":
+    os.makedirs(os.path.dirname(local(args[2])), exist_ok=True)
+    (shutil.copytree if os.path.isdir(args[1]) else shutil.copy)(args[1], local(args[2]))
+elif args[0] == "pull":
+    shutil.copy(local(args[1]), args[2])
+elif args[0] == "shell":
+    cmd = args[1:]
+    if cmd[0] == "getprop":
+        print({{"ro.product.model": "Pixel 8", "ro.build.version.sdk": "34"}}.get(cmd[1], ""))
+    elif cmd[0] == "ls":
+        sys.exit(0 if os.path.exists(local(cmd[1])) else 1)
+    elif cmd[0].endswith("benchmark_model"):
+        print(open(os.environ["FAKE_BENCH_OUTPUT"]).read())
+    elif cmd[:2] == ["am", "start"]:
+        ex = {{cmd[i + 1]: cmd[i + 2] for i in range(len(cmd)) if cmd[i] in ("--es", "--ei")}}
+        recs = []
+        for d in ex["delegates"].split(","):
+            r = json.load(open(os.environ["FAKE_APP_RECORD"]))
+            r["delegate"] = {{"CPU": "xnnpack", "GPU": "gpu", "NNAPI": "nnapi"}}[d]
+            r["threads"] = int(ex["threads"])
+            recs.append(r)
+        out = local(ex["output"])
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        json.dump(recs, open(out, "w"))
+        open(out + ".done", "w").close()
+'''
+
+
+@pytest.fixture
+def fake_adb(tmp_path, monkeypatch):
+    exe = tmp_path / "adb"
+    exe.write_text(STAND_IN_ADB.format(python=sys.executable))
+    exe.chmod(0o755)
+    dev = tmp_path / "device"
+    dev.mkdir()
+    (tmp_path / "bench.txt").write_text(BENCHMARK_MODEL_OUTPUTS["info_percentiles"])
+    monkeypatch.setenv("FAKE_DEVICE", str(dev))
+    monkeypatch.setenv("FAKE_SERIALS", "emulator-5554")
+    monkeypatch.setenv("FAKE_BENCH_OUTPUT", str(tmp_path / "bench.txt"))
+    return str(exe), dev
+
+
+def _calls(dev):
+    return [json.loads(line) for line in open(dev / "calls.jsonl")]
+
+
+def test_adb_flow_with_benchmark_model(converted, fake_adb, tmp_path):
+    from edge_eval import android, records
+
+    adb, dev = fake_adb
+    art, manifest = converted
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF fake")
+    rows = android.run(art, str(tmp_path / "out"), adb=adb, delegates=["cpu", "gpu"],
+                       binary=str(binary), only=["fp32"], log=lambda *a, **k: None)
+    assert [r["delegate"] for r in rows] == ["xnnpack", "gpu"]
+    for r in rows:
+        assert records.validate(r) == [] and r["status"] == "ok"
+        assert r["device"]["name"] == "Pixel 8" and r["device"]["serial"] == "emulator-5554"
+        assert r["latency_ms"]["mean"] == pytest.approx(18.1022)
+    calls = _calls(dev)
+    bench = [c for c in calls if c[2:3] == ["shell"] and c[3].endswith("benchmark_model")]
+    assert len(bench) == 2 and bench[0][:2] == ["-s", "emulator-5554"]
+    assert "--use_xnnpack=true" in bench[0] and "--use_gpu=true" in bench[1]
+    assert "--graph=/data/local/tmp/tiny_test_fp32.tflite" in bench[0]
+    assert ["-s", "emulator-5554", "push", str(binary), "/data/local/tmp/benchmark_model"] in calls
+
+
+def test_adb_flow_with_the_app(converted, fake_adb, tmp_path, monkeypatch):
+    from edge_eval import android, records
+
+    adb, dev = fake_adb
+    art, _ = converted
+    rec = records.new_record("latency", runtime="android-app", delegate="xnnpack", threads=4,
+                             warmup_runs=5, runs=50, batch_size=1,
+                             latency_ms={"min": 9.0, "p50": 10.0, "p90": 11.0, "p99": 12.0,
+                                         "mean": 10.2, "std": 0.5})
+    (tmp_path / "app_record.json").write_text(json.dumps(rec))
+    monkeypatch.setenv("FAKE_APP_RECORD", str(tmp_path / "app_record.json"))
+    rows = android.run(art, str(tmp_path / "out"), adb=adb, delegates=["cpu", "nnapi"],
+                       only=["static_wi8_ai8"], timeout=30, log=lambda *a, **k: None)
+    assert [r["delegate"] for r in rows] == ["xnnpack", "nnapi"]
+    assert all(r["artifact"] == "tiny_test_static_wi8_ai8.tflite" for r in rows)
+    start = [c for c in _calls(dev) if c[3:5] == ["am", "start"]][0]
+    proto = android.protocol()
+    assert start[5:8] == ["-W", "-n", proto["package"] + "/" + proto["activity"]]
+    ex = {start[i + 1]: (start[i], start[i + 2]) for i in range(8, len(start), 3)}
+    assert set(ex) == set(proto["extras"])
+    assert all(flag == proto["extras"][k]["flag"] for k, (flag, _) in ex.items())
+    assert ex["delegates"][1] == "CPU,NNAPI" and ex["threads"][1] == "4"
+
+
+def test_adb_missing_or_no_device(converted, fake_adb, tmp_path, monkeypatch):
+    from edge_eval import android
+
+    adb, _ = fake_adb
+    art, _ = converted
+    with pytest.raises(android.AndroidError, match="adb not found"):
+        android.run(art, str(tmp_path), adb=str(tmp_path / "nope" / "adb"))
+    monkeypatch.setenv("FAKE_SERIALS", "")
+    with pytest.raises(android.AndroidError, match="no Android device attached"):
+        android.run(art, str(tmp_path), adb=adb)
+    monkeypatch.setenv("FAKE_SERIALS", "a b")
+    with pytest.raises(android.AndroidError, match="pass --serial"):
+        android.run(art, str(tmp_path), adb=adb)
