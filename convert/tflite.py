@@ -453,13 +453,16 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
             check = self_check(recipe, data, check_x, ref, fp32_bytes, fp32_wbytes)
         except ConvertError as e:
             failures.append({"recipe": recipe.name, "source_sha256": src.sha256,
-                             "error": str(e)})
+                             "source_name": src.name, "error": str(e)})
             log(f"[convert]   FAILED: {e}", flush=True)
+            _drop_superseded(out_dir, artifacts, fname, log)
             continue
         if not check["passed"]:
             failures.append({"recipe": recipe.name, "source_sha256": src.sha256,
-                             "error": "; ".join(check["problems"]), "check": check})
+                             "source_name": src.name, "error": "; ".join(check["problems"]),
+                             "check": check})
             log(f"[convert]   FAILED self-check: {'; '.join(check['problems'])}", flush=True)
+            _drop_superseded(out_dir, artifacts, fname, log)
             continue
         atomic_write_bytes(os.path.join(out_dir, fname), data)
         artifacts[fname] = {
@@ -488,11 +491,31 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
                          "source": check_from},
         "tools": tool_versions(), "git": git_state(),
         "artifacts": sorted(artifacts.values(), key=lambda a: a["file"]),
+        # this run supersedes earlier failures of the same model (by name: a retrained model
+        # has a new hash) for the recipes it ran, and any of an older version of the model
         "failures": [f for f in manifest.get("failures", [])
-                     if f.get("source_sha256") != src.sha256] + failures,
+                     if f.get("source_name", src.name) != src.name
+                     or (f.get("source_sha256") == src.sha256
+                         and f.get("recipe") not in {r.name for r in recipes})] + failures,
     }
+    used = {a.get("source_sha256") for a in manifest["artifacts"]} | {
+        f.get("source_sha256") for f in manifest["failures"]}
+    manifest["sources"] = {k: v for k, v in manifest["sources"].items() if k in used}
     atomic_write_json(os.path.join(out_dir, MANIFEST), manifest)
     return manifest
+
+
+def _drop_superseded(out_dir: str, artifacts: dict, fname: str, log: Callable) -> None:
+    """A failed (re)conversion removes the earlier artifact of that name: it was made from
+    another version of the model or recipe, and must not be evaluated as if it were current."""
+    old = artifacts.pop(fname, None)
+    if old is not None:
+        path = os.path.join(out_dir, fname)
+        if os.path.isfile(path):
+            os.remove(path)
+        log(f"[convert]   removed the earlier {fname} (from source "
+            f"{old.get('source_sha256', '')[:12]}): superseded by this failed conversion",
+            flush=True)
 
 
 def _fp32() -> Recipe:

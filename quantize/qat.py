@@ -176,6 +176,13 @@ def train_qat(cfg: ExperimentConfig, run_dir: str, float_export: str = None, log
                          "(a train/ export folder)")
     cfg.quantization.enabled = True
     cfg.quantization.float_checkpoint = float_export
+    path = os.path.join(float_export, "model.keras") if os.path.isdir(float_export) \
+        else float_export
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"float model not found: {path} (run `python -m train` first)")
+    from convert.tflite import sha256_file
+
+    cfg.quantization.float_sha256 = sha256_file(path)
     import tensorflow_model_optimization  # noqa: F401  (registers the QAT layers)
 
     return train(cfg, run_dir, model_transform=qat_transform(float_export), log=log)

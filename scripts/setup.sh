@@ -14,6 +14,17 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z
          "or set FASHION_MNIST_DIR to a folder with the four IDX files" >&2
   fi
 fi
+# android_demo/core's JVM tests: a JDK and Maven (offline, from the machine's ~/.m2)
+if ! command -v mvn >/dev/null || ! command -v javac >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[setup] apt-get install maven default-jdk-headless"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q maven default-jdk-headless >/dev/null
+  else
+    echo "[setup] Maven/JDK missing: the android_demo/core tests will be skipped" \
+         "('sudo apt-get install maven default-jdk-headless')" >&2
+  fi
+fi
 echo "[setup] pip install -r requirements.txt"
 "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
   | grep -v -E "^WARNING: (Running pip as|Location)" || true

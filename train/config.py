@@ -83,6 +83,9 @@ class QuantizationConfig:
 
     enabled: bool = False
     float_checkpoint: Optional[str] = None  # the float run folder (or its export) to start from
+    # sha256 of the float model file, filled in by quantize/: a finished QAT run is reused only
+    # when it was fine-tuned from this very float model
+    float_sha256: Optional[str] = None
 
 
 @dataclasses.dataclass

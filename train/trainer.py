@@ -211,14 +211,41 @@ def export_model(model, cfg: ExperimentConfig, spec: PreprocessingSpec, class_na
 def finished_run(run_dir: str, cfg: ExperimentConfig) -> Optional[dict]:
     """The metrics of a finished run of exactly ``cfg`` in ``run_dir`` (export complete), or None."""
     exp = os.path.join(run_dir, "export")
+    if not same_config(os.path.join(exp, "config.json"), cfg):
+        return None
     try:
-        with open(os.path.join(exp, "config.json")) as f:
-            same = json.load(f) == json.loads(json.dumps(cfg.to_dict()))
         with open(os.path.join(exp, "metrics.json")) as f:
             metrics = json.load(f)
     except (OSError, ValueError):
         return None
-    return metrics if same else None
+    return metrics
+
+
+def same_config(saved_path: str, cfg: ExperimentConfig) -> bool:
+    """Whether the config saved at ``saved_path`` resolves to ``cfg``. Fields added to the
+    config classes since it was saved take their defaults, so a code update that only adds
+    options does not invalidate finished runs."""
+    from train.config import from_dict
+
+    try:
+        with open(saved_path) as f:
+            saved = from_dict(json.load(f))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return json.loads(json.dumps(saved.to_dict())) == json.loads(json.dumps(cfg.to_dict()))
+
+
+def _set_aside_stale_backup(run_dir: str, backup_dir: str, cfg: ExperimentConfig, log) -> None:
+    """A backup made under another config (e.g. QAT from a retrained float model) must not be
+    resumed: it is renamed aside (kept, never deleted) and the run starts over."""
+    saved = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(backup_dir) or not os.path.isfile(saved):
+        return
+    if not same_config(saved, cfg):
+        aside = f"{backup_dir}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(backup_dir, aside)
+        log(f"[train] the config changed since the backup in {backup_dir}: starting over "
+            f"(old backup kept as {aside})", flush=True)
 
 
 def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callable] = None,
@@ -248,6 +275,7 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
         raise ValueError(f"batch_size {gb} exceeds the {train_ds.num_examples} training examples")
     total_steps = steps_per_epoch * int(cfg.train.epochs)
     if chief:
+        _set_aside_stale_backup(run_dir, os.path.join(run_dir, "backup"), cfg, log)
         cfg.save(run_dir)
     log(f"[train] {cfg.name}: {train_ds.num_examples} images, {train_ds.num_classes} classes, "
         f"{int(cfg.train.epochs)} epochs x {steps_per_epoch} steps, global batch {gb}, "

@@ -1,0 +1,136 @@
+package org.inceptionedge.demo;
+
+import android.util.Log;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.MappedByteBuffer;
+import org.inceptionedge.core.Classifier;
+import org.inceptionedge.core.Delegate;
+import org.inceptionedge.core.DelegatePolicy;
+import org.inceptionedge.core.Preprocessor;
+import org.inceptionedge.core.TopK;
+import org.tensorflow.lite.DataType;
+import org.tensorflow.lite.Interpreter;
+import org.tensorflow.lite.Tensor;
+import org.tensorflow.lite.gpu.CompatibilityList;
+import org.tensorflow.lite.gpu.GpuDelegate;
+import org.tensorflow.lite.nnapi.NnApiDelegate;
+
+/** The core's Classifier with LiteRT: float or int8/uint8 input, any delegate, loud fallback. */
+public final class LiteRtClassifier implements Classifier {
+  private static final String TAG = "InceptionEdge";
+
+  private final Interpreter interpreter;
+  private final AutoCloseable delegateHandle;
+  private final DelegatePolicy.Decision decision;
+  private final DataType inType;
+  private final DataType outType;
+  private final float inScale;
+  private final int inZero;
+  private final float outScale;
+  private final int outZero;
+  private final ByteBuffer inBuf;
+  private final ByteBuffer outBuf;
+  private final int classes;
+
+  /** Builds for the requested delegate; falls back to CPU with the reason when it cannot. */
+  public static LiteRtClassifier create(MappedByteBuffer model, Delegate requested, int threads,
+      int apiLevel) {
+    boolean gpuOk;
+    try (CompatibilityList compat = new CompatibilityList()) {
+      gpuOk = compat.isDelegateSupportedOnThisDevice();
+    }
+    DelegatePolicy.Decision d = DelegatePolicy.choose(requested,
+        new DelegatePolicy.DeviceSupport(gpuOk, apiLevel));
+    try {
+      return new LiteRtClassifier(model, d, threads);
+    } catch (RuntimeException e) {
+      DelegatePolicy.Decision fb = DelegatePolicy.afterFailure(d.chosen, e);
+      Log.w(TAG, "delegate fallback: " + fb);
+      return new LiteRtClassifier(model, fb, threads);
+    }
+  }
+
+  private LiteRtClassifier(MappedByteBuffer model, DelegatePolicy.Decision d, int threads) {
+    if (d.fellBack()) {
+      Log.w(TAG, "delegate fallback: " + d);
+    }
+    Interpreter.Options opts = new Interpreter.Options().setNumThreads(threads);
+    AutoCloseable handle = null;
+    switch (d.chosen) {
+      case GPU:
+        try (CompatibilityList compat = new CompatibilityList()) {
+          GpuDelegate g = new GpuDelegate(compat.getBestOptionsForThisDevice());
+          opts.addDelegate(g);
+          handle = g;
+        }
+        break;
+      case NNAPI:
+        NnApiDelegate n = new NnApiDelegate();
+        opts.addDelegate(n);
+        handle = n;
+        break;
+      default:
+        opts.setUseXNNPACK(true);
+    }
+    this.interpreter = new Interpreter(model, opts);
+    this.delegateHandle = handle;
+    this.decision = d;
+    Tensor in = interpreter.getInputTensor(0);
+    Tensor out = interpreter.getOutputTensor(0);
+    inType = in.dataType();
+    outType = out.dataType();
+    inScale = in.quantizationParams().getScale();
+    inZero = in.quantizationParams().getZeroPoint();
+    outScale = out.quantizationParams().getScale();
+    outZero = out.quantizationParams().getZeroPoint();
+    inBuf = ByteBuffer.allocateDirect(in.numBytes()).order(ByteOrder.nativeOrder());
+    outBuf = ByteBuffer.allocateDirect(out.numBytes()).order(ByteOrder.nativeOrder());
+    int[] shape = out.shape();
+    classes = shape[shape.length - 1];
+  }
+
+  @Override
+  public float[] classify(float[] input) {
+    inBuf.rewind();
+    if (inType == DataType.FLOAT32) {
+      inBuf.asFloatBuffer().put(input);
+    } else {
+      inBuf.put(Preprocessor.quantize(input, inScale, inZero, inType == DataType.INT8));
+    }
+    inBuf.rewind();
+    outBuf.rewind();
+    interpreter.run(inBuf, outBuf);
+    outBuf.rewind();
+    if (outType == DataType.FLOAT32) {
+      float[] p = new float[classes];
+      outBuf.asFloatBuffer().get(p);
+      return p;
+    }
+    byte[] q = new byte[classes];
+    outBuf.get(q);
+    return TopK.dequantize(q, outScale, outZero, outType == DataType.INT8);
+  }
+
+  @Override
+  public Delegate delegate() {
+    return decision.chosen;
+  }
+
+  @Override
+  public String fallbackReason() {
+    return decision.fallbackReason;
+  }
+
+  @Override
+  public void close() {
+    interpreter.close();
+    if (delegateHandle != null) {
+      try {
+        delegateHandle.close();
+      } catch (Exception e) {
+        Log.w(TAG, "closing the delegate: " + e);
+      }
+    }
+  }
+}

@@ -1,0 +1,43 @@
+package org.inceptionedge.core;
+
+/**
+ * The benchmark mode's intent, as edge_eval/schema/android_app.json defines it (a JVM test checks
+ * every constant here against that file):
+ *
+ * <pre>
+ * adb shell am start -W -n org.inceptionedge.demo/.BenchmarkActivity \
+ *   --es model /sdcard/Android/data/org.inceptionedge.demo/files/edge_eval/m.tflite \
+ *   --es labels .../labels.txt --es preprocessing .../preprocessing.json \
+ *   --es delegates CPU,GPU,NNAPI --ei threads 4 --ei warmup 5 --ei runs 50 \
+ *   --es eval_dir .../eval --es output .../result-ID.json --es run_id ID
+ * </pre>
+ *
+ * The app writes a JSON array of records (edge_eval/schema/record.json) to output, then an empty
+ * output + ".done".
+ */
+public final class BenchmarkProtocol {
+  public static final String PACKAGE = "org.inceptionedge.demo";
+  public static final String ACTIVITY = ".BenchmarkActivity";
+  public static final String DEVICE_DIR =
+      "/sdcard/Android/data/org.inceptionedge.demo/files/edge_eval";
+  public static final String DONE_SUFFIX = ".done";
+
+  public static final String EXTRA_MODEL = "model";
+  public static final String EXTRA_LABELS = "labels";
+  public static final String EXTRA_PREPROCESSING = "preprocessing";
+  public static final String EXTRA_DELEGATES = "delegates";
+  public static final String EXTRA_THREADS = "threads";
+  public static final String EXTRA_WARMUP = "warmup";
+  public static final String EXTRA_RUNS = "runs";
+  public static final String EXTRA_EVAL_DIR = "eval_dir";
+  public static final String EXTRA_OUTPUT = "output";
+  public static final String EXTRA_RUN_ID = "run_id";
+
+  /** String extras (am start --es). */
+  public static final String[] STRING_EXTRAS = {EXTRA_MODEL, EXTRA_LABELS, EXTRA_PREPROCESSING,
+      EXTRA_DELEGATES, EXTRA_EVAL_DIR, EXTRA_OUTPUT, EXTRA_RUN_ID};
+  /** Integer extras (am start --ei). */
+  public static final String[] INT_EXTRAS = {EXTRA_THREADS, EXTRA_WARMUP, EXTRA_RUNS};
+
+  private BenchmarkProtocol() {}
+}

@@ -1,0 +1,24 @@
+package org.inceptionedge.core;
+
+/**
+ * What the app implements with LiteRT (app/.../LiteRtClassifier.java); the core's benchmark and
+ * accuracy logic run against this interface, so they are tested on the JVM with a stand-in.
+ */
+public interface Classifier extends AutoCloseable {
+  /** One inference on a preprocessed float input [h][w][3] flattened; returns probabilities. */
+  float[] classify(float[] input);
+
+  /** The delegate that actually runs (after any fallback). */
+  Delegate delegate();
+
+  /** Why the requested delegate is not the one running, or null. */
+  String fallbackReason();
+
+  @Override
+  void close();
+
+  /** Builds a classifier for a delegate and thread count (the app: LiteRT Interpreter). */
+  interface Factory {
+    Classifier create(Delegate requested, int threads) throws Exception;
+  }
+}

@@ -1,0 +1,68 @@
+package org.inceptionedge.core;
+
+/**
+ * Which delegate actually runs, given the request and what the device supports. A fallback is
+ * never silent: the decision carries the reason, which the app shows on screen and logs.
+ */
+public final class DelegatePolicy {
+  /** What the device offers (the app fills it from CompatibilityList and the API level). */
+  public static final class DeviceSupport {
+    public final boolean gpuSupported;
+    public final int apiLevel;
+
+    public DeviceSupport(boolean gpuSupported, int apiLevel) {
+      this.gpuSupported = gpuSupported;
+      this.apiLevel = apiLevel;
+    }
+  }
+
+  public static final class Decision {
+    public final Delegate requested;
+    public final Delegate chosen;
+    public final String fallbackReason; // null when chosen == requested
+
+    Decision(Delegate requested, Delegate chosen, String fallbackReason) {
+      this.requested = requested;
+      this.chosen = chosen;
+      this.fallbackReason = fallbackReason;
+    }
+
+    public boolean fellBack() {
+      return chosen != requested;
+    }
+
+    @Override
+    public String toString() {
+      return fellBack() ? requested + " -> " + chosen + " (" + fallbackReason + ")"
+          : chosen.toString();
+    }
+  }
+
+  /** NNAPI delegate needs Android 8.1 (API 27); it is deprecated from Android 15 but still runs. */
+  public static final int NNAPI_MIN_API = 27;
+
+  private DelegatePolicy() {}
+
+  /** The decision before the interpreter is built. */
+  public static Decision choose(Delegate requested, DeviceSupport device) {
+    if (requested == Delegate.GPU && !device.gpuSupported) {
+      return new Decision(requested, Delegate.CPU,
+          "the GPU delegate does not support this device's GPU (CompatibilityList)");
+    }
+    if (requested == Delegate.NNAPI && device.apiLevel < NNAPI_MIN_API) {
+      return new Decision(requested, Delegate.CPU,
+          "NNAPI needs Android API " + NNAPI_MIN_API + "+, this device has API "
+              + device.apiLevel);
+    }
+    return new Decision(requested, requested, null);
+  }
+
+  /** The decision when building the interpreter with the delegate failed. */
+  public static Decision afterFailure(Delegate requested, Throwable error) {
+    if (requested == Delegate.CPU) {
+      throw new IllegalStateException("the CPU interpreter itself failed: " + error, error);
+    }
+    return new Decision(requested, Delegate.CPU,
+        requested + " delegate failed to initialise: " + error.getMessage());
+  }
+}
