@@ -24,6 +24,8 @@ import numpy as np
 from convert.litert import TFLiteModel
 path, inputs, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 x = np.array(np.load(inputs, mmap_mode="r"))  # in memory before the clock starts
+if x.shape[-1] == 1:  # the harness stores grey inputs unexpanded; the model takes 3 channels
+    x = np.repeat(x, 3, axis=-1)
 m = TFLiteModel(path, num_threads=threads)
 m.predict(x[:batch], batch)  # warm-up
 t = time.perf_counter()

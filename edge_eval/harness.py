@@ -7,6 +7,7 @@ a worker too, and every artifact's drift is computed against it on the same imag
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -174,7 +175,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
     """(path of a cached float32 .npy of model inputs, labels, class names, seconds spent)."""
     key = hashlib.sha256(json.dumps(
         {"data": {"source": data_cfg.source.value, "path": data_cfg.path}, "images": images,
-         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 1},
+         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 2},
         sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
     x_path = os.path.join(cache_dir, f"inputs-{key}.npy")
@@ -190,11 +191,16 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         log(f"[eval] skipped: {msg}", flush=True)
     per = preprocess.crops_per_image(crops)
     h, w = spec.input_size
+    # grey sources are stored before the grey -> RGB repeat (a third of the bytes); the workers
+    # expand them batch by batch
+    grey = (isinstance(raw, np.ndarray) and raw.ndim == 4 and raw.shape[-1] == 1
+            and spec.channels == 3)
+    stored = dataclasses.replace(spec, channels=1) if grey else spec
     tmp = x_path + ".tmp.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                    shape=(len(labels) * per, h, w, spec.channels))
+                                    shape=(len(labels) * per, h, w, stored.channels))
     for i, im in enumerate(raw):
-        out[i * per:(i + 1) * per] = preprocess.crops(np.asarray(im), spec, crops)
+        out[i * per:(i + 1) * per] = preprocess.crops(np.asarray(im), stored, crops)
     out.flush()
     del out
     os.replace(tmp, x_path)
@@ -246,7 +252,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
 
         jobs = [({"artifact": os.path.basename(os.path.normpath(ref_path)), "recipe": "float",
                   "target": "keras", "sha256": None},
-                 {"op": "predict", "model": ref_path, "kind": "keras"}, None)]
+                 {"op": "predict", "model": ref_path, "kind": "keras",
+                  "channels": spec.channels}, None)]
         for e in manifest["artifacts"]:
             if only and e.get("file") not in only and e.get("recipe") not in only:
                 continue
@@ -257,9 +264,10 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                            f"the Core ML reference evaluator (not available in this version)")
                 jobs.append((fields, None, ("unavailable", problem)))
                 continue
-            jobs.append((fields, {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
-                                  "kind": "tflite", "threads": threads, "delegate": "xnnpack",
-                                  "batch_size": 50}, ("failed", problem) if problem else None))
+            job = {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
+                   "kind": "tflite", "threads": threads, "delegate": "xnnpack", "batch_size": 50,
+                   "channels": spec.channels}
+            jobs.append((fields, job, ("failed", problem) if problem else None))
         out, ref_probs = [], None
         for fields, job, preset in jobs:
             rec = records.new_record("accuracy", **fields, threads=threads, batch_size=None,

@@ -152,11 +152,26 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
                   else "tab:blue" for r, _ in pts]
         ax.scatter([p for _, p in pts], [100 * r["accuracy"]["top1"] for r, _ in pts],
                    s=[s * scale for s in sizes], c=colors, alpha=0.5, edgecolors="k")
-        for (r, p), s in zip(pts, sizes):
-            ax.annotate(f"{r['recipe']}{' (QAT)' if 'qat' in r['artifact'] else ''}\n{s:.2f} MB",
-                        (p, 100 * r["accuracy"]["top1"]), fontsize=7, ha="center", va="bottom",
-                        xytext=(0, 6), textcoords="offset points")
-        ax.set_xlabel("host latency p50 (ms, LiteRT, batch 1)")
+        # labels of nearby points fan out left and right instead of printing over each other
+        order = sorted(range(len(pts)), key=lambda i: (pts[i][1], pts[i][0]["accuracy"]["top1"]))
+        for k, i in enumerate(order):
+            (r, p), s = pts[i], sizes[i]
+            dx = 34 if k % 2 else -34
+            ax.annotate(f"{r['recipe']}{' (QAT)' if 'qat' in r['artifact'] else ''} {s:.2f} MB",
+                        (p, 100 * r["accuracy"]["top1"]), fontsize=7,
+                        ha="left" if dx > 0 else "right", va="center", xytext=(dx, 0),
+                        textcoords="offset points",
+                        arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5"))
+        ax.set_xscale("log")
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+        lo, hi = min(p for _, p in pts), max(p for _, p in pts)
+        ticks = [t * 10.0 ** e for e in range(-3, 5) for t in (1, 2, 3, 5)
+                 if lo / 1.5 <= t * 10.0 ** e <= hi * 1.5] or [lo]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("host latency p50 (ms, LiteRT, batch 1, log scale)")
         ax.set_ylabel("top-1 (%)")
         ax.set_title("accuracy vs latency (bubble area: model size)")
         ax.grid(alpha=0.3)
@@ -180,7 +195,11 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
         im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
         ax.set_xticks(range(len(classes)), [names[c] for c in classes], rotation=45, ha="right",
                       fontsize=8)
-        ax.set_yticks(range(len(drifted)), [r["artifact"] for r in drifted], fontsize=7)
+        names_ = [r["artifact"] for r in drifted]
+        prefix = os.path.commonprefix(names_) if len(names_) > 1 else ""
+        ax.set_yticks(range(len(drifted)), [n[len(prefix):] or n for n in names_], fontsize=7)
+        if prefix:
+            ax.set_ylabel(prefix + "…", fontsize=7)
         for (i, j), v in np.ndenumerate(m):
             if np.isfinite(v):
                 ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=6)

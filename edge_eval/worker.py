@@ -6,7 +6,8 @@ peak memory and timings belong to one model. TFLite jobs import numpy and LiteRT
 float reference (``kind: keras``/``savedmodel``) imports TensorFlow.
 
 Job keys: ``op`` (predict | bench), ``model``, ``kind`` (tflite | keras | savedmodel), ``result``
-(where the worker writes its JSON answer); predict: ``inputs`` (.npy, float32, model input range),
+(where the worker writes its JSON answer); predict: ``inputs`` (.npy, float32, model input range;
+grey inputs stay one channel and are expanded to ``channels`` batch by batch),
 ``output`` (.npy of float32 probabilities), ``batch_size``, ``threads``, ``delegate``; bench: the
 keyword arguments of ``edge_eval.bench.bench_tflite``.
 """
@@ -19,10 +20,44 @@ import time
 import traceback
 
 
+def iter_chunks(path: str, batch: int, channels: int, expand: bool = True):
+    """Batches of a float32 .npy, read into one reused buffer (no memory map: faulting in
+    hundreds of MB of mapped pages cost more than the copy), grey expanded to ``channels`` unless
+    the consumer broadcasts it itself (``expand=False``)."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        if fortran or dtype != np.float32:
+            raise ValueError(f"{path}: expected a C-ordered float32 array, found {dtype}")
+        n, item = shape[0], shape[1:]
+        buf = np.empty((batch, *item), np.float32)
+        wide = np.empty((batch, *item[:-1], channels), np.float32) \
+            if expand and item[-1] != channels else None
+        for i in range(0, n, batch):
+            m = min(batch, n - i)
+            f.readinto(memoryview(buf[:m]).cast("B"))
+            if wide is None:
+                yield buf[:m]
+            else:
+                wide[:m] = buf[:m]  # broadcast the grey channel
+                yield wide[:m]
+
+
+def _count(path: str) -> int:
+    import numpy as np
+
+    return int(np.load(path, mmap_mode="r").shape[0])
+
+
 def _predict(job: dict) -> dict:
     import numpy as np
 
-    x = np.load(job["inputs"], mmap_mode="r")
+    channels = int(job.get("channels", 3))
+    n = _count(job["inputs"])
     kind = job.get("kind", "tflite")
     t = time.perf_counter()
     if kind == "tflite":
@@ -38,7 +73,8 @@ def _predict(job: dict) -> dict:
                             xnnpack=delegate == "xnnpack", delegates=delegates)
         runtime = "litert"
         load_s = time.perf_counter() - t
-        probs = model.predict(x, batch_size=int(job.get("batch_size", 50)))
+        bs = int(job.get("batch_size", 50))
+        probs = model.predict_batches(iter_chunks(job["inputs"], bs, channels, expand=False))
     elif kind in ("keras", "savedmodel"):
         from train import keras_env  # noqa: F401  (before TensorFlow)
         from convert.tflite import load_source
@@ -46,18 +82,20 @@ def _predict(job: dict) -> dict:
         src = load_source(job["model"])
         runtime = "tensorflow"
         load_s = time.perf_counter() - t
-        probs = src.predict(np.asarray(x), batch_size=int(job.get("batch_size", 256)))
+        bs = int(job.get("batch_size", 256))
+        probs = np.concatenate([src.predict(c, batch_size=bs)
+                                for c in iter_chunks(job["inputs"], bs, channels)])
     else:
         raise ValueError(f"the worker runs tflite, keras and savedmodel models, not {kind!r}")
     total = time.perf_counter() - t
     probs = np.asarray(probs, np.float32)
-    if probs.ndim != 2 or len(probs) != len(x):
-        raise ValueError(f"model output has shape {probs.shape} for {len(x)} inputs")
+    if probs.ndim != 2 or len(probs) != n:
+        raise ValueError(f"model output has shape {probs.shape} for {n} inputs")
     tmp = job["output"] + ".tmp.npy"
     np.save(tmp, probs)
     os.replace(tmp, job["output"])
     return {"status": "ok", "error": None, "runtime": runtime, "load_s": load_s,
-            "seconds": total, "images_per_s": len(x) / max(total - load_s, 1e-9),
+            "seconds": total, "images_per_s": n / max(total - load_s, 1e-9),
             "classes": int(probs.shape[1])}
 
 

@@ -18,9 +18,11 @@ stage "quantize: QAT fine-tune from runs/demo/export"
   --run-dir runs/demo_qat
 stage "convert: TFLite recipes (float model)"
 "$PY" -m convert runs/demo/export --out artifacts/demo \
-  --recipes fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8,static_wi8_ai8_int8io,static_wi8_ai8_uint8io,static_wi8_ai16
+  --recipes fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8,static_wi8_ai8_int8io,static_wi8_ai8_uint8io,static_wi8_ai16 \
+  || echo "[main] some recipes failed their checks (listed in artifacts/demo/manifest.json); the others go on"
 stage "convert: int8 from the QAT model"
-"$PY" -m convert runs/demo_qat/export --out artifacts/demo --recipes static_wi8_ai8,static_wi8_ai8_uint8io
+"$PY" -m convert runs/demo_qat/export --out artifacts/demo --recipes static_wi8_ai8,static_wi8_ai8_uint8io \
+  || echo "[main] some QAT recipes failed their checks (listed in artifacts/demo/manifest.json)"
 stage "edge_eval: accuracy and drift of every artifact on the 10,000 test images"
 "$PY" -m edge_eval accuracy artifacts/demo --out reports/demo
 stage "edge_eval: host latency (LiteRT + XNNPACK, 2 threads)"

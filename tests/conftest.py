@@ -33,8 +33,12 @@ def tiny_export(tmp_path_factory):
     from train.trainer import train
 
     run = str(tmp_path_factory.mktemp("tiny_run"))
+    # enough steps (and BN moving averages quick enough) for the eval-mode model to compute a
+    # real function: 27 % top-1 and varied probabilities, where 512 images at lr 0.01 gave a
+    # constant or saturated one-hot output that made quantized-vs-float comparisons degenerate
     cfg = resolve("tiny_test", None, ("model.aux_logits=false", "train.epochs=2",
-                                      "data.max_train_examples=512"))
+                                      "data.max_train_examples=2048", "model.bn_momentum=0.9",
+                                      "optim.base_learning_rate=0.002"))
     train(cfg, run, log=lambda *a, **k: None)
     return os.path.join(run, "export")
 
@@ -47,10 +51,8 @@ RECIPE_TABLE = {
     "static_wi8_ai8": ("float32", "float32", False, "int8"),
     "static_wi8_ai8_int8io": ("int8", "int8", True, "int8"),
     "static_wi8_ai8_uint8io": ("uint8", "uint8", True, "int8"),
+    "static_wi8_ai16": ("float32", "float32", False, "int16"),
 }
-# static_wi8_ai16 is left out here: on this barely trained 0.1-depth model its self-check fails
-# (top-1 agreement 0.29, max |dp| 0.86), while on the demo model it agrees 99.72 % on 10,000
-# images -- the check works; the cause is not found yet (noted on the issue).
 
 
 @pytest.fixture(scope="session")

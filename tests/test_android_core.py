@@ -74,3 +74,27 @@ def test_java_core_matches_python(converted, tmp_path):
     for r in recs:
         assert records.validate(r) == [], records.validate(r)
     assert recs[0]["latency_ms"]["p50"] == pytest.approx(3.0)
+
+
+def _debian_android_jar():
+    import glob
+
+    jars = sorted(glob.glob("/usr/lib/android-sdk/platforms/*/android.jar"))
+    return jars[-1] if jars else None
+
+
+def test_app_sources_compile_against_a_debian_android_jar(tmp_path):
+    """The app's classes that need only the Android framework compile against Debian's
+    android.jar (package android-sdk-platform-*), when that package can be had."""
+    jar = _debian_android_jar()
+    javac = shutil.which("javac")
+    if jar is None or javac is None:
+        pytest.skip("no android.jar from Debian packages on this machine (android-sdk-platform-* "
+                    "has no installation candidate here); the rest of the app also needs the "
+                    "AndroidX and LiteRT AARs, which no Debian package provides")
+    app = os.path.join(ROOT, "android_demo", "app", "src", "main", "java", "org", "inceptionedge",
+                       "demo")
+    core = os.path.join(CORE, "src", "main", "java")
+    p = subprocess.run([javac, "-d", str(tmp_path), "-cp", jar, "-sourcepath", core,
+                        os.path.join(app, "Pixels.java")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

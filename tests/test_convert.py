@@ -69,14 +69,28 @@ def test_failed_self_check_writes_no_artifact(tiny_export, tmp_path, monkeypatch
 
     strict = dataclasses.replace(recipes.RECIPES["dynamic_wi8_afp32"], max_abs_diff=0.0)
     monkeypatch.setitem(recipes.RECIPES, "dynamic_wi8_afp32", strict)
+    # an earlier artifact of the same name from an older version of the model, and failures of
+    # that older version and of another model
+    stale = "tiny_test_dynamic_wi8_afp32.tflite"
+    (tmp_path / stale).write_bytes(b"old")
+    json.dump({"sources": {"old": {"name": "tiny_test"}, "other": {"name": "other"}},
+               "artifacts": [{"file": stale, "recipe": "dynamic_wi8_afp32",
+                              "source_sha256": "old", "sha256": "x"}],
+               "failures": [{"recipe": "fp16", "source_sha256": "old", "source_name": "tiny_test"},
+                            {"recipe": "fp16", "source_sha256": "other", "source_name": "other"}]},
+              open(tmp_path / "manifest.json", "w"))
     rc = main([tiny_export, "--out", str(tmp_path), "--recipes", "dynamic_wi8_afp32",
                "--check-images", "16"])
     assert rc == 1
     err = capsys.readouterr().err
     assert "dynamic_wi8_afp32: max |p - p_source| = " in err and "> 0.0" in err
     assert not [f for f in os.listdir(tmp_path) if f.endswith((".tflite", ".partial"))]
-    failure, = json.load(open(tmp_path / "manifest.json"))["failures"]
-    assert failure["check"]["max_abs_diff"] > 0
+    m = json.load(open(tmp_path / "manifest.json"))
+    assert m["artifacts"] == []  # the superseded artifact is gone with its file
+    failure, other = sorted(m["failures"], key=lambda f: f["source_name"] != "tiny_test")
+    assert failure["check"]["max_abs_diff"] > 0 and failure["source_sha256"] != "old"
+    assert other["source_name"] == "other"  # another model's failure is kept
+    assert set(m["sources"]) == {failure["source_sha256"], "other"}
 
 
 def _no_artifacts(d):

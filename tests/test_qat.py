@@ -100,5 +100,12 @@ def test_qat_exports_int8_that_agrees_with_the_qat_keras_model(qat_export, tmp_p
     x = dataset_images(src, "test", 48, seed=9)
     ref = src.predict(x)
     got = TFLiteModel(os.path.join(out, art["file"])).predict(x)
-    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.95
+    # the collapse this guards against scores like another model (0.39 vs 0.91 in the field);
+    # here every probability stays within 0.1 of the QAT Keras model's, so only images whose
+    # top-2 classes are within 0.2 of each other can change their answer (the tiny model has
+    # many: its top-1 is 27 %)
     assert np.abs(got - ref).max() < 0.1
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.85
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    sure = top2[:, 1] - top2[:, 0] > 0.2
+    assert np.all(got.argmax(1)[sure] == ref.argmax(1)[sure])

@@ -139,3 +139,26 @@ def test_help_lists_presets_and_choices():
     for word in ("inception_v3_imagenet", "inception_v3_fashion_mnist_demo", "r151",
                  "multi_worker", "mixed_bfloat16"):
         assert word in r.stdout
+
+
+def test_saved_configs_compare_after_defaults_and_stale_backups_are_set_aside(tmp_path):
+    from train.trainer import _set_aside_stale_backup, same_config
+
+    cfg = resolve("tiny_test")
+    saved = cfg.to_dict()
+    del saved["quantization"]["freeze_batch_norm"]  # written before that option existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert same_config(str(tmp_path / "config.json"), cfg)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    _set_aside_stale_backup(str(tmp_path), str(backup), cfg, log=lambda *a, **k: None)
+    assert backup.is_dir()  # same config: resumed from
+    other = resolve("tiny_test", None, ("optim.base_learning_rate=0.5",))
+    assert not same_config(str(tmp_path / "config.json"), other)
+    logs = []
+    _set_aside_stale_backup(str(tmp_path), str(backup), other, log=lambda m, **k: logs.append(m))
+    assert not backup.exists() and "starting over" in logs[0]
+    kept = [p for p in os.listdir(tmp_path) if p.startswith("backup.stale-")]
+    assert len(kept) == 1  # never deleted
+    (tmp_path / "bad.json").write_text("{not json")
+    assert not same_config(str(tmp_path / "bad.json"), cfg)

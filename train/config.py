@@ -86,6 +86,9 @@ class QuantizationConfig:
     # sha256 of the float model file, filled in by quantize/: a finished QAT run is reused only
     # when it was fine-tuned from this very float model
     float_sha256: Optional[str] = None
+    # run batch normalization in inference mode (moving statistics and gamma/beta frozen) during
+    # the QAT fine-tune, so the quantizers learn ranges for the statistics the exported model uses
+    freeze_batch_norm: bool = False
 
 
 @dataclasses.dataclass

@@ -56,6 +56,9 @@ class DataConfig:
     flip: bool = True
     crop_fraction: float = 0.875  # evaluation central crop (the paper's); 1.0 keeps the whole image
     shuffle_buffer: int = 10000
+    # None: training batches may come out of order (parallel preprocessing, faster), evaluation
+    # in order; True: always in order, so a seeded run repeats exactly
+    deterministic: Optional[bool] = None
     label_offset: int = 1  # imagenet: TFRecord labels are 1..1000 (0 is background)
 
     def __post_init__(self):
@@ -238,6 +241,9 @@ class Dataset:
         return self.arrays[1] if self.arrays is not None else np.asarray(self.labels)
 
     # --- pipelines ---------------------------------------------------------------------------
+    def _ordered(self, training: bool) -> bool:
+        return self.cfg.deterministic if self.cfg.deterministic is not None else not training
+
     def pipeline(self, spec: PreprocessingSpec, batch_size: int, training: bool,
                  seed: Optional[int] = None, repeat: bool = False, drop_remainder: bool = False):
         """(images float32 [B, H, W, 3] in the spec's range, labels int32 [B]) batches."""
@@ -254,8 +260,9 @@ class Dataset:
                 ds = ds.repeat()
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
             aug = self.cfg if training else None
-            ds = ds.map(lambda im, lab: (batch_preprocess(im, spec, aug, seed), lab),
-                        num_parallel_calls=autotune, deterministic=not training)
+            ds = ds.enumerate().map(
+                lambda i, b: (batch_preprocess(b[0], spec, aug, _element_seed(seed, i)), b[1]),
+                num_parallel_calls=autotune, deterministic=self._ordered(training))
             return ds.prefetch(autotune)
 
         if self.cfg.source is Source.IMAGE_FOLDER:
@@ -268,7 +275,7 @@ class Dataset:
             if training:
                 ds = ds.shuffle(len(self.files), seed=seed)
             ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=8,
-                               num_parallel_calls=autotune, deterministic=not training)
+                               num_parallel_calls=autotune, deterministic=self._ordered(training))
             off = self.cfg.label_offset
             feats = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
                      "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
@@ -287,8 +294,9 @@ class Dataset:
         if repeat:
             ds = ds.repeat()
         aug = self.cfg if training else None
-        ds = ds.map(lambda b, lab: (image_preprocess(b, spec, aug, seed), lab),
-                    num_parallel_calls=autotune, deterministic=not training)
+        ds = ds.enumerate().map(
+            lambda i, b: (image_preprocess(b[0], spec, aug, _element_seed(seed, i)), b[1]),
+            num_parallel_calls=autotune, deterministic=self._ordered(training))
         return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
 
 
@@ -301,12 +309,24 @@ def _scale(images, spec: PreprocessingSpec):
     return images * spec.scale + spec.offset
 
 
+def _element_seed(seed: Optional[int], index):
+    """A stateless seed (seed, index) per batch or image: the augmentation of a seeded run is
+    the same every time (stateful seeded random ops were not: two pipelines built with the same
+    seed drew different crops), and differs from batch to batch and epoch to epoch."""
+    if seed is None:
+        return None
+    import tensorflow as tf
+
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+
+
 def _random_boxes(n, cfg: DataConfig, seed=None):
     """Normalised [y0, x0, y1, x1] boxes: area and aspect ratio drawn per image, flipped by
     swapping x0/x1 (crop_and_resize mirrors a box whose x1 < x0)."""
     import tensorflow as tf
 
-    u = tf.random.uniform((n, 5), seed=seed)
+    u = tf.random.uniform((n, 5), seed=seed) if seed is None or isinstance(seed, int) \
+        else tf.random.stateless_uniform((n, 5), seed=seed)
     area = cfg.area_range[0] + u[:, 0] * (cfg.area_range[1] - cfg.area_range[0])
     lo, hi = np.log(cfg.aspect_range[0]), np.log(cfg.aspect_range[1])
     ratio = tf.exp(lo + u[:, 1] * (hi - lo))  # width / height
@@ -353,7 +373,10 @@ def image_preprocess(encoded, spec: PreprocessingSpec, augment: Optional[DataCon
         lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     if augment is not None:
-        begin, size, _ = tf.image.sample_distorted_bounding_box(
+        stateless = seed is not None and not isinstance(seed, int)
+        sample = tf.image.stateless_sample_distorted_bounding_box if stateless else \
+            tf.image.sample_distorted_bounding_box
+        begin, size, _ = sample(
             tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,
             min_object_covered=0.1, aspect_ratio_range=augment.aspect_range,
             area_range=augment.area_range, max_attempts=100,
@@ -361,7 +384,8 @@ def image_preprocess(encoded, spec: PreprocessingSpec, augment: Optional[DataCon
         image = tf.slice(image, begin, size)
         image = tf.image.resize(tf.cast(image, tf.float32), spec.input_size, method="bilinear")
         if augment.flip:
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            image = (tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+                     if stateless else tf.image.random_flip_left_right(image, seed=seed))
         return _scale(image, spec)
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
