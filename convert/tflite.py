@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import tempfile
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 from train import keras_env  # noqa: F401
 from train.preprocessing import FILENAME as PREPROCESSING_FILE
 from train.preprocessing import PreprocessingSpec
+from convert.provenance import git_state, sha256_file  # noqa: F401 (re-exported)
 from quantize.recipes import Recipe
 
 MANIFEST = "manifest.json"
@@ -29,14 +29,6 @@ class ConvertError(ValueError):
 # --------------------------------------------------------------------------------------------
 # the source model
 # --------------------------------------------------------------------------------------------
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256_tree(path: str) -> str:
     h = hashlib.sha256()
     for root, dirs, files in sorted(os.walk(path)):
@@ -395,18 +387,6 @@ def tool_versions() -> dict:
     return out
 
 
-def git_state() -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=root,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"commit": commit, "dirty": dirty}
-
-
 def load_manifest(out_dir: str) -> dict:
     path = os.path.join(out_dir, MANIFEST)
     if os.path.isfile(path):
@@ -489,7 +469,7 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
         "labels": "labels.txt" if src.labels else None,
         "check_inputs": {"images": int(len(check_x)),
                          "source": check_from},
-        "tools": tool_versions(), "git": git_state(),
+        "tools": tool_versions(), "git": dict(git_state()),
         "artifacts": sorted(artifacts.values(), key=lambda a: a["file"]),
         # this run supersedes earlier failures of the same model (by name: a retrained model
         # has a new hash) for the recipes it ran, and any of an older version of the model

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from convert.provenance import sha256_file
 from edge_eval import preprocess, records, stats
 from train.preprocessing import PreprocessingSpec
 
@@ -78,14 +79,6 @@ def load_manifest(artifacts_dir: str) -> dict:
     if not isinstance(m.get("artifacts"), list):
         raise EvalError(f"{path} lists no artifacts")
     return m
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify(artifacts_dir: str, entry: dict) -> Optional[str]:

@@ -11,8 +11,9 @@ import json
 import os
 import platform
 import socket
-import subprocess
 from typing import Iterable, List, Optional
+
+from convert.provenance import git_state
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema", "record.json")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,18 +67,6 @@ def tool_versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-@functools.lru_cache(maxsize=None)
-def git_state() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"commit": commit, "dirty": dirty if commit else None}
 
 
 @functools.lru_cache(maxsize=None)
