@@ -26,6 +26,10 @@ EDGETPU_HELP = ("the Edge TPU runtime (libedgetpu) is not installed on this mach
                 "libedgetpu1-std) and attach a Coral device")
 
 
+class DelegateUnavailable(RuntimeError):
+    """The delegate's runtime is not on this machine: the row says so (status 'unavailable')."""
+
+
 def latency_stats(times_ms) -> dict:
     t = np.asarray(times_ms, np.float64)
     return {"min": float(t.min()), "p50": float(np.percentile(t, 50)),
@@ -43,7 +47,7 @@ def validity(runs: int, seconds: float, min_runs: int = MIN_VALID_RUNS,
 
 
 def edgetpu_delegate():
-    """The Edge TPU delegate, or raises RuntimeError saying the runtime is absent."""
+    """The Edge TPU delegate, or raises DelegateUnavailable saying where to get the runtime."""
     from convert.litert import load_delegate
 
     lib = os.environ.get("EDGETPU_LIBRARY") or EDGETPU_LIBRARY.get(sys.platform,
@@ -51,7 +55,7 @@ def edgetpu_delegate():
     try:
         return load_delegate(lib)
     except (OSError, ValueError, RuntimeError) as e:
-        raise RuntimeError(f"{EDGETPU_HELP} (loading {lib} failed: {e})") from None
+        raise DelegateUnavailable(f"{EDGETPU_HELP} (loading {lib} failed: {e})") from None
 
 
 def _peak_rss_mb() -> float:

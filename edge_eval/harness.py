@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -182,7 +183,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
     raw, labels, names, skipped = load_raw(data_cfg, "test", images, seed)
     for msg in skipped:
         log(f"[eval] skipped: {msg}", flush=True)
-    per = preprocess.crops_per_image(crops)
+    per = crops  # a scheme's number is its crops per image
     h, w = spec.input_size
     # grey sources are stored before the grey -> RGB repeat (a third of the bytes); the workers
     # expand them batch by batch
@@ -209,7 +210,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
 # --------------------------------------------------------------------------------------------
 def _probs(path: str, crops: int) -> np.ndarray:
     p = np.load(path)
-    per = preprocess.crops_per_image(crops)
+    per = crops  # a scheme's number is its crops per image
     return p.reshape(-1, per, p.shape[-1]).mean(axis=1) if per > 1 else p
 
 
@@ -240,8 +241,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                                                         images, crops, seed, log)
         except (DataError, preprocess.ImageError, FileNotFoundError) as e:
             raise EvalError(str(e)) from None
-        n_inputs = len(labels) * preprocess.crops_per_image(crops)
-        common = dict(images=len(labels), crops=crops)
+        n_inputs = len(labels) * crops
 
         jobs = [({"artifact": os.path.basename(os.path.normpath(ref_path)), "recipe": "float",
                   "target": "keras", "sha256": None},
@@ -306,14 +306,12 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                    "preprocess_s": prep_s, "wall_s": time.perf_counter() - t_all,
                    "skipped_images": skipped}
         for r in out:
-            r["eval_set"] = dict(summary, source=dcfg.source.value, **common)
+            r["eval_set"] = dict(summary, source=dcfg.source.value)
         records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
         log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
             f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
         return out
     finally:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -364,6 +362,4 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
         records.write_jsonl(out, os.path.join(out_dir, "latency.jsonl"))
         return out
     finally:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)

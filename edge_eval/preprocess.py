@@ -130,7 +130,3 @@ def preprocess_batch(images: Iterable[np.ndarray], spec: PreprocessingSpec,
                      scheme: int = 1) -> np.ndarray:
     """uint8 images -> float32 [N * crops, h, w, c] (crops of one image are consecutive)."""
     return np.concatenate([crops(im, spec, scheme) for im in images], axis=0)
-
-
-def crops_per_image(scheme: int) -> int:
-    return {1: 1, 10: 10, 144: 144}[scheme]

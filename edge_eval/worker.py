@@ -111,11 +111,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0]) as f:
         job = json.load(f)
+    from edge_eval.bench import DelegateUnavailable
+
     try:
         out = {"predict": _predict, "bench": _bench}[job["op"]](job)
         code = 0
     except Exception as e:  # noqa: BLE001 - every failure becomes the row's error
-        out = {"status": "unavailable" if "Edge TPU runtime" in str(e) else "failed",
+        out = {"status": "unavailable" if isinstance(e, DelegateUnavailable) else "failed",
                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
         code = 1
     tmp = job["result"] + ".tmp"

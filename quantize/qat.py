@@ -110,14 +110,20 @@ def quantize_model(model):
     return qat
 
 
-def load_float_weights(model, float_export: str):
-    """Float weights from a train/ export folder (or a .keras file) into ``model``."""
-    import tf_keras
-
+def float_model_file(float_export: str) -> str:
+    """The float model file of a train/ export folder (or the .keras file itself)."""
     path = os.path.join(float_export, "model.keras") if os.path.isdir(float_export) \
         else float_export
     if not os.path.isfile(path):
         raise FileNotFoundError(f"float model not found: {path} (run `python -m train` first)")
+    return path
+
+
+def load_float_weights(model, float_export: str):
+    """Float weights from a train/ export folder (or a .keras file) into ``model``."""
+    import tf_keras
+
+    path = float_model_file(float_export)
     src = tf_keras.models.load_model(path, compile=False)
     from train.model import inference_model
 
@@ -185,13 +191,9 @@ def train_qat(cfg: ExperimentConfig, run_dir: str, float_export: str = None, log
                          "(a train/ export folder)")
     cfg.quantization.enabled = True
     cfg.quantization.float_checkpoint = float_export
-    path = os.path.join(float_export, "model.keras") if os.path.isdir(float_export) \
-        else float_export
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"float model not found: {path} (run `python -m train` first)")
-    from convert.tflite import sha256_file
+    from convert.provenance import sha256_file
 
-    cfg.quantization.float_sha256 = sha256_file(path)
+    cfg.quantization.float_sha256 = sha256_file(float_model_file(float_export))
     import tensorflow_model_optimization  # noqa: F401  (registers the QAT layers)
 
     return train(cfg, run_dir, model_transform=qat_transform(

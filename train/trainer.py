@@ -274,8 +274,9 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {gb} exceeds the {train_ds.num_examples} training examples")
     total_steps = steps_per_epoch * int(cfg.train.epochs)
+    backup_dir = os.path.join(run_dir, "backup")
     if chief:
-        _set_aside_stale_backup(run_dir, os.path.join(run_dir, "backup"), cfg, log)
+        _set_aside_stale_backup(run_dir, backup_dir, cfg, log)
         cfg.save(run_dir)
     log(f"[train] {cfg.name}: {train_ds.num_examples} images, {train_ds.num_classes} classes, "
         f"{int(cfg.train.epochs)} epochs x {steps_per_epoch} steps, global batch {gb}, "
@@ -291,7 +292,6 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = ds.with_options(opts)
 
-    backup_dir = os.path.join(run_dir, "backup")
     if tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")) or tf.train.latest_checkpoint(
             backup_dir):
         log(f"[train] resuming from the backup in {backup_dir}", flush=True)
