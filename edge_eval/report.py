@@ -213,6 +213,68 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
     return written
 
 
+def _read_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def choice_section(results_dir: str) -> str:
+    """The accuracy-aware recipe choice (``pipeline.choose``'s choice.json), if made."""
+    c = _read_json(os.path.join(results_dir, "choice.json"))
+    if not c:
+        return ""
+    mb = lambda v: "" if v is None else f"{v / 1e6:.3f}"  # noqa: E731
+    ms = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    out = ["", "## Recipe choice", "",
+           f"Budget: top-1 within {c['budget_points']} points of float "
+           f"({100 * c['float_top1']:.2f} %)"
+           + (f", argmax agreement >= {100 * c['min_agreement']:.2f} %"
+              if c.get("min_agreement") is not None else "")
+           + f"; goal: {c['goal']}" + ("; full-integer models only" if c.get("integer_only")
+                                       else "") + ".", "", f"**{c['why']}**", ""]
+    if c.get("steps"):
+        base = c.get("best_full_integer") or {}
+        out += ["Selective steps (blocks kept in float, worst quantization error first; cost "
+                "against full int8):", "",
+                "| step | float blocks | Δ top-1 (pts) | agreement | MB | +MB | p50 ms | +ms | "
+                "fits |", "|---|---|---|---|---|---|---|---|---|"]
+        for s in c["steps"]:
+            if s.get("status") != "ok":
+                out.append(f"| {s['step']} | {','.join(s['float_blocks'])} | failed: "
+                           f"{s.get('error')} | | | | | | no |")
+                continue
+            dmb = (s["bytes"] - base["bytes"]) / 1e6 if base.get("bytes") else None
+            dms = (s["p50_ms"] - base["p50_ms"]) if s.get("p50_ms") and base.get("p50_ms") \
+                else None
+            out.append(f"| {s['step']} | {','.join(s['float_blocks'])} | "
+                       f"{s['drift_points']:+.2f} | {100 * s['agreement']:.2f} | "
+                       f"{mb(s['bytes'])} | {'' if dmb is None else f'{dmb:+.3f}'} | "
+                       f"{ms(s.get('p50_ms'))} | {'' if dms is None else f'{dms:+.3f}'} | "
+                       f"{'yes' if s['meets_budget'] else 'no'} |")
+        out.append("")
+    out += ["| candidate | recipe | Δ top-1 (pts) | agreement | MB | p50 ms |",
+            "|---|---|---|---|---|---|"]
+    for k in c.get("candidates", []):
+        out.append(f"| {k['artifact']} | {k['recipe']} | {k['drift_points']:+.2f} | "
+                   f"{100 * k['agreement']:.2f} | {mb(k['bytes'])} | {ms(k.get('p50_ms'))} |")
+    return "\n".join(out) + "\n"
+
+
+def pipeline_section(results_dir: str) -> str:
+    """Per-stage wall times of the main job (``pipeline.json``), when the job wrote the folder."""
+    st = _read_json(os.path.join(results_dir, "pipeline.json"))
+    if not st or not st.get("stages"):
+        return ""
+    out = ["", "## Main job stages", "", "Wall time of each stage when it last ran (a skipped "
+           "stage keeps its time).", "", "| stage | status | wall s | finished |", "|---|---|---|---|"]
+    for name, r in st["stages"].items():
+        out.append(f"| {name} | {r['status']} | {r['wall_s']:.1f} | {r['finished']} |")
+    return "\n".join(out) + "\n"
+
+
 def write(results_dir: str, title: str = "edge_eval report",
           max_top1_drift: Optional[float] = None) -> Tuple[str, List[str]]:
     """Writes results.json, results.csv, report.md and the plots; returns (report, gate failures)."""
@@ -231,6 +293,7 @@ def write(results_dir: str, title: str = "edge_eval report",
     if written:
         md += "\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
                                for p in written) + "\n"
+    md += choice_section(results_dir) + pipeline_section(results_dir)
     failures = gate(rows, max_top1_drift)
     if max_top1_drift is not None:
         md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points): "

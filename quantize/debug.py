@@ -15,14 +15,12 @@ import numpy as np
 
 
 def layer_error_report(src, recipe, x: np.ndarray) -> dict:
-    from quantize.selective import debugger, tensor_block
+    """Per-tensor and per-block error of ``recipe`` on images ``x`` (which also calibrate it;
+    the calibrated model is kept for selective conversions on the same images)."""
+    from quantize.selective import selective_quantizer, tensor_block
     from train.model import layer_blocks
 
-    dbg = debugger(src, recipe, x)
-    dbg.run()
-    buf = io.StringIO()
-    dbg.layer_statistics_dump(buf)
-    buf.seek(0)
+    buf = io.StringIO(selective_quantizer(src, recipe, x).layer_statistics_csv())
     blocks = layer_blocks(src.keras_model) if src.keras_model is not None else {}
     tensors: List[dict] = []
     for row in csv.DictReader(buf):

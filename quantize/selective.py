@@ -36,25 +36,74 @@ def debugger(src, recipe, x: np.ndarray, denylisted_nodes=None):
                                                      debug_options=opts)
 
 
+class SelectiveQuantizer:
+    """One calibration of the float model, then any number of int8 models with chosen blocks
+    kept float (the denylisted nodes are re-quantized from the same calibrated model, which is
+    what makes the choice's step-by-step search affordable)."""
+
+    def __init__(self, src, base, calib: np.ndarray):
+        from convert.litert import TFLiteModel
+        from convert.tflite import ConvertError
+        from train.model import layer_blocks
+
+        if src.keras_model is None:
+            raise ConvertError("selective quantization needs a Keras model (block names)")
+        self.src, self.base = src, base
+        self.dbg = debugger(src, base, calib)
+        self.full = self.dbg.get_nondebug_quantized_model()
+        m = TFLiteModel(model_content=self.full, num_threads=1, xnnpack=False)
+        names = {t["index"]: t["name"] for t in m.interp.get_tensor_details()}
+        blocks = layer_blocks(src.keras_model)
+        self.node_block = {names[o]: tensor_block(names[o], blocks)
+                           for d in m.interp._get_ops_details() for o in d["outputs"]}
+        self._stats = None
+
+    def layer_statistics_csv(self) -> str:
+        """TFLite's per-tensor statistics of the fully quantized model (computed once)."""
+        if self._stats is None:
+            import io
+
+            import tensorflow as tf
+
+            self.dbg.options = tf.lite.experimental.QuantizationDebugOptions()
+            self.dbg.run()
+            buf = io.StringIO()
+            self.dbg.layer_statistics_dump(buf)
+            self._stats = buf.getvalue()
+        return self._stats
+
+    def convert(self, float_blocks) -> bytes:
+        import tensorflow as tf
+
+        from convert.tflite import ConvertError
+
+        keep = set(float_blocks)
+        nodes = sorted(n for n, b in self.node_block.items() if b in keep)
+        if not nodes:
+            raise ConvertError(f"{self.base.name}+float:{','.join(sorted(keep))}: no tensor of "
+                               f"{sorted(keep)} found in the model")
+        self.dbg.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=nodes)
+        return self.dbg.get_nondebug_quantized_model()
+
+
+_QUANTIZERS: dict = {}
+
+
+def selective_quantizer(src, base, calib: np.ndarray) -> SelectiveQuantizer:
+    """The process's one ``SelectiveQuantizer`` per (model, recipe, calibration images)."""
+    import hashlib
+
+    key = (src.sha256, base.name, hashlib.sha256(np.ascontiguousarray(calib).tobytes()).hexdigest())
+    if key not in _QUANTIZERS:
+        _QUANTIZERS.clear()  # one model at a time: each holds a calibrated model in memory
+        _QUANTIZERS[key] = SelectiveQuantizer(src, base, calib)
+    return _QUANTIZERS[key]
+
+
 def convert_selective(src, recipe, calib: np.ndarray) -> bytes:
     """Int8 everywhere except the tensors of ``recipe.float_blocks``."""
     import dataclasses
 
-    from convert.litert import TFLiteModel
-    from convert.tflite import ConvertError, configure, _converter
-    from train.model import layer_blocks
-
-    if src.keras_model is None:
-        raise ConvertError("selective quantization needs a Keras model (block names)")
     base = dataclasses.replace(recipe, float_blocks=(), name=recipe.name.split("+")[0])
-    full = configure(_converter(src), base, calib, src.is_qat).convert()
-    m = TFLiteModel(model_content=full, num_threads=1, xnnpack=False)
-    names = {t["index"]: t["name"] for t in m.interp.get_tensor_details()}
-    blocks = layer_blocks(src.keras_model)
-    keep = set(recipe.float_blocks)
-    nodes = sorted({names[o] for d in m.interp._get_ops_details() for o in d["outputs"]
-                    if tensor_block(names[o], blocks) in keep})
-    if not nodes:
-        raise ConvertError(f"{recipe.name}: no tensor of {sorted(keep)} found in the model")
-    dbg = debugger(src, base, calib, denylisted_nodes=nodes)
-    return dbg.get_nondebug_quantized_model()
+    return selective_quantizer(src, base, calib).convert(recipe.float_blocks)

@@ -1,0 +1,273 @@
+"""Accuracy-aware recipe choice: the smallest (or fastest) artifact within a drift budget.
+
+    python -m pipeline.choose artifacts/demo --results reports/demo --budget 0.3 --goal smallest
+
+Reads the evaluation (``accuracy.jsonl``) and host latency (``latency.jsonl``) records of every
+artifact, keeps those whose top-1 is within ``--budget`` points of the float model (and, if
+asked, whose argmax agreement with it is at least ``--min-agreement``), and picks the smallest or
+the fastest. When no full-integer model meets the budget, it does what OpenVINO NNCF's
+accuracy-aware quantization does with ``max_drop``: it ranks the Inception blocks by their
+quantization error (TFLite's debugger, ``quantize/debug.py``), keeps the worst block in float,
+converts, evaluates and benchmarks that model, and adds the next-worst block until the model
+fits or ``--max-steps`` is reached. Each step's artifact goes to ``<artifacts>_choice/`` (its own
+manifest), its records to ``<results>/choice.jsonl``, and the decision to
+``<results>/choice.json``: what was kept in float and what it cost in size and latency.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import List, Optional
+
+FULL_INTEGER = ("static_wi8_ai8", "static_wi8_ai8_int8io", "static_wi8_ai8_uint8io")
+
+
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def candidates(rows: List[dict]) -> List[dict]:
+    """One candidate per evaluated artifact: size, top-1, drift, agreement, host p50."""
+    lat = {}
+    for r in rows:
+        if r["kind"] == "latency" and r["status"] == "ok" and r.get("delegate") == "xnnpack":
+            lat.setdefault(r["artifact"], r["latency_ms"]["p50"])
+    out = []
+    for r in rows:
+        if r["kind"] != "accuracy" or r["status"] != "ok" or not r.get("drift"):
+            continue
+        base = (r.get("recipe") or "").split("+float:")[0]
+        out.append({"artifact": r["artifact"], "recipe": r.get("recipe"),
+                    "target": r.get("target"), "bytes": r.get("bytes"),
+                    "top1": r["accuracy"]["top1"],
+                    "drift_points": r["drift"]["top1_delta_points"],
+                    "agreement": r["drift"]["argmax_agreement"],
+                    "p50_ms": lat.get(r["artifact"]),
+                    "full_integer": base in FULL_INTEGER,
+                    "float_blocks": (r.get("recipe") or "").partition("+float:")[2] or None})
+    return out
+
+
+def meets(c: dict, budget: float, min_agreement: Optional[float] = None) -> bool:
+    return c["drift_points"] >= -budget - 1e-9 and (
+        min_agreement is None or c["agreement"] >= min_agreement - 1e-12)
+
+
+def pick(cands: List[dict], budget: float, goal: str, min_agreement: Optional[float] = None,
+         integer_only: bool = False) -> Optional[dict]:
+    """The best candidate that meets the budget (None if none does). ``smallest``: fewest bytes
+    (then faster, then less drift); ``fastest``: lowest host p50 (then smaller)."""
+    ok = [c for c in cands if meets(c, budget, min_agreement)
+          and (c["full_integer"] or not integer_only)]
+    if goal == "fastest":
+        ok = [c for c in ok if c["p50_ms"] is not None]
+        key = lambda c: (c["p50_ms"], c["bytes"] or 0, -c["drift_points"])  # noqa: E731
+    elif goal == "smallest":
+        ok = [c for c in ok if c["bytes"]]
+        key = lambda c: (c["bytes"], c["p50_ms"] or float("inf"), -c["drift_points"])  # noqa
+    else:
+        raise ValueError(f"goal must be smallest or fastest. Received: {goal!r}")
+    return min(ok, key=key) if ok else None
+
+
+def _float_source(manifest: dict) -> Optional[dict]:
+    for s in manifest.get("sources", {}).values() if isinstance(manifest.get("sources"), dict) \
+            else manifest.get("sources", []):
+        if not s.get("qat"):
+            return s
+    return None
+
+
+def block_order(src, calib) -> List[dict]:
+    """Inception blocks, worst quantization error first (``mixed*`` only: the blocks a
+    selective recipe can name), measured on the calibration images, whose calibrated model the
+    selective steps then reuse."""
+    from quantize.debug import layer_error_report
+    from quantize.recipes import get_recipe
+
+    rep = layer_error_report(src, get_recipe("static_wi8_ai8"), calib)
+    return [b for b in rep["blocks"] if b["block"].startswith("mixed")]
+
+
+def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "smallest",
+           min_agreement: Optional[float] = None, integer_only: bool = False,
+           max_steps: int = 4, calib_images: int = 200,
+           images: Optional[int] = None, data_path: Optional[str] = None, threads: int = 2,
+           bench_runs: int = 50, seed: int = 0, log=print) -> dict:
+    from convert.tflite import atomic_write_json, load_manifest
+    from edge_eval import records, report
+
+    rows = [r for r in report.load(results_dir) if not r.get("choice_step")]
+    if not any(r["kind"] == "accuracy" for r in rows):
+        raise ValueError(f"no accuracy records in {results_dir}: run python -m edge_eval "
+                         f"accuracy {artifacts_dir} --out {results_dir} first")
+    ref = next((r for r in rows if r["kind"] == "accuracy" and r.get("target") == "keras"
+                and r["status"] == "ok"), None)
+    if ref is None:
+        raise ValueError(f"{results_dir} has no float reference record to measure drift from")
+    cands = candidates(rows)
+    full_int = [c for c in cands if c["full_integer"] and not c["float_blocks"]]
+    steps: List[dict] = []
+    step_rows: List[dict] = []
+    best_int = max(full_int, key=lambda c: c["drift_points"], default=None)
+    int_fits = any(meets(c, budget, min_agreement) for c in full_int)
+    log(f"[choose] budget: top-1 within {budget} points of float ({100 * ref['accuracy']['top1']:.2f} %)"
+        + (f", agreement >= {100 * min_agreement:.2f} %" if min_agreement is not None else "")
+        + f"; goal: {goal}" + ("; full-integer models only" if integer_only else ""), flush=True)
+    order: List[dict] = []
+    if not int_fits and max_steps > 0:
+        manifest = load_manifest(artifacts_dir)
+        srcinfo = _float_source(manifest)
+        if srcinfo is None or not os.path.exists(srcinfo.get("path", "")):
+            log("[choose] full int8 misses the budget, but the float source model is not at hand: "
+                "no selective steps", flush=True)
+        else:
+            steps, step_rows, order = _selective_steps(
+                srcinfo["path"], artifacts_dir, results_dir, budget, min_agreement, max_steps,
+                calib_images, images, data_path, threads, bench_runs, seed, log)
+            cands += candidates(step_rows)
+    chosen = pick(cands, budget, goal, min_agreement, integer_only)
+    for r in step_rows:
+        r["choice_step"] = True
+    records.write_jsonl(step_rows, os.path.join(results_dir, "choice.jsonl"))
+    base = best_int
+    out = {
+        "budget_points": budget, "min_agreement": min_agreement, "goal": goal,
+        "integer_only": integer_only, "float_top1": ref["accuracy"]["top1"],
+        "full_integer_fits": int_fits,
+        "best_full_integer": best_int,
+        "block_order": [{"block": b["block"], "mean_rmse_over_scale": b["mean_rmse_over_scale"]}
+                        for b in order],
+        "steps": steps,
+        "chosen": chosen,
+        "candidates": sorted(cands, key=lambda c: (c["bytes"] or 0)),
+        "why": _why(chosen, budget, goal, int_fits, steps, base),
+    }
+    atomic_write_json(os.path.join(results_dir, "choice.json"), out)
+    log(f"[choose] {out['why']}", flush=True)
+    return out
+
+
+def _why(chosen, budget, goal, int_fits, steps, base) -> str:
+    if chosen is None:
+        return f"no artifact is within {budget} points of float: nothing chosen"
+    s = (f"chose {chosen['artifact']} ({chosen['recipe']}): the {goal} artifact within the "
+         f"budget, top-1 {chosen['drift_points']:+.2f} points, {chosen['bytes'] / 1e6:.3f} MB"
+         + (f", p50 {chosen['p50_ms']:.3f} ms" if chosen.get("p50_ms") else ""))
+    if not int_fits and base is not None:
+        s += (f". Full int8 missed the budget (best {base['artifact']}: "
+              f"{base['drift_points']:+.2f} points)")
+        if steps:
+            last = steps[-1]
+            s += (f"; {len(steps)} selective step(s), last keeping {last['float_blocks']} in "
+                  f"float: {last['drift_points']:+.2f} points"
+                  + (" - fits" if last["meets_budget"] else " - still outside"))
+    return s
+
+
+def _selective_steps(src_path, artifacts_dir, results_dir, budget, min_agreement, max_steps,
+                     calib_images, images, data_path, threads, bench_runs, seed,
+                     log):
+    from convert.tflite import convert_tflite, dataset_images, load_source
+    from edge_eval import harness
+    from quantize.recipes import get_recipe
+
+    src = load_source(src_path)
+    over = {"path": data_path} if data_path else None
+    calib = dataset_images(src, "train", calib_images, seed, over)
+    order = block_order(src, calib)
+    log("[choose] blocks by quantization error (mean rmse/scale): " + ", ".join(
+        f"{b['block']} {b['mean_rmse_over_scale']:.2f}" for b in order), flush=True)
+    check_x = dataset_images(src, "test", 64, seed + 1, over)
+    out_dir = os.path.normpath(artifacts_dir) + "_choice"
+    steps, step_rows = [], []
+    for k in range(1, min(max_steps, len(order)) + 1):
+        blocks = [b["block"] for b in order[:k]]
+        recipe = get_recipe("static_wi8_ai8+float:" + ",".join(blocks))
+        log(f"[choose] step {k}: {recipe.name}", flush=True)
+        manifest = convert_tflite(src, [recipe], out_dir, calib, check_x, log=log)
+        entry = next((a for a in manifest["artifacts"] if a["recipe"] == recipe.name
+                      and a["source_sha256"] == src.sha256), None)
+        if entry is None:
+            err = next((f["error"] for f in manifest["failures"] if f["recipe"] == recipe.name),
+                       "conversion failed")
+            steps.append({"step": k, "float_blocks": blocks, "recipe": recipe.name,
+                          "status": "failed", "error": err, "meets_budget": False})
+            log(f"[choose] step {k} failed: {err}", flush=True)
+            continue
+        work = tempfile.mkdtemp(prefix=".choice-", dir=results_dir)
+        try:
+            acc = harness.evaluate(out_dir, work, reference=src_path, data_path=data_path,
+                                   images=images, threads=threads, seed=0,
+                                   only=[entry["file"]], log=log)
+            lat = harness.benchmark(out_dir, work, threads=(threads,), runs=bench_runs,
+                                    only=[entry["file"]], log=log)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        new = [r for r in acc if r.get("target") != "keras"] + lat
+        step_rows += new
+        c = next(iter(candidates(new)), None)
+        if c is None:
+            steps.append({"step": k, "float_blocks": blocks, "recipe": recipe.name,
+                          "status": "failed", "error": "evaluation failed", "meets_budget": False})
+            continue
+        fits = meets(c, budget, min_agreement)
+        steps.append(dict(c, step=k, float_blocks=blocks, status="ok", meets_budget=fits,
+                          file=os.path.join(out_dir, entry["file"])))
+        log(f"[choose] step {k}: {c['drift_points']:+.2f} points, agreement "
+            f"{100 * c['agreement']:.2f} %, {c['bytes'] / 1e6:.3f} MB"
+            + (f", p50 {c['p50_ms']:.3f} ms" if c["p50_ms"] else "")
+            + (" - fits" if fits else ""), flush=True)
+        if fits:
+            break
+    return steps, step_rows, order
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.choose",
+                                description=__doc__.splitlines()[0],
+                                epilog="\n".join(__doc__.splitlines()[2:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifacts", help="folder with manifest.json")
+    p.add_argument("--results", required=True, help="folder with accuracy.jsonl/latency.jsonl")
+    p.add_argument("--budget", type=float, default=0.3, help="allowed top-1 drop, points")
+    p.add_argument("--goal", choices=["smallest", "fastest"], default="smallest")
+    p.add_argument("--min-agreement", type=float,
+                   help="also require this argmax agreement with float (0-1)")
+    p.add_argument("--integer-only", action="store_true",
+                   help="only full-integer models (Edge TPU, NNAPI, DSPs)")
+    p.add_argument("--max-steps", type=int, default=4, help="selective steps at most")
+    p.add_argument("--calib-images", type=int, default=200,
+                   help="images that calibrate int8 and rank the blocks by error")
+    p.add_argument("--images", type=int, help="evaluate selective steps on N images")
+    p.add_argument("--data-path")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bench-runs", type=int, default=50)
+    args = p.parse_args(argv)
+    if args.budget < 0:
+        print(f"error: --budget must be >= 0. Received: {args.budget}", file=sys.stderr)
+        return 2
+    if args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
+        print(f"error: --min-agreement is a fraction in [0, 1]. Received: {args.min_agreement}",
+              file=sys.stderr)
+        return 2
+    try:
+        out = choose(args.artifacts, args.results, args.budget, args.goal, args.min_agreement,
+                     args.integer_only, args.max_steps, args.calib_images,
+                     args.images, args.data_path, args.threads, args.bench_runs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if out["chosen"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The main job as data: a named preset (``fashion_mnist_demo``), a user's YAML/JSON file, and
+``--set key=value`` overrides resolve to one ``JobConfig``; ``plan()`` turns it into stages.
+
+A user's own job needs no code: point ``train_sets`` at their data (``data.path=...``) or
+``train_config`` at their recipe (e.g. the ImageNet preset), or skip training with ``model:``
+(a trained export folder, Keras file or SavedModel).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+from pipeline.runner import Stage
+
+PY = sys.executable or "python3"
+
+
+@dataclasses.dataclass
+class JobConfig:
+    name: str = "demo"
+    # training (train/): a preset, an optional config file and --set overrides
+    train_preset: str = "inception_v3_fashion_mnist_demo"
+    train_config: Optional[str] = None
+    train_sets: List[str] = dataclasses.field(default_factory=list)
+    model: Optional[str] = None  # a trained model: no training stage
+    # quantization-aware fine-tuning (quantize/)
+    qat: bool = True
+    qat_preset: str = "inception_v3_fashion_mnist_demo_qat"
+    qat_sets: List[str] = dataclasses.field(default_factory=list)
+    # conversion (convert/)
+    recipes: List[str] = dataclasses.field(default_factory=lambda: [
+        "fp32", "fp16", "dynamic_wi8_afp32", "static_wi8_ai8", "static_wi8_ai8_int8io",
+        "static_wi8_ai8_uint8io", "static_wi8_ai16"])
+    qat_recipes: List[str] = dataclasses.field(default_factory=lambda: [
+        "static_wi8_ai8", "static_wi8_ai8_uint8io"])
+    calib_images: int = 200
+    data_path: Optional[str] = None  # where the data lives at conversion/evaluation time
+    # evaluation (edge_eval/)
+    eval_images: Optional[int] = None  # None: the whole test split
+    threads: int = 2
+    bench_runs: int = 50
+    # the accuracy-aware recipe choice
+    budget_points: float = 0.3  # allowed top-1 drop against float, in points
+    goal: str = "smallest"  # smallest | fastest
+    min_agreement: Optional[float] = None  # also require this argmax agreement with float
+    integer_only: bool = False  # only full-integer models (Edge TPU, NNAPI, DSPs)
+    choice_max_steps: int = 4
+
+    def __post_init__(self):
+        if self.goal not in ("smallest", "fastest"):
+            raise ValueError(f"goal must be smallest or fastest. Received: {self.goal!r}")
+        if self.budget_points < 0:
+            raise ValueError(f"budget_points must be >= 0. Received: {self.budget_points}")
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join("runs", self.name)
+
+    @property
+    def qat_run_dir(self) -> str:
+        return os.path.join("runs", f"{self.name}_qat")
+
+    @property
+    def artifacts_dir(self) -> str:
+        return os.path.join("artifacts", self.name)
+
+    @property
+    def reports_dir(self) -> str:
+        return os.path.join("reports", self.name)
+
+    @property
+    def float_model(self) -> str:
+        return self.model or os.path.join(self.run_dir, "export")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: Dict[str, JobConfig] = {
+    "fashion_mnist_demo": JobConfig(),
+    # the smallest end-to-end job (tests, smoke runs): tiny model, few images
+    "tiny": JobConfig(name="tiny", train_preset="tiny_test", qat_preset="tiny_test_qat",
+                      recipes=["fp32", "static_wi8_ai8"], qat_recipes=["static_wi8_ai8"],
+                      calib_images=32, eval_images=200, bench_runs=10),
+}
+
+
+def _coerce(current, value):
+    if not isinstance(value, str):
+        return value
+    if isinstance(current, bool):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean. Received: {value!r}")
+    if isinstance(current, list):
+        return [v.strip() for v in value.split(",") if v.strip()] if value else []
+    if value.lower() in ("none", "null"):
+        return None
+    if current is None:  # an optional number or path
+        for t in (int, float):
+            try:
+                return t(value)
+            except ValueError:
+                pass
+        return value
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    return value
+
+
+def resolve(preset: str = "fashion_mnist_demo", config_file: Optional[str] = None,
+            sets=()) -> JobConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown job preset {preset!r}; presets: {', '.join(PRESETS)}")
+    cfg = dataclasses.asdict(PRESETS[preset])
+    over: dict = {}
+    if config_file:
+        with open(config_file) as f:
+            text = f.read()
+        over.update((json.loads(text) if config_file.endswith(".json") else
+                     __import__("yaml").safe_load(text)) or {})
+    for s in sets:
+        if "=" not in s:
+            raise ValueError(f"--set expects key=value. Received: {s!r}")
+        k, v = s.split("=", 1)
+        over[k.strip()] = v.strip()
+    for k, v in over.items():
+        if k not in cfg:
+            raise ValueError(f"unknown job key {k!r}; keys: {', '.join(cfg)}")
+        cfg[k] = _coerce(cfg[k], v)
+    return JobConfig(**cfg)
+
+
+def _train_config(job: JobConfig):
+    from train.config import resolve as resolve_train
+
+    return resolve_train(job.train_preset, job.train_config, tuple(job.train_sets))
+
+
+def _data_dir(train_cfg) -> Optional[str]:
+    """The dataset folder the train stage reads (keys the stage), if it can be named."""
+    from train.data import Source, fashion_mnist_dir
+
+    d = train_cfg.data
+    if d.source == Source.FASHION_MNIST:
+        try:
+            return fashion_mnist_dir(d.path)
+        except Exception:
+            return d.path
+    return d.path
+
+
+def source_name(config_name: Optional[str], model_path: str, qat: bool = False) -> str:
+    """The name convert/ gives artifacts of a source (mirrors ``convert.tflite.Source.name``)."""
+    if config_name:
+        return config_name + ("_qat" if qat and not config_name.endswith("_qat") else "")
+    base = os.path.basename(os.path.normpath(model_path))
+    return os.path.splitext(base)[0] if base != "export" else \
+        os.path.basename(os.path.dirname(os.path.normpath(model_path)))
+
+
+def _user_model_name(path: str) -> Optional[str]:
+    for cand in (os.path.join(path, "config.json"),
+                 os.path.join(os.path.dirname(path), "config.json")):
+        if os.path.isfile(cand):
+            with open(cand) as f:
+                return json.load(f).get("name")
+    return None
+
+
+def plan(job: JobConfig) -> List[Stage]:
+    """The stages of a job, in order."""
+    stages: List[Stage] = []
+    conv_common = ["--calib-images", str(job.calib_images)] + (
+        ["--data-path", job.data_path] if job.data_path else [])
+    if job.model is None:
+        tcfg = _train_config(job)
+        argv = [PY, "-m", "train", "--preset", job.train_preset, "--run-dir", job.run_dir]
+        if job.train_config:
+            argv += ["--config", job.train_config]
+        for s in job.train_sets:
+            argv += ["--set", s]
+        data = _data_dir(tcfg)
+        stages.append(Stage(
+            "train", argv, inputs=[p for p in (data, job.train_config) if p],
+            outputs=[os.path.join(job.run_dir, "export")],
+            config={"train": tcfg.to_dict() if hasattr(tcfg, "to_dict") else repr(tcfg)},
+            code=["train"], description=f"train {tcfg.name} into {job.run_dir}"))
+        float_name = tcfg.name
+        float_after = ["train"]
+    else:
+        if not os.path.exists(job.model):
+            raise ValueError(f"model {job.model} does not exist")
+        float_name = _user_model_name(job.model)
+        float_after = []
+    fname = source_name(float_name, job.float_model)
+    art = job.artifacts_dir
+    if job.qat:
+        argv = [PY, "-m", "quantize", "qat", "--preset", job.qat_preset, "--float",
+                job.float_model, "--run-dir", job.qat_run_dir]
+        for s in job.qat_sets:
+            argv += ["--set", s]
+        stages.append(Stage(
+            "qat", argv, inputs=[job.float_model], outputs=[os.path.join(job.qat_run_dir, "export")],
+            code=["train", "quantize"], after=float_after,
+            description="quantization-aware fine-tuning from the float model"))
+    stages.append(Stage(
+        "convert", [PY, "-m", "convert", job.float_model, "--out", art, "--recipes",
+                    ",".join(job.recipes)] + conv_common,
+        inputs=[job.float_model],
+        outputs=[os.path.join(art, f"{fname}_{r}.tflite") for r in job.recipes],
+        code=["convert", "quantize", "train"], after=float_after, partial_codes=(1,),
+        description="every TFLite recipe from the float model, each checked against it"))
+    if job.qat and job.qat_recipes:
+        qname = source_name(_qat_name(job), os.path.join(job.qat_run_dir, "export"), qat=True)
+        stages.append(Stage(
+            "convert_qat", [PY, "-m", "convert", os.path.join(job.qat_run_dir, "export"),
+                            "--out", art, "--recipes", ",".join(job.qat_recipes)] + conv_common,
+            inputs=[os.path.join(job.qat_run_dir, "export")],
+            outputs=[os.path.join(art, f"{qname}_{r}.tflite") for r in job.qat_recipes],
+            code=["convert", "quantize", "train"], after=["qat", "convert"], partial_codes=(1,),
+            description="int8 TFLite from the QAT model"))
+    conv = [s.name for s in stages if s.name.startswith("convert")]
+    rep = job.reports_dir
+    eval_common = (["--images", str(job.eval_images)] if job.eval_images else []) + (
+        ["--data-path", job.data_path] if job.data_path else [])
+    stages.append(Stage(
+        "evaluate", [PY, "-m", "edge_eval", "accuracy", art, "--out", rep,
+                     "--threads", str(job.threads)] + eval_common,
+        inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
+        code=["edge_eval", "convert"], after=conv,
+        description="top-1/top-5 and drift of every artifact on the test split"))
+    stages.append(Stage(
+        "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--threads",
+                      str(job.threads), "--runs", str(job.bench_runs)],
+        inputs=[art], outputs=[os.path.join(rep, "latency.jsonl")],
+        code=["edge_eval", "convert"], after=conv,
+        description="host latency (LiteRT + XNNPACK)"))
+    stages.append(Stage(
+        "choose", [PY, "-m", "pipeline.choose", art, "--results", rep, "--budget",
+                   str(job.budget_points), "--goal", job.goal, "--max-steps",
+                   str(job.choice_max_steps),
+                   "--threads", str(job.threads), "--bench-runs", str(job.bench_runs),
+                   "--calib-images", str(job.calib_images)]
+        + (["--min-agreement", str(job.min_agreement)] if job.min_agreement is not None else [])
+        + (["--integer-only"] if job.integer_only else []) + eval_common,
+        inputs=[art, os.path.join(rep, "accuracy.jsonl"), os.path.join(rep, "latency.jsonl")],
+        outputs=[os.path.join(rep, "choice.json")],
+        code=["pipeline", "edge_eval", "convert", "quantize"], after=["evaluate", "benchmark"],
+        description=f"the {job.goal} artifact within {job.budget_points} points of float"))
+    stages.append(Stage(
+        "report", [PY, "-m", "edge_eval", "report", rep, "--title",
+                   f"{job.name}: Inception-v3 from training to the edge"],
+        inputs=[os.path.join(rep, n) for n in ("accuracy.jsonl", "latency.jsonl", "choice.json",
+                                               "choice.jsonl")] + [art],
+        outputs=[os.path.join(rep, "report.md")], code=["edge_eval"],
+        after=["evaluate", "benchmark"], description="report.md, results.csv/json, plots"))
+    return stages
+
+
+def _qat_name(job: JobConfig) -> Optional[str]:
+    import quantize.qat  # noqa: F401  (registers the QAT presets)
+    from train.config import resolve as resolve_train
+
+    try:
+        return resolve_train(job.qat_preset, None, tuple(job.qat_sets)).name
+    except ValueError:
+        return None

@@ -1,0 +1,217 @@
+"""Run stages in order, skipping those whose inputs, config and code have not changed.
+
+A stage is data (``Stage``): a command, the paths it reads, the paths it writes, the stage's
+config and the packages whose code it runs. Its *key* is a hash of all of those; after a stage
+succeeds the key and the hashes of its outputs go into the state file. A later run skips the
+stage when the key is the same and its outputs still hash as recorded, so a deleted or edited
+artifact makes its stage (and only the stages that read it) run again.
+
+A stage that fails is recorded as failed; stages that need its outputs are marked ``blocked``
+and do not run, the others go on, and the outputs of finished stages stay as they were.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+STATE_VERSION = 1
+# files above this size, or folders of more files than this, are keyed by (path, size, mtime)
+# instead of their content: hashing a user's 150 GB ImageNet on every run would cost more than
+# the stage it guards
+CONTENT_HASH_MAX_BYTES = 512 << 20
+CONTENT_HASH_MAX_FILES = 5000
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    argv: List[str]
+    inputs: List[str] = dataclasses.field(default_factory=list)
+    outputs: List[str] = dataclasses.field(default_factory=list)
+    config: dict = dataclasses.field(default_factory=dict)
+    code: List[str] = dataclasses.field(default_factory=list)  # packages (folders) it runs
+    after: List[str] = dataclasses.field(default_factory=list)  # stages whose outputs it needs
+    description: str = ""
+    ok_codes: Sequence[int] = (0,)  # exit codes that count as success
+    # exit codes that mean "finished, with some artifacts failing their checks": the outputs
+    # are usable (the manifest lists the failures), later stages go on, the stage is recorded
+    # as partial and is not skipped next time (it may pass then)
+    partial_codes: Sequence[int] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprints
+# --------------------------------------------------------------------------------------------
+def _file_digest(path: str, h) -> None:
+    st = os.stat(path)
+    if st.st_size > CONTENT_HASH_MAX_BYTES:
+        h.update(f"stat:{st.st_size}:{st.st_mtime_ns}".encode())
+        return
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+def fingerprint(path: str, ignore: Sequence[str] = ("__pycache__",)) -> Optional[str]:
+    """Content hash of a file or folder (None when it does not exist). Large files and very
+    large folders are keyed by size and modification time."""
+    if not os.path.exists(path):
+        return None
+    h = hashlib.sha256()
+    if os.path.isfile(path):
+        _file_digest(path, h)
+        return h.hexdigest()
+    files = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in ignore and not d.startswith("."))
+        files += [os.path.join(root, n) for n in sorted(names)
+                  if not n.startswith(".") and not n.endswith(".pyc")]
+    by_stat = len(files) > CONTENT_HASH_MAX_FILES
+    for p in files:
+        h.update(os.path.relpath(p, path).encode() + b"\0")
+        if by_stat:
+            st = os.stat(p)
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        else:
+            _file_digest(p, h)
+    return h.hexdigest()
+
+
+def code_fingerprint(packages: Sequence[str]) -> Dict[str, Optional[str]]:
+    out = {}
+    for pkg in packages:
+        path = pkg if os.path.isabs(pkg) else os.path.join(ROOT, pkg)
+        out[pkg] = fingerprint(path)
+    return out
+
+
+def stage_key(stage: Stage, cwd: str) -> str:
+    payload = {
+        "argv": stage.argv,
+        "config": stage.config,
+        "inputs": {p: fingerprint(os.path.join(cwd, p)) for p in stage.inputs},
+        "code": code_fingerprint(stage.code),
+        "python": sys.version.split()[0],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# state
+# --------------------------------------------------------------------------------------------
+def load_state(path: str) -> dict:
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        if state.get("version") == STATE_VERSION:
+            return state
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    return {"version": STATE_VERSION, "stages": {}}
+
+
+def save_state(path: str, state: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(tmp, path)
+
+
+def up_to_date(stage: Stage, key: str, rec: Optional[dict], cwd: str) -> Optional[str]:
+    """None if the stage can be skipped, else why it must run."""
+    if not rec:
+        return "never ran"
+    if rec.get("status") != "ok":
+        return f"last run {rec.get('status')}"
+    if rec.get("key") != key:
+        return "inputs, config or code changed"
+    for p, h in (rec.get("outputs") or {}).items():
+        if fingerprint(os.path.join(cwd, p)) != h:
+            return f"output {p} changed or is missing"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: Sequence[str] = (),
+               env: Optional[dict] = None, log: Callable[..., None] = print,
+               stream=None) -> List[dict]:
+    """Run (or skip) every stage in order; returns one summary row per stage, and keeps the
+    state file current after each stage so a killed job loses nothing that finished."""
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate stage names: {names}")
+    for s in stages:
+        unknown = [a for a in s.after if a not in names[:names.index(s.name)]]
+        if unknown:
+            raise ValueError(f"stage {s.name} runs after {unknown}, which are not earlier stages")
+    state = load_state(state_path)
+    rows: List[dict] = []
+    status: Dict[str, str] = {}
+    total = len(stages)
+    t_job = time.perf_counter()
+    for i, s in enumerate(stages, 1):
+        head = f"[{i}/{total}] {s.name}"
+        bad = [a for a in s.after if status.get(a) not in ("ok", "skipped", "partial")]
+        if bad:
+            status[s.name] = "blocked"
+            msg = f"needs {', '.join(bad)}, which did not finish"
+            rows.append({"stage": s.name, "status": "blocked", "wall_s": 0.0, "reason": msg})
+            log(f"{head}: blocked ({msg})", flush=True)
+            continue
+        key = stage_key(s, cwd)
+        why = "forced" if (s.name in force or "all" in force) else \
+            up_to_date(s, key, state["stages"].get(s.name), cwd)
+        if why is None:
+            status[s.name] = "skipped"
+            last = state["stages"][s.name]
+            rows.append({"stage": s.name, "status": "skipped", "wall_s": 0.0,
+                         "reason": "up to date", "last_wall_s": last.get("wall_s")})
+            log(f"{head}: up to date, skipped (took {last.get('wall_s', 0):.0f} s when it ran "
+                f"{last.get('finished', '?')})", flush=True)
+            continue
+        log(f"\n{head}: running ({why}){' - ' + s.description if s.description else ''}\n"
+            f"    $ {' '.join(s.argv)}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            rc = subprocess.call(s.argv, cwd=cwd, env=env, stdout=stream, stderr=stream)
+        except OSError as e:
+            rc, err = 127, str(e)
+        else:
+            err = None
+        wall = time.perf_counter() - t0
+        missing = [p for p in s.outputs if not os.path.exists(os.path.join(cwd, p))]
+        if rc in s.ok_codes and not missing:
+            st = "ok"
+        elif rc in s.partial_codes and not missing:
+            st = "partial"
+        else:
+            st = "failed"
+            err = err or (f"exit code {rc}" if rc not in s.ok_codes else
+                          f"finished without writing {', '.join(missing)}")
+        status[s.name] = st
+        rec = {"status": st, "key": key, "wall_s": round(wall, 1), "finished": _now(),
+               "exit_code": rc, "error": err,
+               "outputs": {p: fingerprint(os.path.join(cwd, p)) for p in s.outputs}}
+        state["stages"][s.name] = rec
+        save_state(state_path, state)
+        rows.append({"stage": s.name, "status": st, "wall_s": round(wall, 1),
+                     "reason": why, "error": err})
+        log(f"{head}: {st} in {wall:.0f} s" + (f" ({err})" if err else ""), flush=True)
+    log(f"\njob: {sum(r['wall_s'] for r in rows):.0f} s in stages, "
+        f"{time.perf_counter() - t_job:.0f} s in all", flush=True)
+    return rows
