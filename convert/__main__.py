@@ -1,7 +1,8 @@
-"""python -m convert MODEL --out DIR --recipes ...: one checked artifact per recipe + manifest.json.
+"""python -m convert MODEL --out DIR --targets tflite,coreml: checked artifacts + manifest.json.
 
 MODEL is an export folder from train/ (or quantize/'s QAT), a .keras/.h5 file, or a SavedModel
-folder, with its preprocessing.json beside it. Artifacts are named {model}_{recipe}.tflite.
+folder, with its preprocessing.json beside it. TFLite artifacts are named {model}_{recipe}.tflite,
+Core ML ones {model}_coreml_{variant}.mlpackage; all are listed in DIR/manifest.json.
 """
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import sys
 DEFAULT_RECIPES = "fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8"
 
 
+TARGETS = ("tflite", "coreml")
+
+
 def _epilog() -> str:
+    from convert.coreml import describe as describe_coreml
     from quantize.recipes import __doc__ as grammar, describe
 
-    return "recipes:\n" + describe() + "\n\n" + grammar.split("\n\n", 1)[1]
+    return ("TFLite recipes (--recipes):\n" + describe() + "\n\n" + grammar.split("\n\n", 1)[1]
+            + "\nCore ML variants (--coreml-variants):\n" + describe_coreml())
 
 
 def main(argv=None) -> int:
@@ -35,13 +41,35 @@ def main(argv=None) -> int:
     p.add_argument("--check-images", type=int, default=64,
                    help="evaluation images each artifact is checked on (default 64)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--targets", default="tflite",
+                   help="comma-separated: tflite, coreml (default: tflite)")
+    p.add_argument("--coreml-variants", default=None,
+                   help="Core ML variants (default: all: fp16,fp32,wi8_afp16,wlut6_afp16,"
+                        "wlut4_afp16,wi8_ai8)")
+    p.add_argument("--coreml-target", help="minimum deployment target, e.g. iOS17 (default: "
+                                           "the least each variant needs)")
+    p.add_argument("--author", default="", help="Core ML metadata")
+    p.add_argument("--license", default="", help="Core ML metadata")
+    p.add_argument("--model-version", default="", help="Core ML metadata")
     args = p.parse_args(argv)
 
     from quantize.recipes import RecipeError, parse_recipes
 
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    bad = [t for t in targets if t not in TARGETS]
+    if bad or not targets:
+        print(f"error: unknown target(s) {bad or targets}; valid: {', '.join(TARGETS)}",
+              file=sys.stderr)
+        return 2
     try:
-        recipes = parse_recipes(args.recipes)
-    except RecipeError as e:
+        recipes = parse_recipes(args.recipes) if "tflite" in targets else []
+        variants = []
+        if "coreml" in targets:
+            from convert.coreml import DEFAULT_VARIANTS, check_target, parse_variants
+
+            variants = parse_variants(args.coreml_variants or DEFAULT_VARIANTS)
+            check_target(args.coreml_target, variants)
+    except ValueError as e:  # RecipeError, ConvertError
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -55,7 +83,8 @@ def main(argv=None) -> int:
         src = load_source(args.model)
         over = {"path": args.data_path} if args.data_path else None
         calib = None
-        if any(r.calibrate for r in recipes) and not src.is_qat:
+        if (any(r.calibrate for r in recipes) and not src.is_qat) or \
+                any(v.activations == "int8" for v in variants):
             if args.calib_npy:
                 calib = np.load(args.calib_npy)
                 what = f"calibration data {args.calib_npy}"
@@ -79,7 +108,16 @@ def main(argv=None) -> int:
                 lo, hi, (args.check_images, *src.input_shape)).astype(np.float32)
             check_from = "seeded uniform noise (no dataset known: pass --check-npy)"
             print(f"[convert] warning: checking on {check_from}", file=sys.stderr)
-        manifest = convert_tflite(src, recipes, args.out, calib, check_x, check_from=check_from)
+        manifest = None
+        if recipes:
+            manifest = convert_tflite(src, recipes, args.out, calib, check_x,
+                                      check_from=check_from)
+        if variants:
+            from convert.coreml import convert_coreml
+
+            manifest = convert_coreml(src, variants, args.out, calib, check_x,
+                                      args.coreml_target, args.author, args.license,
+                                      args.model_version, check_from=check_from)
     except (ConvertError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,3 +31,15 @@ def git_state() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {"commit": commit, "dirty": dirty if commit else None}
+
+
+def sha256_tree(path: str) -> str:
+    """One hash of a folder (an .mlpackage, a SavedModel): relative paths and file hashes."""
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            p = os.path.join(root, name)
+            h.update(os.path.relpath(p, path).encode())
+            h.update(sha256_file(p).encode())
+    return h.hexdigest()

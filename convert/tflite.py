@@ -16,7 +16,7 @@ import numpy as np
 from train import keras_env  # noqa: F401
 from train.preprocessing import FILENAME as PREPROCESSING_FILE
 from train.preprocessing import PreprocessingSpec
-from convert.provenance import git_state, sha256_file  # noqa: F401 (re-exported)
+from convert.provenance import git_state, sha256_file, sha256_tree  # noqa: F401 (re-exported)
 from quantize.recipes import Recipe
 
 MANIFEST = "manifest.json"
@@ -29,17 +29,6 @@ class ConvertError(ValueError):
 # --------------------------------------------------------------------------------------------
 # the source model
 # --------------------------------------------------------------------------------------------
-def sha256_tree(path: str) -> str:
-    h = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(path)):
-        dirs.sort()
-        for name in sorted(files):
-            p = os.path.join(root, name)
-            h.update(os.path.relpath(p, path).encode())
-            h.update(sha256_file(p).encode())
-    return h.hexdigest()
-
-
 @dataclasses.dataclass
 class Source:
     path: str
@@ -455,6 +444,14 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
         log(f"[convert]   ok: {len(data) / 1e6:.2f} MB, top-1 agreement "
             f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e}", flush=True)
 
+    return finish_manifest(out_dir, manifest, src, artifacts, failures,
+                           {r.name for r in recipes}, check_x, check_from)
+
+
+def finish_manifest(out_dir: str, manifest: dict, src: Source, artifacts: dict,
+                    failures: List[dict], ran: set, check_x: np.ndarray, check_from: str) -> dict:
+    """Writes preprocessing.json, labels.txt and the manifest after a conversion run (TFLite or
+    Core ML): this run's artifacts and failures replace the earlier ones of the same recipes."""
     atomic_write_json(os.path.join(out_dir, PREPROCESSING_FILE), src.spec.to_dict())
     if src.labels:
         atomic_write_bytes(os.path.join(out_dir, "labels.txt"),
@@ -476,7 +473,7 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
         "failures": [f for f in manifest.get("failures", [])
                      if f.get("source_name", src.name) != src.name
                      or (f.get("source_sha256") == src.sha256
-                         and f.get("recipe") not in {r.name for r in recipes})] + failures,
+                         and f.get("recipe") not in ran)] + failures,
     }
     used = {a.get("source_sha256") for a in manifest["artifacts"]} | {
         f.get("source_sha256") for f in manifest["failures"]}
@@ -491,7 +488,11 @@ def _drop_superseded(out_dir: str, artifacts: dict, fname: str, log: Callable) -
     old = artifacts.pop(fname, None)
     if old is not None:
         path = os.path.join(out_dir, fname)
-        if os.path.isfile(path):
+        if os.path.isdir(path):
+            import shutil
+
+            shutil.rmtree(path)
+        elif os.path.isfile(path):
             os.remove(path)
         log(f"[convert]   removed the earlier {fname} (from source "
             f"{old.get('source_sha256', '')[:12]}): superseded by this failed conversion",

@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from convert.provenance import sha256_file
+from convert.provenance import sha256_file, sha256_tree
 from edge_eval import preprocess, records, stats
 from train.preprocessing import PreprocessingSpec
 
@@ -87,7 +87,8 @@ def verify(artifacts_dir: str, entry: dict) -> Optional[str]:
     path = os.path.join(artifacts_dir, entry.get("file", ""))
     if not os.path.exists(path):
         return f"{entry.get('file')} is listed in the manifest but missing"
-    if entry.get("sha256") and os.path.isfile(path) and sha256_file(path) != entry["sha256"]:
+    if entry.get("sha256") and (sha256_tree(path) if os.path.isdir(path) else
+                                sha256_file(path)) != entry["sha256"]:
         return (f"{entry['file']} does not match the manifest's sha256 (changed since "
                 f"conversion): convert again")
     return None
@@ -252,10 +253,15 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                 continue
             fields = records.artifact_fields(e)
             problem = verify(artifacts_dir, e)
+            if e.get("target") == "coreml":
+                job = {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
+                       "kind": "coreml", "batch_size": 100, "channels": spec.channels,
+                       "scale": float(spec.scale), "offset": float(spec.offset)}
+                jobs.append((fields, job, ("failed", problem) if problem else None))
+                continue
             if e.get("target") != "tflite" and problem is None:
-                problem = (f"{e.get('target')} artifacts are evaluated by Core ML on macOS or by "
-                           f"the Core ML reference evaluator (not available in this version)")
-                jobs.append((fields, None, ("unavailable", problem)))
+                jobs.append((fields, None, ("unavailable", f"no evaluator for {e.get('target')} "
+                                                          "artifacts")))
                 continue
             job = {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
                    "kind": "tflite", "threads": threads, "delegate": "xnnpack", "batch_size": 50,

@@ -5,7 +5,7 @@ interpreter (a corrupt file, a bad delegate) becomes a failed row while the othe
 peak memory and timings belong to one model. TFLite jobs import numpy and LiteRT only; only the
 float reference (``kind: keras``/``savedmodel``) imports TensorFlow.
 
-Job keys: ``op`` (predict | bench), ``model``, ``kind`` (tflite | keras | savedmodel), ``result``
+Job keys: ``op`` (predict | bench), ``model``, ``kind`` (tflite | coreml | keras | savedmodel), ``result``
 (where the worker writes its JSON answer); predict: ``inputs`` (.npy, float32, model input range;
 grey inputs stay one channel and are expanded to ``channels`` batch by batch),
 ``output`` (.npy of float32 probabilities), ``batch_size``, ``threads``, ``delegate``; bench: the
@@ -85,8 +85,23 @@ def _predict(job: dict) -> dict:
         bs = int(job.get("batch_size", 256))
         probs = np.concatenate([src.predict(c, batch_size=bs)
                                 for c in iter_chunks(job["inputs"], bs, channels)])
+    elif kind == "coreml":
+        # Core ML's own predict on macOS; elsewhere the reference evaluator of the ML Program
+        # (convert/mil_eval.py), fed the pixel values the package's image input takes
+        from convert.coreml import predict_pixels
+
+        scale, offset = float(job["scale"]), float(job["offset"])
+        bs = int(job.get("batch_size", 64))
+        load_s = time.perf_counter() - t
+        parts, runtime = [], None
+        for c in iter_chunks(job["inputs"], bs, channels):
+            p, runtime = predict_pixels(job["model"], ((c - offset) / scale).transpose(0, 3, 1, 2),
+                                        bs)
+            parts.append(p)
+        probs = np.concatenate(parts)
     else:
-        raise ValueError(f"the worker runs tflite, keras and savedmodel models, not {kind!r}")
+        raise ValueError(f"the worker runs tflite, coreml, keras and savedmodel models, "
+                         f"not {kind!r}")
     total = time.perf_counter() - t
     probs = np.asarray(probs, np.float32)
     if probs.ndim != 2 or len(probs) != n:

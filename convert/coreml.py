@@ -1,0 +1,452 @@
+"""The Core ML half of the convert-model script: one ``.mlpackage`` (ML Program) per variant.
+
+Each package takes an image input named ``image`` with the model's own scaling (read from
+``preprocessing.json``: Inception's x/127.5 - 1 becomes Core ML's ``scale``/``bias``), outputs the
+class label and the probabilities of every label (``ClassifierConfig``), and carries the
+author, license, description, version and preprocessing in its metadata. Every package is checked
+against the source model on the same seeded images as the TFLite artifacts, through the reference
+evaluator (``convert/mil_eval.py``) on Linux, or Core ML itself on macOS, and is listed in the
+same ``manifest.json``.
+
+Variants are data (``VARIANTS``); W8A8's activation calibration, which coremltools runs through
+Core ML's ``predict`` (macOS only), runs here through the reference evaluator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import shutil
+import tempfile
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from convert.tflite import ConvertError, Source
+
+
+@dataclasses.dataclass(frozen=True)
+class CoreMLVariant:
+    name: str
+    description: str
+    precision: str = "fp16"  # compute precision: fp16 | fp32
+    weights: str = "float"  # float | int8 | palettize6 | palettize4
+    activations: str = "float"  # float | int8 (W8A8, calibrated)
+    min_target: str = "iOS16"  # the least deployment target its ops need
+    max_abs_diff: float = 1e-2  # max |p - p_source| on the check images
+    min_top1_agreement: float = 0.98
+    max_size_ratio: float = 1.05  # weight bytes / the fp32 package's
+
+
+_VARIANTS: List[CoreMLVariant] = [
+    CoreMLVariant("fp16", "float16 weights and compute (the Core ML default)",
+                  max_abs_diff=1e-2, min_top1_agreement=0.98, max_size_ratio=0.55),
+    CoreMLVariant("fp32", "float32 weights and compute, the reference", precision="fp32",
+                  max_abs_diff=1e-4, min_top1_agreement=1.0),
+    CoreMLVariant("wi8_afp16", "int8 linear (per-channel symmetric) weights, fp16 compute",
+                  weights="int8", max_abs_diff=0.1, min_top1_agreement=0.9, max_size_ratio=0.3),
+    CoreMLVariant("wlut6_afp16", "6-bit palettized weights (k-means LUT per tensor)",
+                  weights="palettize6", max_abs_diff=0.15, min_top1_agreement=0.9,
+                  max_size_ratio=0.25),
+    CoreMLVariant("wlut4_afp16", "4-bit palettized weights (k-means LUT per tensor)",
+                  weights="palettize4", max_abs_diff=0.35, min_top1_agreement=0.8,
+                  max_size_ratio=0.18),
+    CoreMLVariant("wi8_ai8", "W8A8: int8 weights and activations, calibrated on the "
+                  "representative images", weights="int8", activations="int8",
+                  min_target="iOS17", max_abs_diff=0.3, min_top1_agreement=0.85,
+                  max_size_ratio=0.3),
+]
+VARIANTS: Dict[str, CoreMLVariant] = {v.name: v for v in _VARIANTS}
+SIZE_CHECK_MIN_BYTES = 4 << 20
+TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+_TARGET_ORDER = {"iOS16": 0, "macOS13": 0, "iOS17": 1, "macOS14": 1, "iOS18": 2, "macOS15": 2}
+DEFAULT_VARIANTS = "fp16,fp32,wi8_afp16,wlut6_afp16,wlut4_afp16,wi8_ai8"
+
+
+def describe() -> str:
+    return "\n".join(f"  {v.name:14s} {v.description} (needs {v.min_target}+)" for v in _VARIANTS)
+
+
+def parse_variants(tokens) -> List[CoreMLVariant]:
+    if isinstance(tokens, str):
+        tokens = [tokens]
+    names = [n.strip() for t in tokens for n in t.split(",") if n.strip()]
+    bad = [n for n in names if n not in VARIANTS]
+    if bad or not names:
+        raise ConvertError(f"unknown Core ML variant(s) {bad or names}; valid: "
+                           f"{', '.join(VARIANTS)}")
+    return [VARIANTS[n] for n in names]
+
+
+def check_target(target: Optional[str], variants: Sequence[CoreMLVariant]) -> Optional[str]:
+    if target is None:
+        return None
+    if target not in TARGETS:
+        raise ConvertError(f"unknown deployment target {target!r}; valid: {', '.join(TARGETS)}")
+    for v in variants:
+        if _TARGET_ORDER[target] < _TARGET_ORDER[v.min_target]:
+            raise ConvertError(f"Core ML variant {v.name} needs {v.min_target} or later; "
+                               f"--coreml-target is {target}")
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# conversion
+# --------------------------------------------------------------------------------------------
+def _ct():
+    import logging
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
+    for name in ("coremltools",):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import coremltools as ct
+
+    return ct
+
+
+def image_input(src: Source):
+    """Core ML's ImageType for the model's preprocessing: y = scale * pixel + bias."""
+    ct = _ct()
+    spec = src.spec
+    h, w = spec.input_size
+    scale, offset = float(spec.scale), float(spec.offset)
+    if spec.channels not in (1, 3):
+        raise ConvertError(f"Core ML image inputs have 1 or 3 channels, the model has "
+                           f"{spec.channels}")
+    layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else (
+        ct.colorlayout.BGR if getattr(spec, "color_order", "RGB") == "BGR" else ct.colorlayout.RGB)
+    return ct.ImageType(name="image", shape=(1, h, w, spec.channels), scale=scale,
+                        bias=[offset] * spec.channels if spec.channels == 3 else offset,
+                        color_layout=layout)
+
+
+def _concrete_function(src: Source):
+    """A one-input concrete function whose placeholder is named ``image`` (Keras 3 and
+    two-signature SavedModels do not convert otherwise)."""
+    import tensorflow as tf
+
+    h, w = src.spec.input_size
+    sig = tf.TensorSpec([1, h, w, src.spec.channels], tf.float32, name="image")
+    if src.keras_model is not None:
+        model = src.keras_model
+        return tf.function(lambda image: model(image, training=False)).get_concrete_function(sig)
+    fn = src.saved_model.signatures["serving_default"]
+    name = next(iter(fn.structured_input_signature[1]))
+    return tf.function(lambda image: list(fn(**{name: image}).values())[0]
+                       ).get_concrete_function(sig)
+
+
+def base_model(src: Source, precision: str, target: str):
+    ct = _ct()
+    kwargs = {}
+    if src.labels:
+        kwargs["classifier_config"] = ct.ClassifierConfig(list(src.labels))
+    return ct.convert([_concrete_function(src)], source="tensorflow", inputs=[image_input(src)],
+                      convert_to="mlprogram",
+                      minimum_deployment_target=getattr(ct.target, target),
+                      compute_precision=ct.precision.FLOAT16 if precision == "fp16"
+                      else ct.precision.FLOAT32, **kwargs)
+
+
+def to_program_input(x_nhwc: np.ndarray, src: Source) -> np.ndarray:
+    """Preprocessed model inputs -> the pixel values the package's image input takes (NCHW)."""
+    spec = src.spec
+    return ((np.asarray(x_nhwc, np.float32) - float(spec.offset)) / float(spec.scale)
+            ).transpose(0, 3, 1, 2)
+
+
+def calibration_stats(mlmodel, x_pixels: np.ndarray, batch_size: int = 32) -> dict:
+    """Activation ranges for W8A8, measured by the reference evaluator (what coremltools'
+    ``_get_activation_calibration_stats`` measures with Core ML's predict on macOS), with the
+    inputs and output of each concat sharing one range as coremltools does."""
+    from convert.mil_eval import Evaluator
+
+    ev = Evaluator(program=mlmodel._mil_program, spec=mlmodel.get_spec())
+    ranges: Dict[str, list] = {ev.input_name: [float(x_pixels.min()), float(x_pixels.max())]}
+    for i in range(0, len(x_pixels), batch_size):
+        ev.run(x_pixels[i:i + batch_size], ranges=ranges)
+    groups: List[set] = []
+    for op in ev.ops:
+        if op.op_type == "concat":
+            g = {v.name for v in op.inputs["values"]} | {op.outputs[0].name}
+            for other in [o for o in groups if o & g]:
+                g |= other
+                groups.remove(other)
+            groups.append(g)
+    for g in groups:
+        names = [n for n in g if n in ranges]
+        if names:
+            lo = min(ranges[n][0] for n in names)
+            hi = max(ranges[n][1] for n in names)
+            for n in names:
+                ranges[n] = [lo, hi]
+    return {k: {"rmin": np.float32(v[0]), "rmax": np.float32(v[1])} for k, v in ranges.items()}
+
+
+def compress(mlmodel, variant: CoreMLVariant, calib_pixels: Optional[np.ndarray]):
+    ct = _ct()
+    oc = ct.optimize.coreml
+    if variant.weights == "int8":
+        mlmodel = oc.linear_quantize_weights(mlmodel, oc.OptimizationConfig(
+            global_config=oc.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8",
+                                                     granularity="per_channel")))
+    elif variant.weights.startswith("palettize"):
+        nbits = int(variant.weights[len("palettize"):])
+        mlmodel = oc.palettize_weights(mlmodel, oc.OptimizationConfig(
+            global_config=oc.OpPalettizerConfig(nbits=nbits, mode="kmeans",
+                                                granularity="per_tensor")))
+    if variant.activations == "int8":
+        if calib_pixels is None:
+            raise ConvertError(f"{variant.name} needs calibration images")
+        import coremltools.optimize.coreml._post_training_quantization as ptq
+
+        stats = calibration_stats(mlmodel, calib_pixels)
+        real = ptq._get_activation_calibration_stats
+        ptq._get_activation_calibration_stats = lambda *a, **k: stats
+        try:
+            mlmodel = oc.linear_quantize_activations(
+                mlmodel, oc.OptimizationConfig(global_config=oc.OpLinearQuantizerConfig(
+                    mode="linear_symmetric")), [{"image": calib_pixels[:1]}])
+        finally:
+            ptq._get_activation_calibration_stats = real
+    return mlmodel
+
+
+def set_metadata(mlmodel, src: Source, variant: CoreMLVariant, target: str,
+                 author: str, license_: str, version: str) -> None:
+    import json
+
+    mlmodel.author = author or "convert/ of the Inception-v3 edge pipeline"
+    mlmodel.license = license_ or "the source model's license"
+    mlmodel.version = version or f"{src.name}@{src.sha256[:12]}"
+    mlmodel.short_description = (
+        f"Inception-v3 ({src.name}), {variant.description}. Input: {src.spec.input_size[0]}x"
+        f"{src.spec.input_size[1]} image; output: class label and probabilities.")
+    mlmodel.input_description["image"] = (
+        f"{src.spec.channels}-channel image, {src.spec.input_size[0]}x{src.spec.input_size[1]} "
+        f"after a central crop of {src.spec.crop_fraction:g}; scaled by the model "
+        f"(x*{float(src.spec.scale):g}{float(src.spec.offset):+g})")
+    ud = mlmodel.user_defined_metadata
+    ud["preprocessing"] = json.dumps(src.spec.to_dict(), sort_keys=True)
+    ud["variant"] = variant.name
+    ud["deployment_target"] = target
+    ud["source_sha256"] = src.sha256
+    ud["source_name"] = src.name
+
+
+def weight_bytes(mlpackage: str) -> int:
+    wdir = os.path.join(mlpackage, "Data", "com.apple.CoreML", "weights")
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(wdir) for f in fs)
+
+
+def package_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def describe_package(path: str) -> dict:
+    """Spec facts a runtime relies on, read back from the saved package."""
+    from convert.mil_eval import Evaluator
+
+    ct = _ct()
+    spec = ct.utils.load_spec(path)
+    inp = spec.description.input[0]
+    ev = Evaluator(path)
+    scale = bias = None
+    for op in ev.ops[:8]:  # the image scaling the converter put in front of the program
+        if op.op_type == "mul" and op.inputs["x"].name == "image":
+            scale = float(np.asarray(op.inputs["y"].val).ravel()[0])
+        if op.op_type == "add" and bias is None and scale is not None:
+            bias = [float(v) for v in np.asarray(op.inputs["y"].val).ravel()]
+    weight_dtypes: Dict[str, int] = {}
+    for op in ev.ops:
+        if op.op_type.startswith("constexpr"):
+            weight_dtypes[op.op_type] = weight_dtypes.get(op.op_type, 0) + 1
+        elif op.op_type == "const" and op.outputs[0].val is not None and \
+                np.asarray(op.outputs[0].val).size >= 64:
+            dt = np.asarray(op.outputs[0].val).dtype.name
+            weight_dtypes[dt] = weight_dtypes.get(dt, 0) + 1
+    img = inp.type.imageType
+    return {
+        "input": {"name": inp.name, "width": int(img.width), "height": int(img.height),
+                  "color_space": {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}.get(img.colorSpace,
+                                                                           str(img.colorSpace)),
+                  "scale": scale, "bias": bias},
+        "outputs": [o.name for o in spec.description.output],
+        "classifier": spec.description.predictedFeatureName or None,
+        "labels": len(ev.ops[-2].outputs[0].val) if ev.ops and ev.ops[-1].op_type == "classify"
+        and ev.ops[-2].outputs[0].val is not None else None,
+        "specification_version": int(spec.specificationVersion),
+        "metadata": {"author": spec.description.metadata.author,
+                     "license": spec.description.metadata.license,
+                     "version": spec.description.metadata.versionString,
+                     "description": spec.description.metadata.shortDescription,
+                     "user_defined": dict(spec.description.metadata.userDefined)},
+        "op_counts": {k: v for k, v in ev.op_types().items() if k != "const"},
+        "weight_storage": weight_dtypes,
+    }
+
+
+_EVALUATORS: Dict[str, object] = {}
+_MLMODELS: Dict[str, object] = {}
+
+
+def predict_pixels(path: str, pixels_nchw: np.ndarray, batch_size: int = 64):
+    """Probabilities (in the package's label order) for images given as the pixel values its
+    image input takes, and the runtime that computed them: Core ML itself on macOS, else the
+    reference evaluator."""
+    from convert.mil_eval import Evaluator
+
+    if path not in _EVALUATORS:
+        _EVALUATORS[path] = Evaluator(path)
+    ev = _EVALUATORS[path]
+    if platform.system() == "Darwin":
+        try:
+            from PIL import Image
+
+            ct = _ct()
+            if path not in _MLMODELS:
+                _MLMODELS[path] = ct.models.MLModel(path)
+            m = _MLMODELS[path]
+            key = m.get_spec().description.predictedProbabilitiesName
+            labels = [str(c) for c in ev.ops[-2].outputs[0].val]
+            pix = np.clip(np.round(pixels_nchw), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+            rows = []
+            for p in pix:
+                img = Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p)
+                d = m.predict({"image": img})[key]
+                rows.append([d[label] for label in labels])
+            return np.asarray(rows, np.float32), "coreml"
+        except Exception:  # noqa: BLE001 - no Core ML framework here: use the evaluator
+            pass
+    return ev.predict(pixels_nchw, batch_size), "mil_reference"
+
+
+def predict_package(path: str, x_nhwc: np.ndarray, src: Source, batch_size: int = 64):
+    """Probabilities for preprocessed images, and which runtime computed them."""
+    return predict_pixels(path, to_program_input(x_nhwc, src), batch_size)
+
+
+def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
+                   calib: Optional[np.ndarray], check_x: np.ndarray,
+                   target: Optional[str] = None, author: str = "", license_: str = "",
+                   version: str = "", log: Callable = print,
+                   check_from: str = "evaluation split, seeded") -> dict:
+    """Converts, checks and writes every variant; returns the manifest (also written)."""
+    from convert import tflite
+    from convert.tflite import load_manifest
+
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = load_manifest(out_dir)
+    artifacts = {a["file"]: a for a in manifest.get("artifacts", [])}
+    failures: List[dict] = []
+    ref = src.predict(check_x)
+    calib_pixels = None if calib is None else to_program_input(calib, src)
+    bases: Dict[tuple, object] = {}
+    fp32_wbytes = None
+    ordered = sorted(variants, key=lambda v: v.name != "fp32")
+    for v in ordered:
+        tgt = target or v.min_target
+        fname = f"{src.name}_coreml_{v.name}.mlpackage"
+        prev = artifacts.get(fname)
+        spec_now = dataclasses.asdict(v)
+        path = os.path.join(out_dir, fname)
+        if (prev and prev.get("source_sha256") == src.sha256 and prev.get("recipe_spec") == spec_now
+                and prev.get("deployment_target") == tgt and os.path.isdir(path)
+                and tflite.sha256_tree(path) == prev["sha256"]):
+            log(f"[convert] {fname}: up to date (same source, variant and package hash)",
+                flush=True)
+            if v.name == "fp32":
+                fp32_wbytes = prev["check"]["weight_bytes"]
+            continue
+        log(f"[convert] {fname} ...", flush=True)
+        try:
+            key = (v.precision, tgt)
+            if key not in bases:
+                bases[key] = base_model(src, v.precision, tgt)
+            ml = compress(bases[key], v, calib_pixels)
+            set_metadata(ml, src, v, tgt, author, license_, version)
+            work = tempfile.mkdtemp(prefix=".coreml-", dir=out_dir)  # beside: same disk
+            pkg = os.path.join(work, fname)
+            ml.save(pkg)
+            got, runtime = predict_package(pkg, check_x, src)
+            wb = weight_bytes(pkg)
+            if v.name == "fp32":
+                fp32_wbytes = wb
+            elif fp32_wbytes is None:
+                fp32_wbytes = _fp32_weight_bytes(src, tgt)
+            check = _check(v, got, ref, wb, fp32_wbytes, runtime)
+            desc = describe_package(pkg)
+        except ConvertError as e:
+            shutil.rmtree(work, ignore_errors=True) if "work" in locals() else None
+            failures.append({"recipe": f"coreml_{v.name}", "source_sha256": src.sha256,
+                             "source_name": src.name, "error": str(e)})
+            log(f"[convert]   FAILED: {e}", flush=True)
+            tflite._drop_superseded(out_dir, artifacts, fname, log)
+            continue
+        except Exception as e:  # noqa: BLE001 - coremltools raises anything; name it
+            shutil.rmtree(work, ignore_errors=True) if "work" in locals() else None
+            msg = f"coremltools failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            failures.append({"recipe": f"coreml_{v.name}", "source_sha256": src.sha256,
+                             "source_name": src.name, "error": msg})
+            log(f"[convert]   FAILED: {msg}", flush=True)
+            tflite._drop_superseded(out_dir, artifacts, fname, log)
+            continue
+        if not check["passed"]:
+            shutil.rmtree(work, ignore_errors=True)
+            failures.append({"recipe": f"coreml_{v.name}", "source_sha256": src.sha256,
+                             "source_name": src.name, "error": "; ".join(check["problems"]),
+                             "check": check})
+            log(f"[convert]   FAILED self-check: {'; '.join(check['problems'])}", flush=True)
+            tflite._drop_superseded(out_dir, artifacts, fname, log)
+            continue
+        old = None
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=".old-", dir=out_dir)
+            os.replace(path, os.path.join(old, fname))
+        os.replace(os.path.join(work, fname), path)
+        shutil.rmtree(work, ignore_errors=True)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+        artifacts[fname] = {
+            "file": fname, "target": "coreml", "recipe": f"coreml_{v.name}",
+            "source_sha256": src.sha256, "source_name": src.name, "recipe_spec": spec_now,
+            "deployment_target": tgt, "sha256": tflite.sha256_tree(path),
+            "bytes": package_bytes(path), "qat": src.is_qat, "coreml": desc, "check": check,
+        }
+        log(f"[convert]   ok: {package_bytes(path) / 1e6:.2f} MB, top-1 agreement "
+            f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e} "
+            f"({runtime})", flush=True)
+    return tflite.finish_manifest(out_dir, manifest, src, artifacts, failures,
+                                  {f"coreml_{v.name}" for v in variants}, check_x, check_from)
+
+
+def _fp32_weight_bytes(src: Source, target: str) -> int:
+    ml = base_model(src, "fp32", target)
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "m.mlpackage")
+        ml.save(p)
+        return weight_bytes(p)
+
+
+def _check(v: CoreMLVariant, got, ref, wbytes, fp32_wbytes, runtime) -> dict:
+    diff = np.abs(got - ref)
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    ratio = wbytes / fp32_wbytes if fp32_wbytes else None
+    rel = float(np.max(diff / np.maximum(np.abs(ref), 1e-3)))
+    problems = []
+    if diff.max() > v.max_abs_diff:
+        problems.append(f"max |p - p_source| = {diff.max():.4g} > {v.max_abs_diff}")
+    if agree < v.min_top1_agreement:
+        problems.append(f"top-1 agreement {agree:.3f} < {v.min_top1_agreement}")
+    # coremltools leaves tensors under 2048 values uncompressed: in a small model they are a
+    # large share of the bytes, so the size limit applies from 4 MB of fp32 weights on
+    if ratio is not None and ratio > v.max_size_ratio and fp32_wbytes >= SIZE_CHECK_MIN_BYTES:
+        problems.append(f"weight bytes ratio {ratio:.3f} > {v.max_size_ratio}")
+    return {"images": int(len(got)), "runtime": runtime, "max_abs_diff": float(diff.max()),
+            "mean_abs_diff": float(diff.mean()), "max_rel_diff": rel, "top1_agreement": agree,
+            "weight_bytes": int(wbytes),
+            "weight_ratio_vs_fp32": None if ratio is None else round(ratio, 4),
+            "tolerance": {"max_abs_diff": v.max_abs_diff,
+                          "min_top1_agreement": v.min_top1_agreement,
+                          "max_size_ratio": v.max_size_ratio},
+            "passed": not problems, "problems": problems}

@@ -1,0 +1,402 @@
+"""A reference evaluator of Core ML ML Programs, for Linux (Core ML's own ``predict`` exists only on
+macOS).
+
+It walks the program's operations in order and computes each one itself: elementwise ops, casts,
+constexpr weight decompression (affine / blockwise int8, palettized look-up tables with packed
+indices) and quantize/dequantize in numpy; convolution, pooling and matrix products through
+TensorFlow's kernels (NCHW here, NHWC there). It runs a whole batch at once whatever the
+program's declared batch size. An op it does not know is an error that names it: never a
+silent wrong answer.
+
+Precision: a program converted with FP16 compute has ``cast`` ops to fp16; from there every op's
+output is rounded to fp16 (fp32 accumulation inside an op, as Core ML's GPU and Neural Engine do),
+so fp16 artifacts show their own rounding, not float32 results.
+
+It also records activation ranges (``ranges=``), which is how W8A8 calibration runs on Linux.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+
+class MILError(ValueError):
+    pass
+
+
+def load_program(mlpackage: str):
+    """The MIL program (coremltools' pymil) of a saved ``.mlpackage``."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    spec = ct.utils.load_spec(mlpackage)
+    weights = os.path.join(mlpackage, "Data", "com.apple.CoreML", "weights")
+    return milproto_load(spec, spec.specificationVersion, weights), spec
+
+
+# --------------------------------------------------------------------------------------------
+# weight decompression (constexpr ops)
+# --------------------------------------------------------------------------------------------
+def _bcast(v: np.ndarray, shape, axis: int) -> np.ndarray:
+    v = np.asarray(v)
+    if v.ndim == 0 or v.ndim == len(shape):
+        return v
+    s = [1] * len(shape)
+    s[axis] = v.size
+    return v.reshape(s)
+
+
+def affine_dequantize(q, zero_point, scale, axis) -> np.ndarray:
+    q = np.asarray(q).astype(np.float32)
+    return (q - _bcast(zero_point, q.shape, axis).astype(np.float32)) * \
+        _bcast(scale, q.shape, axis).astype(np.float32)
+
+
+def _repeat_blocks(v: np.ndarray, shape) -> np.ndarray:
+    """Expand a per-block tensor (same rank as ``shape``, each dim dividing it) to ``shape``."""
+    v = np.asarray(v)
+    for ax, (n, m) in enumerate(zip(shape, v.shape)):
+        if n != m:
+            v = np.repeat(v, n // m, axis=ax)
+    return v
+
+
+def blockwise_shift_scale(data, scale, offset=None) -> np.ndarray:
+    d = np.asarray(data).astype(np.float32)
+    if offset is not None:
+        d = d - _repeat_blocks(np.asarray(offset).astype(np.float32), d.shape)
+    return d * _repeat_blocks(np.asarray(scale).astype(np.float32), d.shape)
+
+
+def unpack_indices(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """iOS16 ``constexpr_lut_to_dense``: indices packed little-endian, LSB first, ``nbits`` each."""
+    bits = np.unpackbits(np.asarray(packed, np.uint8), bitorder="little")[:count * nbits]
+    w = (1 << np.arange(nbits)).astype(np.int64)
+    return bits.reshape(count, nbits).astype(np.int64) @ w
+
+
+def lut_to_dense_ios16(lut, packed, shape) -> np.ndarray:
+    lut = np.asarray(lut)
+    n = int(np.prod(shape))
+    nbits = int(np.log2(lut.shape[0]))
+    return lut[unpack_indices(packed, nbits, n)].reshape(shape).astype(np.float32)
+
+
+def lut_to_dense_ios18(indices, lut, vector_axis=None) -> np.ndarray:
+    """iOS18: ``indices`` (uintN, the weight's shape), ``lut`` [blocks..., 2^N, vector]."""
+    idx = np.asarray(indices).astype(np.int64)
+    lut = np.asarray(lut)
+    rank = idx.ndim
+    if lut.shape[-1] != 1:
+        raise MILError("vector palettization (lut vector size > 1) is not supported")
+    table = lut[..., 0]  # [b0, ..., b_{r-1}, K]
+    out = np.empty(idx.shape, np.float32)
+    blocks = table.shape[:rank]
+    step = [s // b for s, b in zip(idx.shape, blocks)]
+    for bidx in np.ndindex(*blocks):
+        sl = tuple(slice(i * st, (i + 1) * st) for i, st in zip(bidx, step))
+        out[sl] = table[bidx][idx[sl]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the interpreter
+# --------------------------------------------------------------------------------------------
+class Evaluator:
+    """``Evaluator(path).predict(images_nchw_0_255)`` -> the classifier's probabilities."""
+
+    def __init__(self, mlpackage: str = None, program=None, spec=None):
+        if program is None:
+            program, spec = load_program(mlpackage)
+        self.program, self.spec = program, spec
+        self.fn = program.functions["main"]
+        self.ops = list(self.fn.operations)
+        self.input_name = next(iter(self.fn.inputs))
+        self._consts: Dict[str, np.ndarray] = {}
+        known = set(_OPS) | {"const", "classify"}
+        unknown = sorted({o.op_type for o in self.ops} - known)
+        if unknown:
+            raise MILError(f"the reference evaluator has no implementation of {unknown}")
+
+    def op_types(self) -> Dict[str, int]:
+        out: Dict[str, int] = {}
+        for o in self.ops:
+            out[o.op_type] = out.get(o.op_type, 0) + 1
+        return out
+
+    def run(self, x: np.ndarray, ranges: Optional[Dict[str, list]] = None) -> Dict[str, np.ndarray]:
+        env: Dict[str, np.ndarray] = {self.input_name: np.asarray(x, np.float32)}
+        fp16 = [False]
+
+        def val(v):
+            if v is None:
+                return None
+            if isinstance(v, (list, tuple)):
+                return [val(t) for t in v]
+            if v.name in env:
+                return env[v.name]
+            if v.val is not None:
+                return v.val
+            raise MILError(f"{v.name} is used before it is computed")
+
+        out = {}
+        for op in self.ops:
+            if op.op_type == "const":
+                env[op.outputs[0].name] = op.outputs[0].val
+                continue
+            if op.op_type.startswith("constexpr") and op.outputs[0].name in self._consts:
+                env[op.outputs[0].name] = self._consts[op.outputs[0].name]
+                continue
+            args = {k: val(v) for k, v in op.inputs.items()}
+            if op.op_type == "classify":
+                out["probabilities"] = np.asarray(args["probabilities"], np.float32)
+                out["classes"] = args["classes"]
+                continue
+            if op.op_type == "cast":
+                fp16[0] = fp16[0] or args["dtype"] == "fp16"
+            res = _OPS[op.op_type](args)
+            res = res if isinstance(res, tuple) else (res,)
+            for var, r in zip(op.outputs, res):
+                r = np.asarray(r)
+                if r.dtype.kind == "f":
+                    if fp16[0] and var.dtype.__name__ == "fp16" and \
+                            op.op_type not in _EXACT_IN_FP16:
+                        r = r.astype(np.float16)
+                    r = r.astype(np.float32, copy=False)
+                if op.op_type.startswith("constexpr"):  # decompressed weights: once
+                    self._consts[var.name] = r
+                env[var.name] = r
+                if ranges is not None and r.dtype.kind == "f" and not op.op_type.startswith(
+                        "constexpr"):
+                    lo, hi = float(r.min()), float(r.max())
+                    prev = ranges.get(var.name)
+                    ranges[var.name] = [min(lo, prev[0]), max(hi, prev[1])] if prev else [lo, hi]
+        for o in self.fn.outputs:
+            if o.name in env:
+                out.setdefault(o.name, env[o.name])
+        return out
+
+    def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities [N, classes] for images x (NCHW, the program's input scale)."""
+        parts = []
+        for i in range(0, len(x), batch_size):
+            r = self.run(x[i:i + batch_size])
+            if "probabilities" not in r:
+                r = {"probabilities": next(iter(r.values()))}
+            parts.append(r["probabilities"].reshape(len(x[i:i + batch_size]), -1))
+        return np.concatenate(parts, axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# ops
+# --------------------------------------------------------------------------------------------
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _pads(args, rank: int = 2):
+    pt = str(args.get("pad_type", "valid"))
+    if pt == "custom":
+        p = [int(v) for v in np.asarray(args["pad"]).ravel()]
+        return [[0, 0], [p[0], p[1]], [p[2], p[3]], [0, 0]]
+    if pt in ("same", "same_lower"):
+        if pt == "same_lower":
+            raise MILError("pad_type same_lower is not supported")
+        return "SAME"
+    return "VALID"
+
+
+def _conv(a):
+    tf = _tf()
+    x = np.asarray(a["x"], np.float32).transpose(0, 2, 3, 1)
+    w = np.asarray(a["weight"], np.float32)  # [Cout, Cin/groups, kh, kw]
+    groups = int(a.get("groups", 1) if a.get("groups") is not None else 1)
+    strides = [int(s) for s in np.asarray(a.get("strides", [1, 1])).ravel()]
+    dil = [int(d) for d in np.asarray(a.get("dilations", [1, 1])).ravel()]
+    pads = _pads(a)
+    wk = w.transpose(2, 3, 1, 0)  # [kh, kw, Cin/groups, Cout]
+    if groups == 1:
+        y = tf.nn.conv2d(x, wk, strides=[1, *strides, 1], padding=pads,
+                         dilations=[1, *dil, 1]).numpy()
+    else:
+        xs = np.split(x, groups, axis=3)
+        ws = np.split(wk, groups, axis=3)
+        y = np.concatenate([tf.nn.conv2d(xi, wi, strides=[1, *strides, 1], padding=pads,
+                                         dilations=[1, *dil, 1]).numpy()
+                            for xi, wi in zip(xs, ws)], axis=3)
+    y = y.transpose(0, 3, 1, 2)
+    if a.get("bias") is not None:
+        y = y + np.asarray(a["bias"], np.float32).reshape(1, -1, 1, 1)
+    return y
+
+
+def _pool(kind):
+    def f(a):
+        tf = _tf()
+        x = np.asarray(a["x"], np.float32).transpose(0, 2, 3, 1)
+        k = [int(v) for v in np.asarray(a["kernel_sizes"]).ravel()]
+        s = [int(v) for v in np.asarray(a["strides"]).ravel()]
+        if a.get("ceil_mode"):
+            raise MILError("ceil_mode pooling is not supported")
+        pads = _pads(a)
+        if kind == "max":
+            if isinstance(pads, list):
+                x = np.pad(x, pads, constant_values=-np.inf)
+                pads = "VALID"
+            y = tf.nn.max_pool2d(x, k, s, pads).numpy()
+        else:
+            exclude = bool(a.get("exclude_padding_from_average", False))
+            if pads == "VALID":
+                y = tf.nn.avg_pool2d(x, k, s, "VALID").numpy()
+            elif pads == "SAME" and exclude:
+                y = tf.nn.avg_pool2d(x, k, s, "SAME").numpy()
+            else:  # padding counted in the average: sum over the window / window size
+                if pads == "SAME":
+                    h, w = x.shape[1:3]
+                    ph = max((-(-h // s[0]) - 1) * s[0] + k[0] - h, 0)
+                    pw = max((-(-w // s[1]) - 1) * s[1] + k[1] - w, 0)
+                    pads = [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
+                ones = np.pad(np.ones_like(x[:1, :, :, :1]), pads)
+                xp = np.pad(x, pads)
+                if exclude:
+                    cnt = tf.nn.avg_pool2d(ones, k, s, "VALID").numpy()
+                    y = tf.nn.avg_pool2d(xp, k, s, "VALID").numpy() / np.maximum(cnt, 1e-12) * 1.0
+                else:
+                    y = tf.nn.avg_pool2d(xp, k, s, "VALID").numpy()
+        return y.transpose(0, 3, 1, 2)
+    return f
+
+
+def _quantize(a):
+    dt = np.dtype(str(a["output_dtype"]))
+    x = np.asarray(a["input"], np.float32)
+    axis = a.get("axis")
+    axis = int(axis) if axis is not None else 0
+    scale = _bcast(np.asarray(a["scale"], np.float32), x.shape, axis)
+    zp = a.get("zero_point")
+    zp = 0 if zp is None else _bcast(np.asarray(zp).astype(np.float32), x.shape, axis)
+    info = np.iinfo(dt)
+    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dt)
+
+
+def _dequantize(a):
+    x = np.asarray(a["input"])
+    axis = a.get("axis")
+    axis = int(axis) if axis is not None else 0
+    zp = a.get("zero_point")
+    zp = 0 if zp is None else _bcast(np.asarray(zp).astype(np.float32), x.shape, axis)
+    return (x.astype(np.float32) - zp) * _bcast(np.asarray(a["scale"], np.float32), x.shape, axis)
+
+
+def _reduce(fn):
+    def f(a):
+        axes = a.get("axes")
+        axes = None if axes is None else tuple(int(v) for v in np.asarray(axes).ravel())
+        return fn(np.asarray(a["x"], np.float32), axis=axes, keepdims=bool(a.get("keep_dims")))
+    return f
+
+
+def _softmax(a):
+    x = np.asarray(a["x"], np.float32)
+    ax = int(a.get("axis", -1))
+    e = np.exp(x - x.max(axis=ax, keepdims=True))
+    return e / e.sum(axis=ax, keepdims=True)
+
+
+def _batch_norm(a):
+    x = np.asarray(a["x"], np.float32)
+    shp = [1, -1] + [1] * (x.ndim - 2)
+    g = a.get("gamma")
+    b = a.get("beta")
+    y = (x - np.reshape(a["mean"], shp)) / np.sqrt(np.reshape(a["variance"], shp)
+                                                   + float(a.get("epsilon", 1e-5)))
+    if g is not None:
+        y = y * np.reshape(g, shp)
+    if b is not None:
+        y = y + np.reshape(b, shp)
+    return y
+
+
+def _reshape(a):
+    x = np.asarray(a["x"])
+    shape = [int(v) for v in np.asarray(a["shape"]).ravel()]
+    # the program's batch is 1: keep the batch we run with
+    if shape and shape[0] == 1 and x.shape[0] != 1:
+        shape[0] = x.shape[0]
+    return x.reshape(shape)
+
+
+def _matmul(a):
+    x, y = np.asarray(a["x"], np.float32), np.asarray(a["y"], np.float32)
+    if a.get("transpose_x"):
+        x = np.swapaxes(x, -1, -2)
+    if a.get("transpose_y"):
+        y = np.swapaxes(y, -1, -2)
+    return x @ y
+
+
+def _lut(a):
+    if "shape" in a and a.get("shape") is not None:  # iOS16: packed indices
+        return lut_to_dense_ios16(a["lut"], a["indices"], [int(v) for v in a["shape"]])
+    return lut_to_dense_ios18(a["indices"], a["lut"], a.get("vector_axis"))
+
+
+def _pad(a):
+    x = np.asarray(a["x"], np.float32)
+    p = [int(v) for v in np.asarray(a["pad"]).ravel()]
+    widths = [(0, 0)] * (x.ndim - len(p) // 2) + [(p[i], p[i + 1]) for i in range(0, len(p), 2)]
+    if str(a.get("mode", "constant")) != "constant":
+        raise MILError(f"pad mode {a.get('mode')} is not supported")
+    return np.pad(x, widths, constant_values=float(a.get("constant_val", 0.0)))
+
+
+# ops whose outputs are some of their inputs' values (already fp16 values): no rounding needed
+_EXACT_IN_FP16 = {"relu", "max_pool", "concat", "transpose", "reshape", "squeeze", "expand_dims",
+                  "reduce_max", "maximum", "minimum", "pad"}
+
+_CAST = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "int8": np.int8,
+         "uint8": np.uint8, "bool": np.bool_}
+
+_OPS: Dict[str, Callable[[dict], np.ndarray]] = {
+    "add": lambda a: np.add(a["x"], a["y"]),
+    "sub": lambda a: np.subtract(a["x"], a["y"]),
+    "mul": lambda a: np.multiply(a["x"], a["y"]),
+    "real_div": lambda a: np.divide(a["x"], a["y"]),
+    "maximum": lambda a: np.maximum(a["x"], a["y"]),
+    "minimum": lambda a: np.minimum(a["x"], a["y"]),
+    "relu": lambda a: np.maximum(a["x"], 0),
+    "relu6": lambda a: np.clip(a["x"], 0, 6),
+    "sigmoid": lambda a: 1 / (1 + np.exp(-np.asarray(a["x"], np.float32))),
+    "clip": lambda a: np.clip(a["x"], a["alpha"], a["beta"]),
+    "cast": lambda a: np.asarray(a["x"]).astype(_CAST[str(a["dtype"])]).astype(
+        np.float32 if str(a["dtype"]) in ("fp16", "fp32") else _CAST[str(a["dtype"])]),
+    "conv": _conv,
+    "max_pool": _pool("max"),
+    "avg_pool": _pool("avg"),
+    "concat": lambda a: np.concatenate(a["values"], axis=int(a["axis"])),
+    "transpose": lambda a: np.transpose(a["x"], [int(v) for v in a["perm"]]),
+    "reshape": _reshape,
+    "squeeze": lambda a: np.squeeze(a["x"], axis=None if a.get("axes") is None else
+                                    tuple(int(v) for v in a["axes"])),
+    "expand_dims": lambda a: np.expand_dims(a["x"], tuple(int(v) for v in a["axes"])),
+    "reduce_mean": _reduce(np.mean),
+    "reduce_max": _reduce(np.max),
+    "reduce_sum": _reduce(np.sum),
+    "linear": lambda a: np.asarray(a["x"], np.float32) @ np.asarray(a["weight"], np.float32).T
+    + (0 if a.get("bias") is None else np.asarray(a["bias"], np.float32)),
+    "matmul": _matmul,
+    "softmax": _softmax,
+    "batch_norm": _batch_norm,
+    "pad": _pad,
+    "quantize": _quantize,
+    "dequantize": _dequantize,
+    "constexpr_affine_dequantize": lambda a: affine_dequantize(
+        a["quantized_data"], a["zero_point"], a["scale"], int(a["axis"])),
+    "constexpr_blockwise_shift_scale": lambda a: blockwise_shift_scale(
+        a["data"], a["scale"], a.get("offset")),
+    "constexpr_lut_to_dense": _lut,
+}

@@ -1,0 +1,164 @@
+"""Core ML targets of convert/: every variant of the tiny model, spec checks, the ML Program
+reference evaluator against Keras and its own op semantics, W8A8 calibrated on Linux."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import needs_fmnist, run_module
+from convert import mil_eval
+
+
+@pytest.fixture(scope="module")
+def coreml_converted(tiny_export, tmp_path_factory):
+    from convert.__main__ import main
+
+    out = str(tmp_path_factory.mktemp("coreml"))
+    rc = main([tiny_export, "--out", out, "--targets", "coreml", "--calib-images", "32",
+               "--check-images", "48", "--author", "tests", "--license", "MIT",
+               "--model-version", "1.2"])
+    assert rc == 0
+    return out, json.load(open(os.path.join(out, "manifest.json")))
+
+
+# variant -> (weight storage that must appear, spec version, quantize ops expected)
+VARIANT_TABLE = {
+    "fp16": ("float16", 7, False),
+    "fp32": ("float32", 7, False),
+    "wi8_afp16": ("constexpr_affine_dequantize", 7, False),
+    "wlut6_afp16": ("constexpr_lut_to_dense", 7, False),
+    "wlut4_afp16": ("constexpr_lut_to_dense", 7, False),
+    "wi8_ai8": ("constexpr_affine_dequantize", 8, True),
+}
+
+
+@needs_fmnist
+@pytest.mark.parametrize("variant", list(VARIANT_TABLE))
+def test_every_variant_converts_and_meets_its_spec(coreml_converted, tiny_export, variant):
+    from convert.tflite import dataset_images, load_source
+
+    out, manifest = coreml_converted
+    by = {a["recipe"]: a for a in manifest["artifacts"]}
+    a = by[f"coreml_{variant}"]
+    storage, spec_version, quantized_acts = VARIANT_TABLE[variant]
+    c = a["coreml"]
+    assert a["target"] == "coreml" and a["file"].endswith(".mlpackage")
+    assert c["input"]["name"] == "image" and (c["input"]["width"], c["input"]["height"]) == (75, 75)
+    # the model's own scaling, read from preprocessing.json: x/127.5 - 1
+    assert c["input"]["scale"] == pytest.approx(1 / 127.5) and c["input"]["bias"] == [-1.0] * 3
+    assert c["classifier"] == "classLabel" and c["labels"] == 10
+    md = c["metadata"]
+    assert (md["author"], md["license"], md["version"]) == ("tests", "MIT", "1.2")
+    assert json.loads(md["user_defined"]["preprocessing"])["scale"] == pytest.approx(1 / 127.5)
+    assert md["user_defined"]["variant"] == variant
+    assert c["specification_version"] == spec_version
+    assert storage in c["weight_storage"]
+    assert ("quantize" in c["op_counts"]) == quantized_acts
+    ck = a["check"]
+    assert ck["passed"] and ck["runtime"] in ("mil_reference", "coreml")
+    assert ck["weight_ratio_vs_fp32"] <= (ck["tolerance"]["max_size_ratio"] + 0.1
+                                          if variant != "fp32" else 1.0)  # small-model slack
+    # an independent check: the package on other images, against Keras
+    src = load_source(tiny_export)
+    x = dataset_images(src, "test", 16, 99)
+    from convert.coreml import predict_package
+
+    got, _ = predict_package(os.path.join(out, a["file"]), x, src)
+    ref = src.predict(x)
+    assert np.abs(got - ref).max() <= ck["tolerance"]["max_abs_diff"]
+    if variant == "fp32":  # the evaluator computes what Keras computes
+        assert np.abs(got - ref).max() < 1e-5
+        rel = np.abs(got - ref) / np.maximum(np.abs(ref), 1e-2)
+        assert rel.max() < 1e-4
+
+
+@needs_fmnist
+def test_compressed_variants_are_smaller_in_order(coreml_converted):
+    _, manifest = coreml_converted
+    w = {a["recipe"]: a["check"]["weight_bytes"] for a in manifest["artifacts"]}
+    assert w["coreml_fp32"] > w["coreml_fp16"] > w["coreml_wi8_afp16"] > \
+        w["coreml_wlut6_afp16"] > w["coreml_wlut4_afp16"]
+    assert w["coreml_fp16"] / w["coreml_fp32"] == pytest.approx(0.5, abs=0.02)
+
+
+@needs_fmnist
+def test_edge_eval_scores_coreml_artifacts(coreml_converted, tmp_path):
+    from edge_eval import harness
+
+    art, _ = coreml_converted
+    rows = harness.evaluate(art, str(tmp_path), images=100, bootstrap_rounds=50,
+                            only=["coreml_fp32", "coreml_wi8_ai8"], log=lambda *a, **k: None)
+    by = {r["recipe"]: r for r in rows}
+    assert by["coreml_fp32"]["status"] == "ok" and by["coreml_fp32"]["runtime"] == "mil_reference"
+    assert by["coreml_fp32"]["drift"]["argmax_agreement"] == 1.0
+    assert by["coreml_wi8_ai8"]["status"] == "ok"
+    assert 0.8 <= by["coreml_wi8_ai8"]["drift"]["argmax_agreement"] <= 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluator's op semantics, table-driven against direct computations
+# --------------------------------------------------------------------------------------------
+def test_affine_and_blockwise_dequantize():
+    q = np.array([[-128, 0, 127], [5, -5, 10]], np.int8)
+    got = mil_eval.affine_dequantize(q, np.array([0, 1], np.int8), np.array([0.5, 2.0]), 0)
+    np.testing.assert_allclose(got, [[-64, 0, 63.5], [8, -12, 18]])
+    scale = np.array([[0.5], [2.0]])
+    np.testing.assert_allclose(mil_eval.blockwise_shift_scale(q, scale), q * scale)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4, 6, 8])
+def test_packed_lut_indices(nbits):
+    rng = np.random.RandomState(nbits)
+    idx = rng.randint(0, 2 ** nbits, size=37)
+    bits = ((idx[:, None] >> np.arange(nbits)) & 1).astype(np.uint8).ravel()  # LSB first
+    packed = np.packbits(bits, bitorder="little")
+    np.testing.assert_array_equal(mil_eval.unpack_indices(packed, nbits, 37), idx)
+    lut = rng.randn(2 ** nbits).astype(np.float32)
+    np.testing.assert_allclose(mil_eval.lut_to_dense_ios16(lut, packed, [37]), lut[idx])
+
+
+def test_quantize_dequantize_round_trip():
+    x = np.linspace(-3, 3, 13, dtype=np.float32)
+    q = mil_eval._OPS["quantize"]({"input": x, "scale": np.float32(0.02), "zero_point": np.int8(3),
+                                   "output_dtype": "int8", "axis": None})
+    assert q.dtype == np.int8 and q.min() == -128 and q.max() == 127  # saturates both ends
+    assert q[6] == 3  # 0.0 -> the zero point
+    back = mil_eval._OPS["dequantize"]({"input": q, "scale": np.float32(0.02),
+                                       "zero_point": np.int8(3), "axis": None})
+    np.testing.assert_allclose(back, (np.clip(np.round(x / 0.02) + 3, -128, 127) - 3) * 0.02,
+                               atol=1e-6)
+
+
+def test_unknown_op_is_named():
+    class Op:
+        op_type = "einsum"
+        outputs = []
+        inputs = {}
+
+    class Fn:
+        operations = [Op()]
+        inputs = {"image": None}
+
+    class Prog:
+        functions = {"main": Fn()}
+
+    with pytest.raises(mil_eval.MILError, match="einsum"):
+        mil_eval.Evaluator(program=Prog())
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["--targets", "coreml", "--coreml-variants", "fp8"], "unknown Core ML variant"),
+    (["--targets", "coreml", "--coreml-target", "iOS9"], "unknown deployment target"),
+    (["--targets", "coreml", "--coreml-variants", "wi8_ai8", "--coreml-target", "iOS16"],
+     "needs iOS17"),
+    (["--targets", "onnx"], "unknown target"),
+])
+def test_bad_coreml_input_is_one_clear_error(tmp_path, args, message):
+    r = run_module(["convert", str(tmp_path / "no_model"), "--out", str(tmp_path / "o"), *args])
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "o")
