@@ -12,7 +12,7 @@ import sys
 DEFAULT_RECIPES = "fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8"
 
 
-TARGETS = ("tflite", "coreml")
+TARGETS = ("tflite", "coreml", "edgetpu")
 
 
 def _epilog() -> str:
@@ -42,7 +42,11 @@ def main(argv=None) -> int:
                    help="evaluation images each artifact is checked on (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--targets", default="tflite",
-                   help="comma-separated: tflite, coreml (default: tflite)")
+                   help="comma-separated: tflite, coreml, edgetpu (default: tflite). edgetpu: "
+                        "the uint8-I/O full-integer model, its Edge TPU report, and the "
+                        "compiled model when edgetpu_compiler is installed")
+    p.add_argument("--require-edgetpu-compiler", action="store_true",
+                   help="fail when edgetpu_compiler is missing (default: report without it)")
     p.add_argument("--coreml-variants", default=None,
                    help="Core ML variants (default: all: fp16,fp32,wi8_afp16,wlut6_afp16,"
                         "wlut4_afp16,wi8_ai8)")
@@ -61,8 +65,18 @@ def main(argv=None) -> int:
         print(f"error: unknown target(s) {bad or targets}; valid: {', '.join(TARGETS)}",
               file=sys.stderr)
         return 2
+    if args.require_edgetpu_compiler:
+        import shutil
+
+        from convert.edgetpu import COMPILER, INSTALL_HINT
+
+        if shutil.which(COMPILER) is None:
+            print(f"error: {INSTALL_HINT}", file=sys.stderr)
+            return 2
     try:
         recipes = parse_recipes(args.recipes) if "tflite" in targets else []
+        if "edgetpu" in targets and "static_wi8_ai8_uint8io" not in {r.name for r in recipes}:
+            recipes += parse_recipes("static_wi8_ai8_uint8io")
         variants = []
         if "coreml" in targets:
             from convert.coreml import DEFAULT_VARIANTS, check_target, parse_variants
@@ -112,6 +126,10 @@ def main(argv=None) -> int:
         if recipes:
             manifest = convert_tflite(src, recipes, args.out, calib, check_x,
                                       check_from=check_from)
+        if "edgetpu" in targets:
+            from convert.edgetpu import annotate
+
+            manifest = annotate(args.out, src.sha256, args.require_edgetpu_compiler)
         if variants:
             from convert.coreml import convert_coreml
 
