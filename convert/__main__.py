@@ -52,9 +52,11 @@ def main(argv=None) -> int:
                         "wlut4_afp16,wi8_ai8)")
     p.add_argument("--coreml-target", help="minimum deployment target, e.g. iOS17 (default: "
                                            "the least each variant needs)")
-    p.add_argument("--author", default="", help="Core ML metadata")
-    p.add_argument("--license", default="", help="Core ML metadata")
-    p.add_argument("--model-version", default="", help="Core ML metadata")
+    p.add_argument("--author", default="", help="model metadata (TFLite and Core ML)")
+    p.add_argument("--license", default="", help="model metadata (TFLite and Core ML)")
+    p.add_argument("--model-version", default="", help="model metadata (TFLite and Core ML)")
+    p.add_argument("--no-metadata", action="store_true",
+                   help="do not embed TFLite metadata (labels, normalization) in .tflite files")
     args = p.parse_args(argv)
 
     from quantize.recipes import RecipeError, parse_recipes
@@ -124,8 +126,11 @@ def main(argv=None) -> int:
             print(f"[convert] warning: checking on {check_from}", file=sys.stderr)
         manifest = None
         if recipes:
-            manifest = convert_tflite(src, recipes, args.out, calib, check_x,
-                                      check_from=check_from)
+            manifest = convert_tflite(
+                src, recipes, args.out, calib, check_x, check_from=check_from,
+                metadata=None if args.no_metadata else {
+                    "author": args.author, "license": args.license,
+                    "version": args.model_version})
         if "edgetpu" in targets:
             from convert.edgetpu import annotate
 

@@ -386,7 +386,8 @@ def load_manifest(out_dir: str) -> dict:
 
 def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
                    calib: Optional[np.ndarray], check_x: np.ndarray,
-                   log: Callable = print, check_from: str = "evaluation split, seeded") -> dict:
+                   log: Callable = print, check_from: str = "evaluation split, seeded",
+                   metadata: Optional[dict] = None) -> dict:
     """Converts, checks and writes every recipe; returns the manifest (also written)."""
     os.makedirs(out_dir, exist_ok=True)
     manifest = load_manifest(out_dir)
@@ -433,19 +434,44 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
             log(f"[convert]   FAILED self-check: {'; '.join(check['problems'])}", flush=True)
             _drop_superseded(out_dir, artifacts, fname, log)
             continue
+        meta = None
+        if metadata is not None:
+            from convert.metadata import add_metadata, read_metadata
+
+            data = add_metadata(data, src.spec, src.labels, **_metadata_fields(src, recipe,
+                                                                                 metadata))
+            back = read_metadata(data)  # verify what a Task Library / MediaPipe reader sees
+            meta = {"embedded": True, "name": back["name"], "version": back["version"],
+                    "normalization": back["inputs"][0]["normalization"],
+                    "labels": len((back["packed_files"].get("labels.txt") or b"").decode()
+                                  .splitlines()),
+                    "min_parser_version": back["min_parser_version"]}
+            if meta["labels"] != len(src.labels or []) or not np.allclose(
+                    meta["normalization"]["mean"], src.spec.mean, rtol=1e-6):
+                raise ConvertError(f"{fname}: embedded metadata does not read back as written")
         atomic_write_bytes(os.path.join(out_dir, fname), data)
         artifacts[fname] = {
             "file": fname, "target": "tflite", "recipe": recipe.name,
             "source_sha256": src.sha256, "source_name": src.name,
             "recipe_spec": dataclasses.asdict(recipe),
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "qat": src.is_qat, **desc, "check": check,
+            "qat": src.is_qat, **desc, "check": check, "metadata": meta,
         }
         log(f"[convert]   ok: {len(data) / 1e6:.2f} MB, top-1 agreement "
             f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e}", flush=True)
 
     return finish_manifest(out_dir, manifest, src, artifacts, failures,
                            {r.name for r in recipes}, check_x, check_from)
+
+
+def _metadata_fields(src: Source, recipe: Recipe, given: dict) -> dict:
+    return {"name": f"{src.name}_{recipe.name}",
+            "description": given.get("description") or (
+                f"Inception-v3 image classifier ({src.name}), TFLite recipe {recipe.name}: "
+                f"{recipe.description}"),
+            "version": given.get("version") or f"{src.name}@{src.sha256[:12]}",
+            "author": given.get("author") or "convert/ of the Inception-v3 edge pipeline",
+            "license_": given.get("license") or "the source model's license"}
 
 
 def finish_manifest(out_dir: str, manifest: dict, src: Source, artifacts: dict,

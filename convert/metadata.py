@@ -1,0 +1,288 @@
+"""TFLite model metadata (the ``TFLITE_METADATA`` flatbuffer, schema ``M001``) written with the
+published schema, so Android's Task Library / MediaPipe image classifier can run a model with no
+glue: the input's normalization (mean/std), image properties and value range, the output's
+label file (``TENSOR_AXIS_LABELS``) packed into the ``.tflite`` as an appended zip, and the
+model's name, description, version, author and license.
+
+tflite-support's metadata writers do not install with Python 3.11 + TF 2.21, so the tables are
+built here with the ``flatbuffers`` builder, field slots in the order of
+``tensorflow_lite_support/metadata/metadata_schema.fbs`` (schema 1.1.0, identifier M001), and
+read back with the same slot numbers by ``read_metadata``.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import List, Optional
+
+import flatbuffers
+from flatbuffers import number_types as N
+from flatbuffers.table import Table
+
+METADATA_NAME = "TFLITE_METADATA"
+FILE_IDENTIFIER = b"M001"
+MIN_PARSER_VERSION = "1.0.0"  # only fields of schema 1.0.0 are written
+# enums of the schema
+CONTENT_FEATURE, CONTENT_IMAGE = 1, 2  # ContentProperties union
+PROCESS_NORMALIZATION = 1  # ProcessUnitOptions union
+COLOR_RGB, COLOR_GRAYSCALE = 1, 2
+FILE_TENSOR_AXIS_LABELS = 2
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+def _strings(b, items):
+    offs = [b.CreateString(s) for s in items]
+    b.StartVector(4, len(offs), 4)
+    for o in reversed(offs):
+        b.PrependUOffsetTRelative(o)
+    return b.EndVector()
+
+
+def _offsets(b, offs):
+    b.StartVector(4, len(offs), 4)
+    for o in reversed(offs):
+        b.PrependUOffsetTRelative(o)
+    return b.EndVector()
+
+
+def _floats(b, values):
+    b.StartVector(4, len(values), 4)
+    for v in reversed(values):
+        b.PrependFloat32(float(v))
+    return b.EndVector()
+
+
+def _table(b, nfields, fields):
+    """fields: [(slot, kind, value)] with kind in offset|uint8|uint32|int32|float32."""
+    b.StartObject(nfields)
+    for slot, kind, value in fields:
+        if value is None:
+            continue
+        if kind == "offset":
+            b.PrependUOffsetTRelativeSlot(slot, value, 0)
+        elif kind == "uint8":
+            b.PrependUint8Slot(slot, value, 0)
+        elif kind == "uint32":
+            b.PrependUint32Slot(slot, value, 0)
+        elif kind == "int32":
+            b.PrependInt32Slot(slot, value, 0)
+    return b.EndObject()
+
+
+def build_metadata(name: str, description: str, version: str, author: str, license_: str,
+                   input_name: str, input_description: str, mean: List[float],
+                   std: List[float], width: int, height: int, channels: int,
+                   value_min: float, value_max: float, output_name: str,
+                   output_description: str, labels_file: Optional[str]) -> bytes:
+    b = flatbuffers.Builder(1024)
+    s = b.CreateString
+    # input tensor: image content, normalization, stats
+    size = _table(b, 2, [(0, "uint32", int(width)), (1, "uint32", int(height))])
+    image = _table(b, 2, [(0, "uint8", COLOR_GRAYSCALE if channels == 1 else COLOR_RGB),
+                          (1, "offset", size)])
+    content_in = _table(b, 3, [(0, "uint8", CONTENT_IMAGE), (1, "offset", image)])
+    mean_v, std_v = _floats(b, mean), _floats(b, std)
+    norm = _table(b, 2, [(0, "offset", mean_v), (1, "offset", std_v)])
+    unit = _table(b, 2, [(0, "uint8", PROCESS_NORMALIZATION), (1, "offset", norm)])
+    units = _offsets(b, [unit])
+    smax, smin = _floats(b, [value_max]), _floats(b, [value_min])
+    stats = _table(b, 2, [(0, "offset", smax), (1, "offset", smin)])
+    in_name, in_desc = s(input_name), s(input_description)
+    tin = _table(b, 7, [(0, "offset", in_name), (1, "offset", in_desc), (3, "offset", content_in),
+                        (4, "offset", units), (5, "offset", stats)])
+    # output tensor: feature content, probabilities in [0, 1], the label file
+    feature = _table(b, 0, [])
+    content_out = _table(b, 3, [(0, "uint8", CONTENT_FEATURE), (1, "offset", feature)])
+    omax, omin = _floats(b, [1.0]), _floats(b, [0.0])
+    ostats = _table(b, 2, [(0, "offset", omax), (1, "offset", omin)])
+    files = None
+    if labels_file:
+        fname, fdesc = s(labels_file), s("Labels for the classes the model outputs.")
+        af = _table(b, 4, [(0, "offset", fname), (1, "offset", fdesc),
+                           (2, "uint8", FILE_TENSOR_AXIS_LABELS)])
+        files = _offsets(b, [af])
+    out_name, out_desc = s(output_name), s(output_description)
+    tout = _table(b, 7, [(0, "offset", out_name), (1, "offset", out_desc),
+                         (3, "offset", content_out), (5, "offset", ostats), (6, "offset", files)])
+    ins, outs = _offsets(b, [tin]), _offsets(b, [tout])
+    sg_name = s(name)
+    sg = _table(b, 7, [(0, "offset", sg_name), (2, "offset", ins), (3, "offset", outs)])
+    sgs = _offsets(b, [sg])
+    fields = [(0, s(name)), (1, s(description)), (2, s(version)), (3, sgs), (4, s(author)),
+              (5, s(license_)), (7, s(MIN_PARSER_VERSION))]
+    root = _table(b, 8, [(slot, "offset", off) for slot, off in fields])
+    b.Finish(root, file_identifier=FILE_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def attach(model_bytes: bytes, metadata: bytes, files: dict) -> bytes:
+    """The model with ``metadata`` as its TFLITE_METADATA buffer (replacing an earlier one) and
+    ``files`` ({name: bytes}) packed as a zip appended to the flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model_bytes = strip_zip(model_bytes)
+    m = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    buf = schema.BufferT()
+    buf.data = list(metadata)
+    m.buffers = list(m.buffers or [])
+    m.metadata = [md for md in (m.metadata or []) if _name(md.name) != METADATA_NAME]
+    m.buffers.append(buf)
+    md = schema.MetadataT()
+    md.name = METADATA_NAME
+    md.buffer = len(m.buffers) - 1
+    m.metadata.append(md)
+    b = flatbuffers.Builder(len(model_bytes) + len(metadata) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    out = io.BytesIO()
+    out.write(bytes(b.Output()))
+    if files:
+        with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as z:
+            for fname, data in files.items():
+                z.writestr(fname, data)
+    return out.getvalue()
+
+
+def _name(v) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+def strip_zip(data: bytes) -> bytes:
+    """The flatbuffer part of a .tflite (a packed zip, if any, removed)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+        if infos:
+            return data[:min(i.header_offset for i in infos)]
+    except zipfile.BadZipFile:
+        pass
+    return data
+
+
+def add_metadata(model_bytes: bytes, spec, labels: List[str], name: str, description: str,
+                 version: str, author: str, license_: str) -> bytes:
+    """Metadata for an image classifier from the model's preprocessing contract."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.Model.GetRootAs(strip_zip(model_bytes), 0)
+    g = m.Subgraphs(0)
+    tin, tout = g.Tensors(g.Inputs(0)), g.Tensors(g.Outputs(0))
+    h, w = spec.input_size
+    meta = build_metadata(
+        name=name, description=description, version=version, author=author, license_=license_,
+        input_name="image", input_description=(
+            f"{spec.channels}-channel image, {h}x{w}, after a central crop of "
+            f"{spec.crop_fraction:g} and {spec.resize_method} resizing; normalized as "
+            f"(x - mean) / std"),
+        mean=list(spec.mean), std=list(spec.std), width=w, height=h, channels=spec.channels,
+        value_min=float(spec.input_range[0]), value_max=float(spec.input_range[1]),
+        output_name="probability", output_description=(
+            f"Probabilities of the {len(labels)} labels in labels.txt"),
+        labels_file="labels.txt" if labels else None)
+    del tin, tout
+    return attach(model_bytes, meta, {"labels.txt": ("\n".join(labels) + "\n").encode()}
+                  if labels else {})
+
+
+# --------------------------------------------------------------------------------------------
+# reading back
+# --------------------------------------------------------------------------------------------
+def _tab(buf, pos) -> Table:
+    return Table(buf, pos)
+
+
+def _field(t: Table, slot: int) -> int:
+    return t.Offset(4 + 2 * slot)
+
+
+def _str(t: Table, slot: int) -> Optional[str]:
+    o = _field(t, slot)
+    return t.String(o + t.Pos).decode() if o else None
+
+
+def _sub(t: Table, slot: int) -> Optional[Table]:
+    o = _field(t, slot)
+    return Table(t.Bytes, t.Indirect(o + t.Pos)) if o else None
+
+
+def _vec_tables(t: Table, slot: int) -> List[Table]:
+    o = _field(t, slot)
+    if not o:
+        return []
+    start, n = t.Vector(o), t.VectorLen(o)
+    return [Table(t.Bytes, t.Indirect(start + 4 * i)) for i in range(n)]
+
+
+def _vec_floats(t: Table, slot: int) -> List[float]:
+    o = _field(t, slot)
+    if not o:
+        return []
+    start, n = t.Vector(o), t.VectorLen(o)
+    return [t.Get(N.Float32Flags, start + 4 * i) for i in range(n)]
+
+
+def _u8(t: Table, slot: int) -> int:
+    o = _field(t, slot)
+    return t.Get(N.Uint8Flags, o + t.Pos) if o else 0
+
+
+def _u32(t: Table, slot: int) -> int:
+    o = _field(t, slot)
+    return t.Get(N.Uint32Flags, o + t.Pos) if o else 0
+
+
+def _tensor(t: Table) -> dict:
+    content = _sub(t, 3)
+    props = {}
+    if content is not None:
+        kind = _u8(content, 0)
+        props["content"] = {CONTENT_IMAGE: "image", CONTENT_FEATURE: "feature"}.get(kind, kind)
+        if kind == CONTENT_IMAGE:
+            img = _sub(content, 1)
+            size = _sub(img, 1)
+            props["color_space"] = {COLOR_RGB: "RGB", COLOR_GRAYSCALE: "GRAYSCALE"}.get(
+                _u8(img, 0))
+            props["size"] = [_u32(size, 0), _u32(size, 1)] if size else None
+    norm = None
+    for u in _vec_tables(t, 4):
+        if _u8(u, 0) == PROCESS_NORMALIZATION:
+            n = _sub(u, 1)
+            norm = {"mean": _vec_floats(n, 0), "std": _vec_floats(n, 1)}
+    stats = _sub(t, 5)
+    files = [{"name": _str(f, 0), "description": _str(f, 1), "type": _u8(f, 2)}
+             for f in _vec_tables(t, 6)]
+    return {"name": _str(t, 0), "description": _str(t, 1), **props, "normalization": norm,
+            "stats": {"max": _vec_floats(stats, 0), "min": _vec_floats(stats, 1)} if stats else None,
+            "associated_files": files}
+
+
+def read_metadata(model_bytes: bytes) -> Optional[dict]:
+    """The model's TFLITE_METADATA as a dict, and the files packed in it; None if it has none."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.Model.GetRootAs(model_bytes, 0)
+    buf = None
+    for i in range(m.MetadataLength()):
+        if _name(m.Metadata(i).Name()) == METADATA_NAME:
+            buf = m.Buffers(m.Metadata(i).Buffer()).DataAsNumpy().tobytes()
+    if buf is None:
+        return None
+    if buf[4:8] != FILE_IDENTIFIER:
+        raise ValueError(f"metadata identifier {buf[4:8]!r}, expected {FILE_IDENTIFIER!r}")
+    root = Table(bytearray(buf), flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, buf, 0))
+    sgs = _vec_tables(root, 3)
+    packed = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as z:
+            packed = {n: z.read(n) for n in z.namelist()}
+    except zipfile.BadZipFile:
+        pass
+    return {
+        "name": _str(root, 0), "description": _str(root, 1), "version": _str(root, 2),
+        "author": _str(root, 4), "license": _str(root, 5),
+        "min_parser_version": _str(root, 7),
+        "inputs": [_tensor(t) for t in _vec_tables(sgs[0], 2)] if sgs else [],
+        "outputs": [_tensor(t) for t in _vec_tables(sgs[0], 3)] if sgs else [],
+        "packed_files": packed,
+    }
