@@ -12,6 +12,7 @@ a process without TensorFlow, the two models interleaved run by run.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,37 @@ print(json.dumps({"load_s": [l for _, l in models], "times": times,
 """
 
 
+def _time(paths, runs, warmup):
+    import numpy as np
+
+    r = subprocess.run([sys.executable, "-c", TIMER, ROOT, *paths, str(runs), str(warmup)],
+                       capture_output=True, text=True, check=True)
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    return [float(np.median(t)) * 1e3 for t in res["times"]], res
+
+
+def time_only(args):
+    """Times two .tflite files (fp32, int8) interleaved, in a process without TensorFlow: for
+    machines where the models were carried, not converted."""
+    import platform
+
+    p50, res = _time([args.fp32, args.int8], args.runs, args.warmup)
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                   if l.startswith("model name"))
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+        cpu += " [" + ",".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni",
+                                            "amx_int8") if f in flags) + "]"
+    except (OSError, StopIteration):
+        pass
+    print(f"cpu: {cpu}")
+    print(f"latency p50 (LiteRT, XNNPACK, 2 threads, {args.runs} interleaved runs, TF loaded in "
+          f"timer: {res['tf_loaded']}): fp32 {p50[0]:.1f} ms, int8 {p50[1]:.1f} ms")
+    print(f"int8/fp32 size ratio   : {os.path.getsize(args.int8) / os.path.getsize(args.fp32):.3f}")
+    print(f"int8/fp32 latency ratio: {p50[1] / p50[0]:.3f}  (goal <= 0.40)")
+
+
 def fullsize(args):
     import numpy as np
 
@@ -101,6 +133,16 @@ def fullsize(args):
 
     tf.keras.utils.set_random_seed(0)
     model = build_inception_v3()  # 299 px, 1000 classes, Keras' layout
+    if args.grid_weights:
+        # weights on a 15-level grid per output channel: the same kernels run (XNNPACK's speed
+        # does not depend on the values), but the files compress ~4x, so they can be carried to
+        # another machine for timing (benchmarks/quantization.py time)
+        rng = np.random.RandomState(0)
+        for w in model.weights:
+            if len(w.shape) >= 2:
+                v = w.numpy()
+                scale = np.abs(v).reshape(-1, v.shape[-1]).max(0) / 7 + 1e-12
+                w.assign((rng.randint(-7, 8, v.shape) * scale).astype(np.float32))
     spec = PreprocessingSpec()
     src = Source("inception_v3_299", "keras", "", spec, [], None, "", keras_model=model)
     calib = np.random.RandomState(1).uniform(-1, 1, (8, 299, 299, 3)).astype(np.float32)
@@ -115,10 +157,11 @@ def fullsize(args):
         print(f"{name}: {len(data) / 1e6:.2f} MB (weights {weight_bytes(data) / 1e6:.2f} MB), "
               f"converted in {time.time() - t:.0f} s", flush=True)
     s32, s8 = (os.path.getsize(p) for p in paths)
-    r = subprocess.run([sys.executable, "-c", TIMER, ROOT, *paths, str(args.runs),
-                        str(args.warmup)], capture_output=True, text=True, check=True)
-    res = json.loads(r.stdout.strip().splitlines()[-1])
-    p50 = [float(np.median(t)) * 1e3 for t in res["times"]]
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        for p in paths:
+            shutil.copy(p, args.keep)
+    p50, res = _time(paths, args.runs, args.warmup)
     print(f"latency p50 (LiteRT, XNNPACK, 2 threads, {args.runs} interleaved runs, TF loaded in "
           f"timer: {res['tf_loaded']}): fp32 {p50[0]:.1f} ms, int8 {p50[1]:.1f} ms")
     print(f"int8/fp32 size ratio   : {s8 / s32:.3f}  (goal <= 0.255)")
@@ -136,8 +179,16 @@ def main():
     f = sub.add_parser("fullsize")
     f.add_argument("--runs", type=int, default=20)
     f.add_argument("--warmup", type=int, default=3)
+    f.add_argument("--keep", help="copy the two .tflite files here")
+    f.add_argument("--grid-weights", action="store_true",
+                   help="weights on a 15-level grid (compressible files, same kernels)")
+    tm = sub.add_parser("time", help="time two carried .tflite files (fp32, int8)")
+    tm.add_argument("fp32")
+    tm.add_argument("int8")
+    tm.add_argument("--runs", type=int, default=20)
+    tm.add_argument("--warmup", type=int, default=3)
     args = p.parse_args()
-    accuracy(args) if args.cmd == "accuracy" else fullsize(args)
+    {"accuracy": accuracy, "fullsize": fullsize, "time": time_only}[args.cmd](args)
 
 
 if __name__ == "__main__":

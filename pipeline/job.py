@@ -36,6 +36,9 @@ class JobConfig:
         "static_wi8_ai8_uint8io", "static_wi8_ai16"])
     qat_recipes: List[str] = dataclasses.field(default_factory=lambda: [
         "static_wi8_ai8", "static_wi8_ai8_uint8io"])
+    coreml_variants: List[str] = dataclasses.field(default_factory=lambda: [
+        "fp16", "fp32", "wi8_afp16", "wlut6_afp16", "wlut4_afp16", "wi8_ai8"])
+    edgetpu: bool = True  # the Edge TPU report (and compiled model, if the compiler is here)
     calib_images: int = 200
     data_path: Optional[str] = None  # where the data lives at conversion/evaluation time
     # evaluation (edge_eval/)
@@ -84,6 +87,7 @@ PRESETS: Dict[str, JobConfig] = {
     # the smallest end-to-end job (tests, smoke runs): tiny model, few images
     "tiny": JobConfig(name="tiny", train_preset="tiny_test", qat_preset="tiny_test_qat",
                       recipes=["fp32", "static_wi8_ai8"], qat_recipes=["static_wi8_ai8"],
+                      coreml_variants=["fp16"],
                       calib_images=32, eval_images=200, bench_runs=10),
 }
 
@@ -211,21 +215,36 @@ def plan(job: JobConfig) -> List[Stage]:
             "qat", argv, inputs=[job.float_model], outputs=[os.path.join(job.qat_run_dir, "export")],
             code=["train", "quantize"], after=float_after,
             description="quantization-aware fine-tuning from the float model"))
+    recipes = list(job.recipes) + (["static_wi8_ai8_uint8io"] if job.edgetpu and
+                                   "static_wi8_ai8_uint8io" not in job.recipes else [])
     stages.append(Stage(
         "convert", [PY, "-m", "convert", job.float_model, "--out", art, "--recipes",
-                    ",".join(job.recipes)] + conv_common,
+                    ",".join(recipes), "--targets",
+                    "tflite,edgetpu" if job.edgetpu else "tflite"] + conv_common,
         inputs=[job.float_model],
-        outputs=[os.path.join(art, f"{fname}_{r}.tflite") for r in job.recipes],
+        outputs=[os.path.join(art, f"{fname}_{r}.tflite") for r in recipes],
         code=["convert", "quantize", "train"], after=float_after, partial_codes=(1,),
         description="every TFLite recipe from the float model, each checked against it"))
+    if job.coreml_variants:
+        stages.append(Stage(
+            "convert_coreml", [PY, "-m", "convert", job.float_model, "--out", art, "--targets",
+                               "coreml", "--coreml-variants", ",".join(job.coreml_variants)]
+            + conv_common, inputs=[job.float_model],
+            outputs=[os.path.join(art, f"{fname}_coreml_{v}.mlpackage")
+                     for v in job.coreml_variants],
+            code=["convert", "train"], after=float_after + ["convert"], partial_codes=(1,),
+            description="Core ML packages, checked by the ML Program reference evaluator"))
     if job.qat and job.qat_recipes:
         qname = source_name(_qat_name(job), os.path.join(job.qat_run_dir, "export"), qat=True)
         stages.append(Stage(
             "convert_qat", [PY, "-m", "convert", os.path.join(job.qat_run_dir, "export"),
-                            "--out", art, "--recipes", ",".join(job.qat_recipes)] + conv_common,
+                            "--out", art, "--recipes", ",".join(job.qat_recipes)]
+            + (["--targets", "tflite,edgetpu"] if job.edgetpu and
+               "static_wi8_ai8_uint8io" in job.qat_recipes else []) + conv_common,
             inputs=[os.path.join(job.qat_run_dir, "export")],
             outputs=[os.path.join(art, f"{qname}_{r}.tflite") for r in job.qat_recipes],
-            code=["convert", "quantize", "train"], after=["qat", "convert"], partial_codes=(1,),
+            code=["convert", "quantize", "train"], after=["qat", "convert"] + (
+                ["convert_coreml"] if job.coreml_variants else []), partial_codes=(1,),
             description="int8 TFLite from the QAT model"))
     conv = [s.name for s in stages if s.name.startswith("convert")]
     rep = job.reports_dir

@@ -136,9 +136,12 @@ def test_job_takes_user_config_without_code(tmp_path):
     stages = {s.name: s for s in job.plan(j)}
     assert "qat" not in stages and "convert_qat" not in stages
     assert stages["train"].argv[-2:] == ["--set", "data.path=/data/shoes"]
-    assert stages["convert"].outputs == [
+    assert stages["convert"].outputs == [  # + the Edge TPU-ready model (edgetpu: true)
         "artifacts/mine/inception_v3_fashion_mnist_demo_fp32.tflite",
-        "artifacts/mine/inception_v3_fashion_mnist_demo_fp16.tflite"]
+        "artifacts/mine/inception_v3_fashion_mnist_demo_fp16.tflite",
+        "artifacts/mine/inception_v3_fashion_mnist_demo_static_wi8_ai8_uint8io.tflite"]
+    assert "tflite,edgetpu" in stages["convert"].argv
+    assert stages["convert_coreml"].outputs[0].endswith("demo_coreml_fp16.mlpackage")
     assert "--goal" in stages["choose"].argv and "fastest" in stages["choose"].argv
 
 
