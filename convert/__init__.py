@@ -1,1 +1,1 @@
-"""convert/: a trained model in; TFLite (and later Core ML, Edge TPU) artifacts + manifest.json out."""
+"""convert/: a trained model in; TFLite, Core ML and Edge TPU-ready artifacts + manifest.json out."""
