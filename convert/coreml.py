@@ -341,6 +341,15 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
     failures: List[dict] = []
     ref = src.predict(check_x)
     calib_pixels = None if calib is None else to_program_input(calib, src)
+    conv_src = src
+    if src.is_qat:  # Core ML quantizes float weights itself: the QAT weights, without wrappers
+        from quantize.qat import float_from_qat
+
+        try:
+            conv_src = dataclasses.replace(src, keras_model=float_from_qat(src.keras_model,
+                                                                           src.config))
+        except ValueError as e:
+            raise ConvertError(str(e)) from None
     bases: Dict[tuple, object] = {}
     fp32_wbytes = None
     ordered = sorted(variants, key=lambda v: v.name != "fp32")
@@ -362,7 +371,7 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
         try:
             key = (v.precision, tgt)
             if key not in bases:
-                bases[key] = base_model(src, v.precision, tgt)
+                bases[key] = base_model(conv_src, v.precision, tgt)
             ml = compress(bases[key], v, calib_pixels)
             set_metadata(ml, src, v, tgt, author, license_, version)
             work = tempfile.mkdtemp(prefix=".coreml-", dir=out_dir)  # beside: same disk
@@ -373,7 +382,7 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
             if v.name == "fp32":
                 fp32_wbytes = wb
             elif fp32_wbytes is None:
-                fp32_wbytes = _fp32_weight_bytes(src, tgt)
+                fp32_wbytes = _fp32_weight_bytes(conv_src, tgt)
             check = _check(v, got, ref, wb, fp32_wbytes, runtime)
             desc = describe_package(pkg)
         except ConvertError as e:

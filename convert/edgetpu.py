@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 

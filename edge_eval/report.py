@@ -234,7 +234,12 @@ def choice_section(results_dir: str) -> str:
            + (f", argmax agreement >= {100 * c['min_agreement']:.2f} %"
               if c.get("min_agreement") is not None else "")
            + f"; goal: {c['goal']}" + ("; full-integer models only" if c.get("integer_only")
-                                       else "") + ".", "", f"**{c['why']}**", ""]
+                                       else "") + f"; among {c.get('target', 'tflite')} "
+           "artifacts.", "", f"**{c['why']}**", ""]
+    for t, o in (c.get("chosen_other_targets") or {}).items():
+        out += [f"Same rule among {t} artifacts: " + (
+            f"{o['artifact']} ({o['drift_points']:+.2f} points, {o['bytes'] / 1e6:.3f} MB)"
+            if o else "none within the budget") + ".", ""]
     if c.get("steps"):
         base = c.get("best_full_integer") or {}
         out += ["Selective steps (blocks kept in float, worst quantization error first; cost "

@@ -16,7 +16,6 @@ manifest), its records to ``<results>/choice.jsonl``, and the decision to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -99,6 +98,7 @@ def block_order(src, calib) -> List[dict]:
 
 def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "smallest",
            min_agreement: Optional[float] = None, integer_only: bool = False,
+           target: str = "tflite",
            max_steps: int = 4, calib_images: int = 200,
            images: Optional[int] = None, data_path: Optional[str] = None, threads: int = 2,
            bench_runs: int = 50, seed: int = 0, log=print) -> dict:
@@ -113,7 +113,9 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
                 and r["status"] == "ok"), None)
     if ref is None:
         raise ValueError(f"{results_dir} has no float reference record to measure drift from")
-    cands = candidates(rows)
+    every = candidates(rows)
+    by_target = sorted({c["target"] for c in every if c["target"]})
+    cands = [c for c in every if c["target"] == target]  # one runtime's artifacts compete
     full_int = [c for c in cands if c["full_integer"] and not c["float_blocks"]]
     steps: List[dict] = []
     step_rows: List[dict] = []
@@ -135,6 +137,9 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
                 calib_images, images, data_path, threads, bench_runs, seed, log)
             cands += candidates(step_rows)
     chosen = pick(cands, budget, goal, min_agreement, integer_only)
+    # the same rule for the other runtimes' artifacts (Core ML: no selective steps)
+    others = {t: pick([c for c in every if c["target"] == t], budget, goal, min_agreement,
+                      integer_only) for t in by_target if t not in (target, "keras")}
     for r in step_rows:
         r["choice_step"] = True
     records.write_jsonl(step_rows, os.path.join(results_dir, "choice.jsonl"))
@@ -147,7 +152,9 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
         "block_order": [{"block": b["block"], "mean_rmse_over_scale": b["mean_rmse_over_scale"]}
                         for b in order],
         "steps": steps,
+        "target": target,
         "chosen": chosen,
+        "chosen_other_targets": others,
         "candidates": sorted(cands, key=lambda c: (c["bytes"] or 0)),
         "why": _why(chosen, budget, goal, int_fits, steps, base),
     }
@@ -240,6 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", required=True, help="folder with accuracy.jsonl/latency.jsonl")
     p.add_argument("--budget", type=float, default=0.3, help="allowed top-1 drop, points")
     p.add_argument("--goal", choices=["smallest", "fastest"], default="smallest")
+    p.add_argument("--target", default="tflite",
+                   help="the runtime whose artifacts compete (tflite, coreml; default tflite)")
     p.add_argument("--min-agreement", type=float,
                    help="also require this argmax agreement with float (0-1)")
     p.add_argument("--integer-only", action="store_true",
@@ -261,7 +270,7 @@ def main(argv=None) -> int:
         return 2
     try:
         out = choose(args.artifacts, args.results, args.budget, args.goal, args.min_agreement,
-                     args.integer_only, args.max_steps, args.calib_images,
+                     args.integer_only, args.target, args.max_steps, args.calib_images,
                      args.images, args.data_path, args.threads, args.bench_runs)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -38,6 +38,8 @@ class JobConfig:
         "static_wi8_ai8", "static_wi8_ai8_uint8io"])
     coreml_variants: List[str] = dataclasses.field(default_factory=lambda: [
         "fp16", "fp32", "wi8_afp16", "wlut6_afp16", "wlut4_afp16", "wi8_ai8"])
+    qat_coreml_variants: List[str] = dataclasses.field(default_factory=lambda: [
+        "wi8_afp16", "wi8_ai8"])  # Core ML int8 from the QAT-fine-tuned weights
     edgetpu: bool = True  # the Edge TPU report (and compiled model, if the compiler is here)
     calib_images: int = 200
     data_path: Optional[str] = None  # where the data lives at conversion/evaluation time
@@ -87,7 +89,7 @@ PRESETS: Dict[str, JobConfig] = {
     # the smallest end-to-end job (tests, smoke runs): tiny model, few images
     "tiny": JobConfig(name="tiny", train_preset="tiny_test", qat_preset="tiny_test_qat",
                       recipes=["fp32", "static_wi8_ai8"], qat_recipes=["static_wi8_ai8"],
-                      coreml_variants=["fp16"],
+                      coreml_variants=["fp16"], qat_coreml_variants=["wi8_ai8"],
                       calib_images=32, eval_images=200, bench_runs=10),
 }
 
@@ -246,6 +248,19 @@ def plan(job: JobConfig) -> List[Stage]:
             code=["convert", "quantize", "train"], after=["qat", "convert"] + (
                 ["convert_coreml"] if job.coreml_variants else []), partial_codes=(1,),
             description="int8 TFLite from the QAT model"))
+    if job.qat and job.qat_coreml_variants:
+        qname = source_name(_qat_name(job), os.path.join(job.qat_run_dir, "export"), qat=True)
+        stages.append(Stage(
+            "convert_coreml_qat", [PY, "-m", "convert", os.path.join(job.qat_run_dir, "export"),
+                                   "--out", art, "--targets", "coreml", "--coreml-variants",
+                                   ",".join(job.qat_coreml_variants)] + conv_common,
+            inputs=[os.path.join(job.qat_run_dir, "export")],
+            outputs=[os.path.join(art, f"{qname}_coreml_{v}.mlpackage")
+                     for v in job.qat_coreml_variants],
+            code=["convert", "quantize", "train"],
+            after=["qat"] + [s.name for s in stages if s.name.startswith("convert")],
+            partial_codes=(1,),
+            description="Core ML int8 from the QAT-fine-tuned weights"))
     conv = [s.name for s in stages if s.name.startswith("convert")]
     rep = job.reports_dir
     eval_common = (["--images", str(job.eval_images)] if job.eval_images else []) + (

@@ -135,6 +135,37 @@ def load_float_weights(model, float_export: str):
     return model
 
 
+def float_from_qat(qat_model, config: dict):
+    """The float model (train/'s architecture) carrying a QAT model's fine-tuned weights: the
+    inner layer of every quantize wrapper gives its weights to the float layer of the same name.
+    For targets that take float weights and quantize them their own way (Core ML)."""
+    from train.config import from_dict
+    from train.model import build_inception_v3
+
+    if not config:
+        raise ValueError("the QAT model's config.json is needed to rebuild its float architecture")
+    cfg = from_dict(config)
+    model = build_inception_v3(cfg.model)
+    layers = {}
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", None)
+        layers[(inner or layer).name] = inner or layer
+    missing = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        src = layers.get(layer.name)
+        ws = src.get_weights() if src is not None else None
+        if ws is None or [w.shape for w in ws] != [w.shape for w in layer.get_weights()]:
+            missing.append(layer.name)
+            continue
+        layer.set_weights(ws)
+    if missing:
+        raise ValueError(f"the QAT model has no float weights for {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}")
+    return model
+
+
 def qat_transform(float_export: str, freeze_batch_norm: bool = False):
     def transform(model):
         import tf_keras

@@ -1,6 +1,5 @@
 """Edge TPU readiness: the compatibility report and predicted split, the compiler's log parser
 (on real compiler output), and the compiler driver with and without the compiler."""
-import json
 import os
 import stat
 import sys
