@@ -477,7 +477,9 @@ def _metadata_fields(src: Source, recipe: Recipe, given: dict) -> dict:
 def finish_manifest(out_dir: str, manifest: dict, src: Source, artifacts: dict,
                     failures: List[dict], ran: set, check_x: np.ndarray, check_from: str) -> dict:
     """Writes preprocessing.json, labels.txt and the manifest after a conversion run (TFLite or
-    Core ML): this run's artifacts and failures replace the earlier ones of the same recipes."""
+    Core ML): this run's artifacts and failures replace the earlier ones of the same recipes.
+    An unchanged manifest is not rewritten, so a rerun leaves later stages' inputs as they were."""
+    old = manifest
     atomic_write_json(os.path.join(out_dir, PREPROCESSING_FILE), src.spec.to_dict())
     if src.labels:
         atomic_write_bytes(os.path.join(out_dir, "labels.txt"),
@@ -504,6 +506,10 @@ def finish_manifest(out_dir: str, manifest: dict, src: Source, artifacts: dict,
     used = {a.get("source_sha256") for a in manifest["artifacts"]} | {
         f.get("source_sha256") for f in manifest["failures"]}
     manifest["sources"] = {k: v for k, v in manifest["sources"].items() if k in used}
+    volatile = ("created", "git", "tools")
+    if old and {k: v for k, v in old.items() if k not in volatile} == \
+            json.loads(json.dumps({k: v for k, v in manifest.items() if k not in volatile})):
+        return old  # nothing changed: keep the file (and its provenance) as it was
     atomic_write_json(os.path.join(out_dir, MANIFEST), manifest)
     return manifest
 

@@ -146,23 +146,25 @@ def float_from_qat(qat_model, config: dict):
         raise ValueError("the QAT model's config.json is needed to rebuild its float architecture")
     cfg = from_dict(config)
     model = build_inception_v3(cfg.model)
-    layers = {}
-    for layer in qat_model.layers:
-        inner = getattr(layer, "layer", None)
-        layers[(inner or layer).name] = inner or layer
-    missing = []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        src = layers.get(layer.name)
-        ws = src.get_weights() if src is not None else None
-        if ws is None or [w.shape for w in ws] != [w.shape for w in layer.get_weights()]:
-            missing.append(layer.name)
-            continue
-        layer.set_weights(ws)
-    if missing:
-        raise ValueError(f"the QAT model has no float weights for {missing[:5]}"
-                         f"{' ...' if len(missing) > 5 else ''}")
+    # the same architecture in the same layer order (tfmot clones it): pair the layers in order
+    # by class (Keras' automatic names differ by process) and read each float weight from the
+    # wrapped layer's attribute of that name (the wrapper holds the variables, the inner layer
+    # keeps them as attributes: kernel, bias, beta, moving_mean, ...)
+    theirs = [getattr(layer, "layer", None) or layer for layer in qat_model.layers
+              if type(layer).__name__ not in ("QuantizeLayer", "InputLayer")]
+    ours = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    if [type(a).__name__ for a in ours] != [type(b).__name__ for b in theirs]:
+        raise ValueError("the QAT model's layers do not follow its float architecture")
+    for a, b in zip(ours, theirs):
+        values = []
+        for w in a.weights:
+            attr = w.name.split("/")[-1].split(":")[0]
+            v = getattr(b, attr, None)
+            if v is None or tuple(v.shape) != tuple(w.shape):
+                raise ValueError(f"QAT layer {b.name} has no {attr} of shape {tuple(w.shape)}")
+            values.append(v.numpy())
+        if values:
+            a.set_weights(values)
     return model
 
 

@@ -114,7 +114,7 @@ def test_qat_exports_int8_that_agrees_with_the_qat_keras_model(qat_export, tmp_p
 def test_core_ml_int8_from_the_qat_weights(qat_export, tmp_path):
     """Core ML quantizes float weights itself: the QAT model's fine-tuned weights, stripped of
     their wrappers, give a float model that computes what the QAT model computes (up to its fake
-    quantization), and its Core ML int8 packages are checked against the QAT Keras model."""
+    quantization), and its Core ML W8A8 package is checked against the QAT Keras model."""
     from convert.__main__ import main
     from convert.tflite import dataset_images, load_source
     from quantize.qat import float_from_qat
@@ -127,10 +127,10 @@ def test_core_ml_int8_from_the_qat_weights(qat_export, tmp_path):
     assert np.abs(got - ref).max() < 0.1  # only the fake quantization differs
     out = str(tmp_path / "cm")
     assert main([qat_export, "--out", out, "--targets", "coreml", "--coreml-variants",
-                 "wi8_afp16,wi8_ai8", "--calib-images", "16", "--check-images", "32"]) == 0
+                 "wi8_ai8", "--calib-images", "16", "--check-images", "32"]) == 0
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     arts = {a["recipe"]: a for a in manifest["artifacts"]}
-    assert set(arts) == {"coreml_wi8_afp16", "coreml_wi8_ai8"}
+    assert set(arts) == {"coreml_wi8_ai8"}
     for a in arts.values():
         assert a["qat"] and a["file"].startswith("tiny_test_qat_coreml_")
         assert a["check"]["passed"] and a["check"]["top1_agreement"] >= 0.85
