@@ -25,14 +25,6 @@ from typing import List, Optional
 FULL_INTEGER = ("static_wi8_ai8", "static_wi8_ai8_int8io", "static_wi8_ai8_uint8io")
 
 
-def _get(d, *keys):
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
 def candidates(rows: List[dict]) -> List[dict]:
     """One candidate per evaluated artifact: size, top-1, drift, agreement, host p50."""
     lat = {}

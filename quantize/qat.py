@@ -135,10 +135,26 @@ def load_float_weights(model, float_export: str):
     return model
 
 
+def _as_trained(var, lo, hi):
+    """A weight as the QAT model computed with it: through its 8-bit fake quantizer when it has
+    one (tfmot's default weight quantizer: symmetric, narrow range, per channel for convolutions)."""
+    if lo is None or hi is None:
+        return var.numpy()
+    import tensorflow as tf
+
+    if len(lo.shape) and lo.shape[0] > 1:
+        q = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            var, lo, hi, num_bits=8, narrow_range=True)
+    else:
+        q = tf.quantization.fake_quant_with_min_max_vars(
+            var, tf.reshape(lo, []), tf.reshape(hi, []), num_bits=8, narrow_range=True)
+    return q.numpy()
+
+
 def float_from_qat(qat_model, config: dict):
-    """The float model (train/'s architecture) carrying a QAT model's fine-tuned weights: the
-    inner layer of every quantize wrapper gives its weights to the float layer of the same name.
-    For targets that take float weights and quantize them their own way (Core ML)."""
+    """The float model (train/'s architecture) carrying a QAT model's fine-tuned weights, each
+    passed through its fake quantizer (the values the QAT model computed with, on the int8 grid
+    it learned). For targets that quantize float weights their own way (Core ML)."""
     from train.config import from_dict
     from train.model import build_inception_v3
 
@@ -147,22 +163,26 @@ def float_from_qat(qat_model, config: dict):
     cfg = from_dict(config)
     model = build_inception_v3(cfg.model)
     # the same architecture in the same layer order (tfmot clones it): pair the layers in order
-    # by class (Keras' automatic names differ by process) and read each float weight from the
-    # wrapped layer's attribute of that name (the wrapper holds the variables, the inner layer
-    # keeps them as attributes: kernel, bias, beta, moving_mean, ...)
-    theirs = [getattr(layer, "layer", None) or layer for layer in qat_model.layers
+    # by class (Keras' automatic names differ by process) and take each float weight from the
+    # wrapper's variable of that short name (kernel, bias, beta, moving_mean, ...; the wrapper
+    # holds the variables, and its quantizer variables have other names: kernel_min, ...)
+    theirs = [layer for layer in qat_model.layers
               if type(layer).__name__ not in ("QuantizeLayer", "InputLayer")]
     ours = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    if [type(a).__name__ for a in ours] != [type(b).__name__ for b in theirs]:
+    if [type(a).__name__ for a in ours] != \
+            [type(getattr(b, "layer", None) or b).__name__ for b in theirs]:
         raise ValueError("the QAT model's layers do not follow its float architecture")
     for a, b in zip(ours, theirs):
+        held = {}
+        for v in b.weights:
+            held.setdefault(v.name.split("/")[-1].split(":")[0], v)
         values = []
         for w in a.weights:
             attr = w.name.split("/")[-1].split(":")[0]
-            v = getattr(b, attr, None)
+            v = held.get(attr)
             if v is None or tuple(v.shape) != tuple(w.shape):
                 raise ValueError(f"QAT layer {b.name} has no {attr} of shape {tuple(w.shape)}")
-            values.append(v.numpy())
+            values.append(_as_trained(v, held.get(f"{attr}_min"), held.get(f"{attr}_max")))
         if values:
             a.set_weights(values)
     return model
