@@ -245,12 +245,10 @@ def package_bytes(path: str) -> int:
 
 def describe_package(path: str) -> dict:
     """Spec facts a runtime relies on, read back from the saved package."""
-    from convert.mil_eval import Evaluator
-
     ct = _ct()
     spec = ct.utils.load_spec(path)
     inp = spec.description.input[0]
-    ev = Evaluator(path)
+    ev = _evaluator(path)  # the one the check already loaded
     scale = bias = None
     for op in ev.ops[:8]:  # the image scaling the converter put in front of the program
         if op.op_type == "mul" and op.inputs["x"].name == "image":
@@ -290,15 +288,20 @@ _EVALUATORS: Dict[str, object] = {}
 _MLMODELS: Dict[str, object] = {}
 
 
-def predict_pixels(path: str, pixels_nchw: np.ndarray, batch_size: int = 64):
-    """Probabilities (in the package's label order) for images given as the pixel values its
-    image input takes, and the runtime that computed them: Core ML itself on macOS, else the
-    reference evaluator."""
+def _evaluator(path: str):
+    """The reference evaluator of a package, loaded once per process."""
     from convert.mil_eval import Evaluator
 
     if path not in _EVALUATORS:
         _EVALUATORS[path] = Evaluator(path)
-    ev = _EVALUATORS[path]
+    return _EVALUATORS[path]
+
+
+def predict_pixels(path: str, pixels_nchw: np.ndarray, batch_size: int = 64):
+    """Probabilities (in the package's label order) for images given as the pixel values its
+    image input takes, and the runtime that computed them: Core ML itself on macOS, else the
+    reference evaluator."""
+    ev = _evaluator(path)
     if platform.system() == "Darwin":
         try:
             from PIL import Image
