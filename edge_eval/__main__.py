@@ -39,7 +39,9 @@ def main(argv=None) -> int:
     a.add_argument("--images", type=int, help="evaluate a seeded sample of N images")
     a.add_argument("--crops", type=int, default=1, choices=[1, 10, 144],
                    help="1: central crop; 10 or 144: the paper's multi-crop schemes")
-    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--threads", type=int, default=2, help="threads per worker")
+    a.add_argument("--workers", type=int, default=1,
+                   help="artifacts evaluated at once, each in its own process")
     a.add_argument("--timeout", type=float, default=900, help="seconds per artifact")
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds for the CI")
     a.add_argument("--only", type=_csv, help="comma-separated artifact files or recipes")
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
             out = _out(args)
             harness.evaluate(args.artifacts, out, args.reference, args.data_source,
                              args.data_path, args.images, args.crops, args.threads, args.timeout,
-                             args.bootstrap, only=args.only)
+                             args.bootstrap, only=args.only, workers=args.workers)
             path, failures = report.write(out, max_top1_drift=args.max_top1_drift)
         elif args.cmd == "bench":
             out = _out(args)

@@ -274,9 +274,11 @@ def pipeline_section(results_dir: str) -> str:
     if not st or not st.get("stages"):
         return ""
     out = ["", "## Main job stages", "", "Wall time of each stage when it last ran (a skipped "
-           "stage keeps its time).", "", "| stage | status | wall s | finished |", "|---|---|---|---|"]
+           "stage keeps its time; stages whose times overlap ran side by side).", "",
+           "| stage | status | wall s | started | finished |", "|---|---|---|---|---|"]
     for name, r in st["stages"].items():
-        out.append(f"| {name} | {r['status']} | {r['wall_s']:.1f} | {r['finished']} |")
+        out.append(f"| {name} | {r['status']} | {r['wall_s']:.1f} | {r.get('started', '')} "
+                   f"| {r['finished']} |")
     return "\n".join(out) + "\n"
 
 

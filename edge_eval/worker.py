@@ -53,6 +53,16 @@ def _count(path: str) -> int:
     return int(np.load(path, mmap_mode="r").shape[0])
 
 
+def _tf_threads(job: dict) -> None:
+    """TensorFlow's thread pools sized to the job's ``threads`` (before any op runs)."""
+    if job.get("threads"):
+        import tensorflow as tf
+
+        n = int(job["threads"])
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+
+
 def _predict(job: dict) -> dict:
     import numpy as np
 
@@ -77,6 +87,7 @@ def _predict(job: dict) -> dict:
         probs = model.predict_batches(iter_chunks(job["inputs"], bs, channels, expand=False))
     elif kind in ("keras", "savedmodel"):
         from train import keras_env  # noqa: F401  (before TensorFlow)
+        _tf_threads(job)
         from convert.tflite import load_source
 
         src = load_source(job["model"])
@@ -88,6 +99,7 @@ def _predict(job: dict) -> dict:
     elif kind == "coreml":
         # Core ML's own predict on macOS; elsewhere the reference evaluator of the ML Program
         # (convert/mil_eval.py), fed the pixel values the package's image input takes
+        _tf_threads(job)
         from convert.coreml import predict_pixels
 
         scale, offset = float(job["scale"]), float(job["offset"])

@@ -5,10 +5,12 @@
     python -m pipeline --set budget_points=0.1 --set goal=fastest
     python -m pipeline --force convert                  # run a stage even if up to date
 
-Stages (train, qat, convert, convert_qat, evaluate, benchmark, choose, report) are skipped when
-their inputs, config and code hash as they did when they last succeeded and their outputs are
-unchanged; a failing stage blocks only the stages that need it. State and timings go to
-reports/<name>/pipeline.json, the resolved job config to reports/<name>/job.json.
+Stages (train, qat, convert, convert_coreml, convert_qat, convert_coreml_qat, evaluate,
+benchmark, choose, report) are skipped when their inputs, config and code hash as they did when
+they last succeeded and their outputs are unchanged; a failing stage blocks only the stages that
+need it. Up to parallel_stages stages run at once where they do not depend on each other (their
+lines are prefixed with the stage's name). State and timings go to reports/<name>/pipeline.json,
+the resolved job config to reports/<name>/job.json.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     with open(os.path.join(job.reports_dir, "job.json"), "w") as f:
         json.dump(job.to_dict(), f, indent=2)
     state = os.path.join(job.reports_dir, "pipeline.json")
-    rows = run_stages(stages, state, force=force)
+    rows = run_stages(stages, state, force=force, parallel=job.parallel_stages)
     print("\n| stage | status | wall s |\n|---|---|---|")
     for r in rows:
         print(f"| {r['stage']} | {r['status']} | {r['wall_s']:.1f} |")

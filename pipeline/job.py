@@ -47,6 +47,11 @@ class JobConfig:
     # evaluation (edge_eval/)
     eval_images: Optional[int] = None  # None: the whole test split
     threads: int = 2
+    # stages that may run at once (QAT fine-tunes while the float model converts: QAT keeps
+    # ~1.2 of 2 cores busy, conversion ~1); training, evaluation, benchmark and choice run alone
+    parallel_stages: int = 2
+    # artifacts evaluated at once (each worker gets threads // eval_workers threads)
+    eval_workers: int = 2
     bench_runs: int = 50
     # the accuracy-aware recipe choice
     budget_points: float = 0.3  # allowed top-1 drop against float, in points
@@ -58,6 +63,9 @@ class JobConfig:
     def __post_init__(self):
         if self.goal not in ("smallest", "fastest"):
             raise ValueError(f"goal must be smallest or fastest. Received: {self.goal!r}")
+        if self.eval_workers < 1 or self.threads < 1 or self.parallel_stages < 1:
+            raise ValueError(f"threads, eval_workers and parallel_stages must be >= 1. Received: "
+                             f"{self.threads}, {self.eval_workers}, {self.parallel_stages}")
         if self.budget_points < 0:
             raise ValueError(f"budget_points must be >= 0. Received: {self.budget_points}")
 
@@ -199,7 +207,7 @@ def plan(job: JobConfig) -> List[Stage]:
             "train", argv, inputs=[p for p in (data, job.train_config) if p],
             outputs=[os.path.join(job.run_dir, "export")],
             config={"train": tcfg.to_dict() if hasattr(tcfg, "to_dict") else repr(tcfg)},
-            code=["train"], description=f"train {tcfg.name} into {job.run_dir}"))
+            code=["train"], exclusive=True, description=f"train {tcfg.name} into {job.run_dir}"))
         float_name = tcfg.name
         float_after = ["train"]
     else:
@@ -268,15 +276,16 @@ def plan(job: JobConfig) -> List[Stage]:
         ["--data-path", job.data_path] if job.data_path else [])
     stages.append(Stage(
         "evaluate", [PY, "-m", "edge_eval", "accuracy", art, "--out", rep,
-                     "--threads", str(job.threads)] + eval_common,
+                     "--threads", str(max(1, job.threads // job.eval_workers)),
+                     "--workers", str(job.eval_workers)] + eval_common,
         inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
-        code=["edge_eval", "convert"], after=conv,
+        code=["edge_eval", "convert"], after=conv, exclusive=True,
         description="top-1/top-5 and drift of every artifact on the test split"))
     stages.append(Stage(
         "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--threads",
                       str(job.threads), "--runs", str(job.bench_runs)],
         inputs=[art], outputs=[os.path.join(rep, "latency.jsonl")],
-        code=["edge_eval", "convert"], after=conv,
+        code=["edge_eval", "convert"], after=conv, exclusive=True,
         description="host latency (LiteRT + XNNPACK)"))
     stages.append(Stage(
         "choose", [PY, "-m", "pipeline.choose", art, "--results", rep, "--budget",
@@ -289,6 +298,7 @@ def plan(job: JobConfig) -> List[Stage]:
         inputs=[art, os.path.join(rep, "accuracy.jsonl"), os.path.join(rep, "latency.jsonl")],
         outputs=[os.path.join(rep, "choice.json")],
         code=["pipeline", "edge_eval", "convert", "quantize"], after=["evaluate", "benchmark"],
+        exclusive=True,
         description=f"the {job.goal} artifact within {job.budget_points} points of float"))
     stages.append(Stage(
         "report", [PY, "-m", "edge_eval", "report", rep, "--title",

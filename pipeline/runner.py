@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -45,6 +46,8 @@ class Stage:
     # are usable (the manifest lists the failures), later stages go on, the stage is recorded
     # as partial and is not skipped next time (it may pass then)
     partial_codes: Sequence[int] = ()
+    # runs with no other stage beside it (it uses every core, or it times something)
+    exclusive: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,71 +150,134 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _start(s: Stage, cwd: str, env, stream, prefix: bool):
+    """Starts a stage's command; with ``prefix`` its output is piped and each line is written
+    with the stage's name in front (stages running side by side stay readable)."""
+    if not prefix:
+        return subprocess.Popen(s.argv, cwd=cwd, env=env, stdout=stream, stderr=stream), None
+    proc = subprocess.Popen(s.argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+    out = stream if stream is not None else sys.stdout
+
+    def pump():
+        for line in proc.stdout:
+            out.write(f"[{s.name}] {line}")
+            out.flush()
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    return proc, t
+
+
 def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: Sequence[str] = (),
                env: Optional[dict] = None, log: Callable[..., None] = print,
-               stream=None) -> List[dict]:
-    """Run (or skip) every stage in order; returns one summary row per stage, and keeps the
-    state file current after each stage so a killed job loses nothing that finished."""
+               stream=None, parallel: int = 1) -> List[dict]:
+    """Run (or skip) every stage; returns one summary row per stage (in stage order), and keeps
+    the state file current after each stage so a killed job loses nothing that finished.
+
+    Stages start in order. With ``parallel`` > 1 a stage may start while earlier ones still run,
+    once the stages it runs ``after`` have finished, unless it or a running stage is
+    ``exclusive`` (it needs every core, or times something)."""
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate stage names: {names}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1. Received: {parallel}")
     for s in stages:
         unknown = [a for a in s.after if a not in names[:names.index(s.name)]]
         if unknown:
             raise ValueError(f"stage {s.name} runs after {unknown}, which are not earlier stages")
+    by_name = {s.name: s for s in stages}
     state = load_state(state_path)
-    rows: List[dict] = []
+    rows: Dict[str, dict] = {}
     status: Dict[str, str] = {}
+    running: Dict[str, tuple] = {}  # name -> (proc, pump thread, t0, key, why, head)
     total = len(stages)
     t_job = time.perf_counter()
-    for i, s in enumerate(stages, 1):
-        head = f"[{i}/{total}] {s.name}"
-        bad = [a for a in s.after if status.get(a) not in ("ok", "skipped", "partial")]
-        if bad:
-            status[s.name] = "blocked"
-            msg = f"needs {', '.join(bad)}, which did not finish"
-            rows.append({"stage": s.name, "status": "blocked", "wall_s": 0.0, "reason": msg})
-            log(f"{head}: blocked ({msg})", flush=True)
-            continue
-        key = stage_key(s, cwd)
-        why = "forced" if (s.name in force or "all" in force) else \
-            up_to_date(s, key, state["stages"].get(s.name), cwd)
-        if why is None:
-            status[s.name] = "skipped"
-            last = state["stages"][s.name]
-            rows.append({"stage": s.name, "status": "skipped", "wall_s": 0.0,
-                         "reason": "up to date", "last_wall_s": last.get("wall_s")})
-            log(f"{head}: up to date, skipped (took {last.get('wall_s', 0):.0f} s when it ran "
-                f"{last.get('finished', '?')})", flush=True)
-            continue
-        log(f"\n{head}: running ({why}){' - ' + s.description if s.description else ''}\n"
-            f"    $ {' '.join(s.argv)}", flush=True)
-        t0 = time.perf_counter()
-        try:
-            rc = subprocess.call(s.argv, cwd=cwd, env=env, stdout=stream, stderr=stream)
-        except OSError as e:
-            rc, err = 127, str(e)
-        else:
-            err = None
+    pending = list(enumerate(stages, 1))
+    decided: Dict[str, tuple] = {}  # name -> (key, why it runs or None)
+    started: Dict[str, str] = {}
+
+    def finish(name: str, rc: int, err: Optional[str]) -> None:
+        proc, pump, t0, key, why, head = running.pop(name)
+        if pump is not None:
+            pump.join()
+        s = by_name[name]
         wall = time.perf_counter() - t0
         missing = [p for p in s.outputs if not os.path.exists(os.path.join(cwd, p))]
         if rc in s.ok_codes and not missing:
             st = "ok"
-        elif rc in s.partial_codes and not missing:
+        elif rc in s.partial_codes:  # some outputs failed their checks (and are not there)
             st = "partial"
         else:
             st = "failed"
             err = err or (f"exit code {rc}" if rc not in s.ok_codes else
                           f"finished without writing {', '.join(missing)}")
-        status[s.name] = st
-        rec = {"status": st, "key": key, "wall_s": round(wall, 1), "finished": _now(),
-               "exit_code": rc, "error": err,
-               "outputs": {p: fingerprint(os.path.join(cwd, p)) for p in s.outputs}}
-        state["stages"][s.name] = rec
+        status[name] = st
+        state["stages"][name] = {
+            "status": st, "key": key, "wall_s": round(wall, 1), "started": started[name],
+            "finished": _now(),
+            "exit_code": rc, "error": err,
+            "outputs": {p: fingerprint(os.path.join(cwd, p)) for p in s.outputs}}
         save_state(state_path, state)
-        rows.append({"stage": s.name, "status": st, "wall_s": round(wall, 1),
-                     "reason": why, "error": err})
+        rows[name] = {"stage": name, "status": st, "wall_s": round(wall, 1), "reason": why,
+                      "error": err}
         log(f"{head}: {st} in {wall:.0f} s" + (f" ({err})" if err else ""), flush=True)
-    log(f"\njob: {sum(r['wall_s'] for r in rows):.0f} s in stages, "
+
+    while pending or running:
+        if pending and all(a in status for a in pending[0][1].after):
+            i, s = pending[0]
+            head = f"[{i}/{total}] {s.name}"
+            bad = [a for a in s.after if status.get(a) not in ("ok", "skipped", "partial")]
+            if bad:
+                pending.pop(0)
+                status[s.name] = "blocked"
+                msg = f"needs {', '.join(bad)}, which did not finish"
+                rows[s.name] = {"stage": s.name, "status": "blocked", "wall_s": 0.0,
+                                "reason": msg}
+                log(f"{head}: blocked ({msg})", flush=True)
+                continue
+            if s.name not in decided:  # hashed once: its inputs are final (its deps are done)
+                key = stage_key(s, cwd)
+                decided[s.name] = key, "forced" if (s.name in force or "all" in force) else \
+                    up_to_date(s, key, state["stages"].get(s.name), cwd)
+            key, why = decided[s.name]
+            if why is None:
+                pending.pop(0)
+                status[s.name] = "skipped"
+                last = state["stages"][s.name]
+                rows[s.name] = {"stage": s.name, "status": "skipped", "wall_s": 0.0,
+                                "reason": "up to date", "last_wall_s": last.get("wall_s")}
+                log(f"{head}: up to date, skipped (took {last.get('wall_s', 0):.0f} s when it "
+                    f"ran {last.get('finished', '?')})", flush=True)
+                continue
+            if not running or (len(running) < parallel and not s.exclusive and
+                               not any(by_name[n].exclusive for n in running)):
+                pending.pop(0)
+                beside = f" (beside {', '.join(running)})" if running else ""
+                log(f"\n{head}: running ({why}){beside}"
+                    f"{' - ' + s.description if s.description else ''}\n"
+                    f"    $ {' '.join(s.argv)}", flush=True)
+                t0 = time.perf_counter()
+                started[s.name] = _now()
+                try:
+                    proc, pump = _start(s, cwd, env, stream, prefix=parallel > 1)
+                except OSError as e:
+                    running[s.name] = (None, None, t0, key, why, head)
+                    finish(s.name, 127, str(e))
+                    continue
+                running[s.name] = (proc, pump, t0, key, why, head)
+                continue
+        if not running:  # cannot happen: a stage's deps are earlier stages, started in order
+            raise RuntimeError(f"stage {pending[0][1].name} waits on stages that never ran")
+        # wait for a running stage to finish
+        while True:
+            done = [n for n, r in running.items() if r[0].poll() is not None]
+            if done:
+                for n in done:
+                    finish(n, running[n][0].returncode, None)
+                break
+            time.sleep(0.1)
+    out = [rows[s.name] for s in stages]
+    log(f"\njob: {sum(r['wall_s'] for r in out):.0f} s in stages, "
         f"{time.perf_counter() - t_job:.0f} s in all", flush=True)
-    return rows
+    return out

@@ -130,6 +130,71 @@ def test_quantize_dequantize_round_trip():
                                atol=1e-6)
 
 
+_X = np.random.RandomState(3).randn(2, 4, 5, 6).astype(np.float32)
+_C = np.random.RandomState(4).rand(4).astype(np.float32) + 0.5
+
+# layout-sensitive ops: (op, args besides the activation, the activation's argument name)
+LAYOUT_TABLE = [
+    ("transpose", {"perm": np.array([0, 2, 1, 3])}, "x"),
+    ("transpose", {"perm": np.array([0, 2, 3, 1])}, "x"),
+    ("reduce_mean", {"axes": np.array([2, 3]), "keep_dims": False}, "x"),
+    ("reduce_mean", {"axes": np.array([-1]), "keep_dims": False}, "x"),
+    ("reduce_max", {"axes": np.array([1]), "keep_dims": True}, "x"),
+    ("reduce_sum", {"axes": np.array([1, 3]), "keep_dims": False}, "x"),
+    ("softmax", {"axis": 1}, "x"),
+    ("pad", {"pad": np.array([1, 0, 2, 3]), "mode": "constant", "constant_val": 0.5}, "x"),
+    ("batch_norm", {"mean": _C, "variance": _C, "gamma": _C, "beta": -_C, "epsilon": 1e-3}, "x"),
+    ("add", {"y": _C.reshape(1, 4, 1, 1)}, "x"),
+    ("mul", {"y": np.float32(0.5)}, "x"),
+    ("reshape", {"shape": np.array([1, 4, 30])}, "x"),
+    ("squeeze", {"axes": None}, "x"),
+    ("relu", {}, "x"),
+    ("avg_pool", {"kernel_sizes": np.array([3, 3]), "strides": np.array([2, 2]),
+                  "pad_type": "same", "exclude_padding_from_average": False}, "x"),
+    ("avg_pool", {"kernel_sizes": np.array([3, 3]), "strides": np.array([1, 1]),
+                  "pad_type": "custom", "pad": np.array([1, 1, 1, 1]),
+                  "exclude_padding_from_average": True}, "x"),
+    ("max_pool", {"kernel_sizes": np.array([2, 2]), "strides": np.array([2, 2]),
+                  "pad_type": "valid"}, "x"),
+    ("quantize", {"scale": _C / 50, "zero_point": np.array([1, -2, 0, 3], np.int8),
+                  "output_dtype": "int8", "axis": 1}, "input"),
+    ("quantize", {"scale": np.float32(0.02), "zero_point": np.uint8(128),
+                  "output_dtype": "uint8", "axis": None}, "input"),
+]
+
+
+@pytest.mark.parametrize("op, args, key", LAYOUT_TABLE,
+                         ids=[f"{t[0]}-{i}" for i, t in enumerate(LAYOUT_TABLE)])
+def test_compiled_ops_match_the_interpreter_in_either_layout(op, args, key):
+    """The compiled path keeps rank-4 activations NHWC; each op must give the interpreter's
+    (NCHW) answer from an NHWC input and from an NCHW one."""
+    import tensorflow as tf
+
+    x = _X[:1] if op == "reshape" else _X
+    want = mil_eval._OPS[op]({key: x, **args})
+    ops = mil_eval._tf_ops(tf, {})
+    for v in (mil_eval._V(tf.constant(x.transpose(0, 2, 3, 1)), True),
+              mil_eval._V(tf.constant(x), False)):
+        got = mil_eval._logical(tf, ops[op]({key: v, **args})).numpy()
+        assert got.dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@needs_fmnist
+def test_compiled_program_computes_what_the_interpreter_computes(coreml_converted):
+    out, manifest = coreml_converted
+    x = np.random.RandomState(0).uniform(0, 255, (24, 3, 75, 75)).astype(np.float32)
+    for a in manifest["artifacts"]:
+        ev = mil_eval.Evaluator(os.path.join(out, a["file"]))
+        ref = ev.predict(x, batch_size=8, compiled=False)
+        got = ev.predict(x, batch_size=16)
+        # the same ops in the same order; fp16 programs may differ by one fp16 rounding step
+        # where TensorFlow's fused kernels differ from the eager ones by one float32 ulp
+        tol = 1e-3 if "fp16" in a["recipe"] else 1e-6
+        assert np.abs(got - ref).max() <= tol, a["recipe"]
+        assert (got.argmax(1) == ref.argmax(1)).all(), a["recipe"]
+
+
 def test_unknown_op_is_named():
     class Op:
         op_type = "einsum"

@@ -103,6 +103,52 @@ def test_partial_stage_goes_on_but_reruns(tmp_path):
     t = _stage("eval", "out.txt", "eval.txt", after=["convert"])
     assert _run(tmp_path, [s, t])[0] == dict(convert="partial", eval="ok")
     assert _run(tmp_path, [s, t])[0] == dict(convert="partial", eval="skipped")
+    # an artifact that failed its check is not written: the stage is still partial, and what
+    # needs the stage goes on with what it wrote (the manifest lists the failure)
+    s.outputs = ["out.txt", "failed_artifact.tflite"]
+    status, _ = _run(tmp_path, [s, t])
+    assert status["convert"] == "partial" and status["eval"] in ("ok", "skipped")
+
+
+SPAN = ("import sys, time; t0 = time.time(); print('working'); time.sleep(float(sys.argv[2]));"
+        " open(sys.argv[1], 'w').write(f'{t0} {time.time()}'); sys.exit(int(sys.argv[3]))")
+
+
+def _span(name, seconds, after=(), exclusive=False, rc=0):
+    return Stage(name, [sys.executable, "-c", SPAN, f"{name}.span", str(seconds), str(rc)],
+                 outputs=[f"{name}.span"], after=list(after), exclusive=exclusive)
+
+
+def _overlap(tmp_path, x, y):
+    (a0, a1), (b0, b1) = [map(float, (tmp_path / f"{n}.span").read_text().split()) for n in (x, y)]
+    return min(a1, b1) - max(a0, b0) > 0
+
+
+@pytest.mark.parametrize("parallel, exclusive, overlaps", [
+    (2, False, True),   # b does not need a: it runs beside it
+    (1, False, False),  # one at a time
+    (2, True, False),   # b must run alone
+])
+def test_independent_stages_run_side_by_side(tmp_path, parallel, exclusive, overlaps, capsys):
+    stages = [_span("a", 1.0), _span("b", 0.5, exclusive=exclusive), _span("c", 0.1, after=["a"])]
+    status, logs = _run(tmp_path, stages, parallel=parallel)
+    assert status == dict(a="ok", b="ok", c="ok")
+    assert _overlap(tmp_path, "a", "b") == overlaps
+    assert not _overlap(tmp_path, "a", "c")  # c needs a's output
+    if parallel > 1:  # side by side, every line says which stage wrote it
+        out = capsys.readouterr().out
+        assert "[a] working" in out and "[b] working" in out
+    rows = load_state(str(tmp_path / "state.json"))["stages"]
+    assert rows["a"]["wall_s"] >= 1.0 and rows["b"]["wall_s"] >= 0.5
+
+
+def test_failure_beside_a_running_stage_blocks_only_its_dependents(tmp_path):
+    stages = [_span("a", 0.8), _span("b", 0.1, rc=5), _span("c", 0.1, after=["b"]),
+              _span("d", 0.1, after=["a"])]
+    status, logs = _run(tmp_path, stages, parallel=2)
+    assert status == dict(a="ok", b="failed", c="blocked", d="ok")
+    assert _overlap(tmp_path, "a", "b")
+    assert load_state(str(tmp_path / "state.json"))["stages"]["b"]["exit_code"] == 5
 
 
 def test_bad_stage_graph_is_refused(tmp_path):

@@ -172,10 +172,14 @@ def commit_dir(tmp: str, final: str) -> None:
 
 
 def save_serving(model, path: str) -> None:
-    """A SavedModel with exactly one signature, ``serving_default``: image -> predictions."""
+    """A SavedModel with exactly one signature, ``serving_default``: image -> predictions.
+
+    The module tracks the model's variables, not the model: a tracked Keras model brings every
+    layer's traced functions along (10,000 function defs for the QAT demo), and each load by the
+    TFLite converter then took 6 s (float) to 23 s (QAT) instead of 1-2 s."""
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="image")
     module = tf.Module()
-    module.model = model
+    module.variables_ = list(model.variables)
     module.serve = tf.function(lambda image: {"predictions": model(image, training=False)},
                                input_signature=[spec])
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
