@@ -1,4 +1,5 @@
-"""Provenance helpers shared by convert/ and edge_eval/: file hashes and the git state.
+"""Provenance helpers shared by convert/, edge_eval/ and pipeline/: file hashes, the git state and
+the name artifacts of a source model carry.
 
 Standard library only (edge_eval's run side imports it on boards without TensorFlow).
 """
@@ -31,6 +32,17 @@ def git_state() -> dict:
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {"commit": commit, "dirty": dirty if commit else None}
+
+
+def source_name(config_name, model_path: str, qat: bool = False) -> str:
+    """The stem of every artifact made from a model: its run config's name (``_qat`` added for a
+    quantization-aware model), else the model file's name, else the run folder's for
+    ``RUN/export``. convert/ names artifacts with it; the main job predicts their paths with it."""
+    if config_name:
+        return config_name + ("_qat" if qat and not config_name.endswith("_qat") else "")
+    base = os.path.basename(os.path.normpath(model_path))
+    return os.path.splitext(base)[0] if base != "export" else \
+        os.path.basename(os.path.dirname(os.path.normpath(model_path)))
 
 
 def sha256_tree(path: str) -> str:

@@ -16,7 +16,8 @@ import numpy as np
 from train import keras_env  # noqa: F401
 from train.preprocessing import FILENAME as PREPROCESSING_FILE
 from train.preprocessing import PreprocessingSpec
-from convert.provenance import git_state, sha256_file, sha256_tree  # noqa: F401 (re-exported)
+from convert.provenance import (git_state, sha256_file, sha256_tree,  # noqa: F401 (re-exported)
+                                source_name)
 from quantize.recipes import Recipe
 
 MANIFEST = "manifest.json"
@@ -44,12 +45,7 @@ class Source:
 
     @property
     def name(self) -> str:
-        if self.config and self.config.get("name"):
-            return self.config["name"] + ("_qat" if self.is_qat and not
-                                          self.config["name"].endswith("_qat") else "")
-        base = os.path.basename(os.path.normpath(self.path))
-        return os.path.splitext(base)[0] if base != "export" else os.path.basename(
-            os.path.dirname(os.path.normpath(self.path)))
+        return source_name((self.config or {}).get("name"), self.path, self.is_qat)
 
     @property
     def input_shape(self):

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Dict, List, Optional
 
+from convert.provenance import source_name
 from pipeline.runner import Stage
 
 PY = sys.executable or "python3"
@@ -170,15 +171,6 @@ def _data_dir(train_cfg) -> Optional[str]:
         except Exception:
             return d.path
     return d.path
-
-
-def source_name(config_name: Optional[str], model_path: str, qat: bool = False) -> str:
-    """The name convert/ gives artifacts of a source (mirrors ``convert.tflite.Source.name``)."""
-    if config_name:
-        return config_name + ("_qat" if qat and not config_name.endswith("_qat") else "")
-    base = os.path.basename(os.path.normpath(model_path))
-    return os.path.splitext(base)[0] if base != "export" else \
-        os.path.basename(os.path.dirname(os.path.normpath(model_path)))
 
 
 def _user_model_name(path: str) -> Optional[str]:

@@ -194,7 +194,6 @@ def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: 
     total = len(stages)
     t_job = time.perf_counter()
     pending = list(enumerate(stages, 1))
-    decided: Dict[str, tuple] = {}  # name -> (key, why it runs or None)
     started: Dict[str, str] = {}
 
     def finish(name: str, rc: int, err: Optional[str]) -> None:
@@ -236,23 +235,22 @@ def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: 
                                 "reason": msg}
                 log(f"{head}: blocked ({msg})", flush=True)
                 continue
-            if s.name not in decided:  # hashed once: its inputs are final (its deps are done)
+            if running and (len(running) >= parallel or s.exclusive or
+                            any(by_name[n].exclusive for n in running)):
+                pass  # wait; hashed only once it can start: a running stage may write its inputs
+            else:
+                pending.pop(0)
                 key = stage_key(s, cwd)
-                decided[s.name] = key, "forced" if (s.name in force or "all" in force) else \
+                why = "forced" if (s.name in force or "all" in force) else \
                     up_to_date(s, key, state["stages"].get(s.name), cwd)
-            key, why = decided[s.name]
-            if why is None:
-                pending.pop(0)
-                status[s.name] = "skipped"
-                last = state["stages"][s.name]
-                rows[s.name] = {"stage": s.name, "status": "skipped", "wall_s": 0.0,
-                                "reason": "up to date", "last_wall_s": last.get("wall_s")}
-                log(f"{head}: up to date, skipped (took {last.get('wall_s', 0):.0f} s when it "
-                    f"ran {last.get('finished', '?')})", flush=True)
-                continue
-            if not running or (len(running) < parallel and not s.exclusive and
-                               not any(by_name[n].exclusive for n in running)):
-                pending.pop(0)
+                if why is None:
+                    status[s.name] = "skipped"
+                    last = state["stages"][s.name]
+                    rows[s.name] = {"stage": s.name, "status": "skipped", "wall_s": 0.0,
+                                    "reason": "up to date", "last_wall_s": last.get("wall_s")}
+                    log(f"{head}: up to date, skipped (took {last.get('wall_s', 0):.0f} s when "
+                        f"it ran {last.get('finished', '?')})", flush=True)
+                    continue
                 beside = f" (beside {', '.join(running)})" if running else ""
                 log(f"\n{head}: running ({why}){beside}"
                     f"{' - ' + s.description if s.description else ''}\n"

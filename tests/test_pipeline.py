@@ -142,6 +142,27 @@ def test_independent_stages_run_side_by_side(tmp_path, parallel, exclusive, over
     assert rows["a"]["wall_s"] >= 1.0 and rows["b"]["wall_s"] >= 0.5
 
 
+def test_a_stage_is_keyed_when_it_starts_not_while_it_waits(tmp_path):
+    """c needs only a, but reads what the exclusive stage b writes: c waits for b to finish,
+    and must be keyed on b's output as c then finds it, or the next run would not skip c."""
+    code = ("import sys, time; time.sleep(float(sys.argv[3])); "
+            "open(sys.argv[1], 'w').write(open(sys.argv[2]).read() + '+')")
+    (tmp_path / "data.txt").write_text("d")
+
+    def stages():
+        return [Stage("a", [sys.executable, "-c", code, "a.txt", "data.txt", "0.3"],
+                      inputs=["data.txt"], outputs=["a.txt"]),
+                Stage("b", [sys.executable, "-c", code, "b.txt", "a.txt", "0.5"],
+                      inputs=["a.txt"], outputs=["b.txt"], after=["a"], exclusive=True),
+                Stage("c", [sys.executable, "-c", code, "c.txt", "b.txt", "0"],
+                      inputs=["a.txt", "b.txt"], outputs=["c.txt"], after=["a"])]
+    (tmp_path / "b.txt").write_text("stale")  # what c would have hashed while b ran
+    assert _run(tmp_path, stages(), parallel=2)[0] == dict(a="ok", b="ok", c="ok")
+    assert (tmp_path / "c.txt").read_text() == "d+++"
+    assert _run(tmp_path, stages(), parallel=2)[0] == dict(a="skipped", b="skipped",
+                                                           c="skipped")
+
+
 def test_failure_beside_a_running_stage_blocks_only_its_dependents(tmp_path):
     stages = [_span("a", 0.8), _span("b", 0.1, rc=5), _span("c", 0.1, after=["b"]),
               _span("d", 0.1, after=["a"])]
@@ -155,6 +176,25 @@ def test_bad_stage_graph_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not earlier stages"):
         run_stages([_stage("a", "x", "y", after=["b"]), _stage("b", "x", "z")],
                    str(tmp_path / "s.json"), cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("config_name, path, qat, want", [
+    ("inception_v3_fashion_mnist_demo", "runs/demo/export", False, "inception_v3_fashion_mnist_demo"),
+    ("inception_v3_fashion_mnist_demo", "runs/demo_qat/export", True,
+     "inception_v3_fashion_mnist_demo_qat"),
+    ("tiny_test_qat", "runs/tiny_qat/export", True, "tiny_test_qat"),  # not _qat_qat
+    (None, "runs/demo/export/", False, "demo"),  # an export folder: its run's name
+    (None, "models/my_model.keras", False, "my_model"),
+    (None, "/data/saved_models/flowers", False, "flowers"),
+])
+def test_artifact_names_the_job_predicts_are_the_ones_convert_writes(config_name, path, qat, want):
+    from convert.provenance import source_name
+    from convert.tflite import Source
+
+    assert source_name(config_name, path, qat) == want
+    src = Source(path, "keras", path, None, [], {"name": config_name} if config_name else None,
+                 "0", is_qat=qat)
+    assert src.name == want
 
 
 def test_fingerprint_is_content_based(tmp_path):
