@@ -193,6 +193,7 @@ def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: 
     running: Dict[str, tuple] = {}  # name -> (proc, pump thread, t0, key, why, head)
     total = len(stages)
     t_job = time.perf_counter()
+    started_job = _now()
     pending = list(enumerate(stages, 1))
     started: Dict[str, str] = {}
 
@@ -276,6 +277,14 @@ def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: 
                 break
             time.sleep(0.1)
     out = [rows[s.name] for s in stages]
-    log(f"\njob: {sum(r['wall_s'] for r in out):.0f} s in stages, "
-        f"{time.perf_counter() - t_job:.0f} s in all", flush=True)
+    wall = time.perf_counter() - t_job
+    job = {"started": started_job, "finished": _now(), "wall_s": round(wall, 1),
+           "parallel": parallel, "ran": [r["stage"] for r in out if r["status"] != "skipped"],
+           "statuses": {r["stage"]: r["status"] for r in out}}
+    state["last_job"] = job
+    if all(r["status"] not in ("skipped", "blocked") for r in out):
+        state["last_job_every_stage_ran"] = job  # the from-scratch figure
+    save_state(state_path, state)
+    log(f"\njob: {sum(r['wall_s'] for r in out):.0f} s in stages, {wall:.0f} s in all",
+        flush=True)
     return out

@@ -44,6 +44,10 @@ def test_second_run_skips_everything(tmp_path):
     assert status == dict(a="skipped", b="skipped", c="skipped", d="skipped")
     assert os.stat(tmp_path / "c.txt").st_mtime_ns == mtime
     assert any("up to date" in line for line in logs)
+    # the job's own record: the rerun ran nothing; the from-scratch run is kept beside it
+    st = load_state(str(tmp_path / "state.json"))
+    assert st["last_job"]["ran"] == [] and st["last_job"]["wall_s"] < 5
+    assert st["last_job_every_stage_ran"]["ran"] == ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize("change, expect", [
