@@ -104,6 +104,19 @@ def lut_to_dense_ios18(indices, lut, vector_axis=None) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # the interpreter
 # --------------------------------------------------------------------------------------------
+def _value(env: dict, v):
+    """An op argument: a computed value, a constant's value, or a list of either."""
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_value(env, t) for t in v]
+    if v.name in env:
+        return env[v.name]
+    if v.val is not None:
+        return v.val
+    raise MILError(f"{v.name} is used before it is computed")
+
+
 class Evaluator:
     """``Evaluator(path).predict(images_nchw_0_255)`` -> the classifier's probabilities."""
 
@@ -132,15 +145,7 @@ class Evaluator:
         fp16 = [False]
 
         def val(v):
-            if v is None:
-                return None
-            if isinstance(v, (list, tuple)):
-                return [val(t) for t in v]
-            if v.name in env:
-                return env[v.name]
-            if v.val is not None:
-                return v.val
-            raise MILError(f"{v.name} is used before it is computed")
+            return _value(env, v)
 
         out = {}
         for op in self.ops:
@@ -242,15 +247,26 @@ def _conv(a):
     return y
 
 
+def _pool_params(a):
+    """Kernel size, strides and padding of a pooling op (TensorFlow's form)."""
+    if a.get("ceil_mode"):
+        raise MILError("ceil_mode pooling is not supported")
+    return ([int(v) for v in np.asarray(a["kernel_sizes"]).ravel()],
+            [int(v) for v in np.asarray(a["strides"]).ravel()], _pads(a))
+
+
+def _same_pads(h: int, w: int, k, s):
+    """SAME padding as explicit NHWC widths (the extra pixel after, as TensorFlow pads)."""
+    ph = max((-(-h // s[0]) - 1) * s[0] + k[0] - h, 0)
+    pw = max((-(-w // s[1]) - 1) * s[1] + k[1] - w, 0)
+    return [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
+
+
 def _pool(kind):
     def f(a):
         tf = _tf()
         x = np.asarray(a["x"], np.float32).transpose(0, 2, 3, 1)
-        k = [int(v) for v in np.asarray(a["kernel_sizes"]).ravel()]
-        s = [int(v) for v in np.asarray(a["strides"]).ravel()]
-        if a.get("ceil_mode"):
-            raise MILError("ceil_mode pooling is not supported")
-        pads = _pads(a)
+        k, s, pads = _pool_params(a)
         if kind == "max":
             if isinstance(pads, list):
                 x = np.pad(x, pads, constant_values=-np.inf)
@@ -264,10 +280,7 @@ def _pool(kind):
                 y = tf.nn.avg_pool2d(x, k, s, "SAME").numpy()
             else:  # padding counted in the average: sum over the window / window size
                 if pads == "SAME":
-                    h, w = x.shape[1:3]
-                    ph = max((-(-h // s[0]) - 1) * s[0] + k[0] - h, 0)
-                    pw = max((-(-w // s[1]) - 1) * s[1] + k[1] - w, 0)
-                    pads = [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
+                    pads = _same_pads(x.shape[1], x.shape[2], k, s)
                 ones = np.pad(np.ones_like(x[:1, :, :, :1]), pads)
                 xp = np.pad(x, pads)
                 if exclude:
@@ -503,11 +516,7 @@ def _tf_ops(tf, holder: dict):
     def pool(kind):
         def f(a):
             x = _physical(tf, a["x"])
-            k = [int(v) for v in np.asarray(a["kernel_sizes"]).ravel()]
-            s = [int(v) for v in np.asarray(a["strides"]).ravel()]
-            if a.get("ceil_mode"):
-                raise MILError("ceil_mode pooling is not supported")
-            pads = _pads(a)
+            k, s, pads = _pool_params(a)
             if kind == "max":
                 if isinstance(pads, list):
                     x = tf.pad(x, pads, constant_values=-np.inf)
@@ -518,9 +527,7 @@ def _tf_ops(tf, holder: dict):
                 return _V(tf.nn.avg_pool2d(x, k, s, pads), True)
             h, w = int(x.shape[1]), int(x.shape[2])
             if pads == "SAME":
-                ph = max((-(-h // s[0]) - 1) * s[0] + k[0] - h, 0)
-                pw = max((-(-w // s[1]) - 1) * s[1] + k[1] - w, 0)
-                pads = [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
+                pads = _same_pads(h, w, k, s)
             y = tf.nn.avg_pool2d(tf.pad(x, pads), k, s, "VALID")
             if exclude:  # the share of real pixels in each window: a constant, in numpy
                 ones = np.pad(np.ones((h, w), np.float32), [pads[1], pads[2]])
@@ -705,15 +712,7 @@ def compile_program(ev: "Evaluator"):
         out = None
 
         def val(v):
-            if v is None:
-                return None
-            if isinstance(v, (list, tuple)):
-                return [val(t) for t in v]
-            if v.name in env:
-                return env[v.name]
-            if v.val is not None:
-                return v.val
-            raise MILError(f"{v.name} is used before it is computed")
+            return _value(env, v)
 
         for op in ev.ops:
             name = op.outputs[0].name
