@@ -254,6 +254,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     t_all = time.perf_counter()
+    futures: List[Optional[concurrent.futures.Future]] = []
     try:
         from train.data import DataError
 
@@ -294,12 +295,12 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                 jobs[i] = (fields, dict(job, inputs=x_path,
                                         output=os.path.join(work, f"p{i}.npy")), preset)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        futures: List[Optional[concurrent.futures.Future]] = [None] * len(jobs)
+        futures = [None] * len(jobs)
         # the slowest first, so that with several workers none is left running alone at the end
         for i in sorted(range(len(jobs)), key=lambda i: _expected_cost(jobs[i][1], manifest)):
             if jobs[i][1] is not None and not jobs[i][2]:
                 futures[i] = pool.submit(run_worker, jobs[i][1], timeout, work)
-        pool.shutdown(wait=False)
+        pool.shutdown(wait=False)  # the submitted jobs still run
         for (fields, job, preset), fut in zip(jobs, futures):
             rec = records.new_record("accuracy", **fields, threads=threads, batch_size=None,
                                      delegate="xnnpack" if fields["target"] == "tflite" else "none",
@@ -350,6 +351,9 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
         return out
     finally:
+        for f in futures:  # an error part-way: jobs not yet started do not start
+            if f is not None:
+                f.cancel()
         shutil.rmtree(work, ignore_errors=True)
 
 

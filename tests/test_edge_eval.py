@@ -211,6 +211,26 @@ def test_harness_numbers_equal_a_direct_computation(evaluated, tiny_export):
 
 
 @needs_fmnist
+def test_two_workers_give_the_same_rows_in_manifest_order(evaluated, tmp_path):
+    """Two artifacts at a time (slowest first): the same rows, in the same order, as one at a
+    time; the failed artifacts are still failed rows."""
+    from edge_eval import harness
+
+    art, out, rows = evaluated
+    got = harness.evaluate(art, str(tmp_path), images=300, bootstrap_rounds=200, timeout=300,
+                           threads=1, workers=2, log=lambda *a, **k: None)
+    once = [json.loads(line) for line in open(os.path.join(out, "accuracy.jsonl"))]
+    assert [r["artifact"] for r in got] == [r["artifact"] for r in once]
+    assert [r["status"] for r in got] == [r["status"] for r in once]
+    for a, b in zip(got, once):
+        assert a["workers"] == 2 and a["threads"] == 1
+        if a["status"] == "ok":  # 1 vs 2 threads may flip an argmax at a float tie, no more
+            assert a["accuracy"]["top1"] == pytest.approx(b["accuracy"]["top1"], abs=1 / 300)
+    with pytest.raises(harness.EvalError, match="workers"):
+        harness.evaluate(art, str(tmp_path), workers=0)
+
+
+@needs_fmnist
 def test_corrupt_and_tampered_artifacts_are_failed_rows(evaluated):
     _, out, rows = evaluated
     assert rows["fp16"]["status"] == "failed" and rows["fp16"]["error"]
