@@ -101,8 +101,9 @@ def compatibility_report(tflite_path: str) -> dict:
         "operators": [{"op": k, **v, "limitation": SUPPORTED.get(k)} for k, v in counts.items()],
         "split": split,
         "unsupported": sorted({r["op"] for r in rows if r["reason"] and r["op"] not in SUPPORTED}),
-        "warnings": ["the batch dimension is dynamic (-1) in the shape signature: the runtime "
-                     "resizes it to 1; pin it if a compiler version refuses it"]
+        "warnings": ["the batch dimension is dynamic (-1) in the shape signature: "
+                     "edgetpu_compiler 16 refuses dynamic-sized tensors (google-coral/edgetpu#829);"
+                     " convert with a fixed batch (python -m convert pins 1)"]
         if dyn_batch else [],
         "parameter_bytes": int(wbytes),
         "on_chip_bytes": ON_CHIP_BYTES,

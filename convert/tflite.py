@@ -169,19 +169,37 @@ _IO_TYPES = {"float32": None, "int8": "int8", "uint8": "uint8", "int16": "int16"
 
 
 def conversion_dir(src: Source) -> str:
-    """A lean SavedModel (one signature) to convert from: the export's own ``saved_model/``, the
-    SavedModel given, or one written once from the Keras model (the Keras converter would save
-    and reload a full SavedModel for every recipe)."""
-    if src.kind == "saved_model":
-        return src.model_file
-    beside = os.path.join(os.path.dirname(src.model_file), "saved_model")
-    if os.path.isfile(os.path.join(beside, "saved_model.pb")):
-        return beside
+    """The SavedModel every recipe converts from, written once per source: one signature, the
+    model's variables, and the batch pinned to 1.
+
+    A batch of -1 in the .tflite's shape signature makes ``edgetpu_compiler`` refuse the model
+    ("a delegate that only supports static-sized tensors with a graph that has dynamic-sized
+    tensors", google-coral/edgetpu#829), and phones run batch 1; LiteRT still resizes the input
+    for batched evaluation. (The export's own ``saved_model/`` keeps its dynamic batch for
+    serving.)"""
     if getattr(src, "_lean_dir", None) is None:
+        import atexit
+        import shutil
+
+        import tensorflow as tf
+
         from train.trainer import save_serving
 
-        src._lean_dir = tempfile.mkdtemp(prefix="convert-sm-")
-        save_serving(src.keras_model, src._lean_dir)
+        path = tempfile.mkdtemp(prefix="convert-sm-")
+        atexit.register(shutil.rmtree, path, True)
+        if src.keras_model is not None:
+            save_serving(src.keras_model, path, batch=1)
+        else:  # a user's SavedModel: its serving signature, called at batch 1
+            fn = src.saved_model.signatures["serving_default"]
+            name = next(iter(fn.structured_input_signature[1]))
+            spec = tf.TensorSpec([1, *src.input_shape], tf.float32, name="image")
+            module = tf.Module()
+            module.source = src.saved_model
+            module.serve = tf.function(
+                lambda image: {"predictions": list(fn(**{name: image}).values())[0]},
+                input_signature=[spec])
+            tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+        src._lean_dir = path
     return src._lean_dir
 
 

@@ -4,6 +4,8 @@ import os
 import stat
 import sys
 
+import numpy as np
+
 import pytest
 
 from conftest import needs_fmnist, run_module
@@ -90,6 +92,14 @@ def test_report_on_full_integer_and_float_models(converted):
     counts = {o["op"]: o["edgetpu"] for o in r["operators"]}
     assert counts["CONV_2D"] == 94 and counts["CONCATENATION"] == 15  # mixed9/10 nest two
     assert r["fits_on_chip"] and r["parameter_bytes"] < edgetpu.ON_CHIP_BYTES
+    # a static batch: edgetpu_compiler refuses a -1 in the shape signature
+    assert r["warnings"] == []
+    from convert.litert import TFLiteModel
+
+    for a in manifest["artifacts"]:
+        m = TFLiteModel(os.path.join(art, a["file"]))
+        assert list(m.input["shape_signature"]) == [1, 75, 75, 3], a["recipe"]
+        assert m.predict(np.zeros((5, 75, 75, 3), np.float32), 5).shape == (5, 10)  # resizable
     f = edgetpu.compatibility_report(os.path.join(art, by["fp32"]["file"]))
     assert f["split"]["index"] == 0 and "float32" in f["split"]["reason"] and f["edgetpu_ops"] == 0
 

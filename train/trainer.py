@@ -171,13 +171,14 @@ def commit_dir(tmp: str, final: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_serving(model, path: str) -> None:
+def save_serving(model, path: str, batch: Optional[int] = None) -> None:
     """A SavedModel with exactly one signature, ``serving_default``: image -> predictions.
 
     The module tracks the model's variables, not the model: a tracked Keras model brings every
     layer's traced functions along (10,000 function defs for the QAT demo), and each load by the
-    TFLite converter then took 6 s (float) to 23 s (QAT) instead of 1-2 s."""
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="image")
+    TFLite converter then took 6 s (float) to 23 s (QAT) instead of 1-2 s. ``batch``: None for
+    any batch (serving), or a fixed one (convert/ pins 1)."""
+    spec = tf.TensorSpec([batch, *model.input_shape[1:]], tf.float32, name="image")
     module = tf.Module()
     module.variables_ = list(model.variables)
     module.serve = tf.function(lambda image: {"predictions": model(image, training=False)},
