@@ -240,10 +240,30 @@ def test_job_takes_user_config_without_code(tmp_path):
     (("goal=cheapest",), "goal must be smallest or fastest"),
     (("budget_points=-1",), "budget_points must be >= 0"),
     (("model=/nonexistent/model.keras",), "does not exist"),
+    (("eval_workers=0",), "must be >= 1"),
+    (("parallel_stages=0",), "must be >= 1"),
 ])
 def test_job_bad_input(sets, error):
     with pytest.raises(ValueError, match=error):
         job.plan(job.resolve("fashion_mnist_demo", None, sets))
+
+
+def test_the_demo_plan_overlaps_only_what_may_overlap():
+    """QAT may run beside the float model's conversions (different folders); the stages that
+    write the artifacts' manifest follow one another; training, evaluation, the benchmark and
+    the choice run alone; evaluation splits the threads between its workers."""
+    j = job.resolve("fashion_mnist_demo")
+    stages = {s.name: s for s in job.plan(j)}
+    assert {n for n, s in stages.items() if s.exclusive} == {"train", "evaluate", "benchmark",
+                                                             "choose"}
+    assert stages["qat"].after == ["train"] and stages["convert"].after == ["train"]
+    # every conversion writes artifacts/demo/manifest.json: each runs after the earlier ones
+    conv = [n for n in stages if n.startswith("convert")]
+    for i, n in enumerate(conv[1:], 1):
+        assert conv[i - 1] in stages[n].after, n
+    argv = stages["evaluate"].argv
+    assert argv[argv.index("--workers") + 1] == "2" and argv[argv.index("--threads") + 1] == "1"
+    assert j.parallel_stages == 2
 
 
 def test_job_with_a_trained_model_has_no_training_stage(tmp_path):
