@@ -127,13 +127,7 @@ def _concrete_function(src: Source):
 
     h, w = src.spec.input_size
     sig = tf.TensorSpec([1, h, w, src.spec.channels], tf.float32, name="image")
-    if src.keras_model is not None:
-        model = src.keras_model
-        return tf.function(lambda image: model(image, training=False)).get_concrete_function(sig)
-    fn = src.saved_model.signatures["serving_default"]
-    name = next(iter(fn.structured_input_signature[1]))
-    return tf.function(lambda image: list(fn(**{name: image}).values())[0]
-                       ).get_concrete_function(sig)
+    return tf.function(lambda image: src(image)).get_concrete_function(sig)
 
 
 def base_model(src: Source, precision: str, target: str):

@@ -51,17 +51,18 @@ class Source:
     def input_shape(self):
         return [*self.spec.input_size, self.spec.channels]
 
+    def __call__(self, image):
+        """The model's function, image batch -> predictions: the Keras model in inference mode,
+        or the SavedModel's serving signature (whatever its input is named)."""
+        if self.keras_model is not None:
+            return self.keras_model(image, training=False)
+        fn = self.saved_model.signatures["serving_default"]
+        name = next(iter(fn.structured_input_signature[1]))
+        return list(fn(**{name: image}).values())[0]
+
     def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        out = []
-        for i in range(0, len(x), batch_size):
-            if self.keras_model is not None:
-                y = self.keras_model(x[i:i + batch_size], training=False)
-            else:
-                fn = self.saved_model.signatures["serving_default"]
-                name = next(iter(fn.structured_input_signature[1]))
-                y = list(fn(**{name: x[i:i + batch_size]}).values())[0]
-            out.append(np.asarray(y, np.float32))
-        return np.concatenate(out, axis=0)
+        return np.concatenate([np.asarray(self(x[i:i + batch_size]), np.float32)
+                               for i in range(0, len(x), batch_size)], axis=0)
 
 
 def load_keras(path: str):
@@ -190,14 +191,11 @@ def conversion_dir(src: Source) -> str:
         if src.keras_model is not None:
             save_serving(src.keras_model, path, batch=1)
         else:  # a user's SavedModel: its serving signature, called at batch 1
-            fn = src.saved_model.signatures["serving_default"]
-            name = next(iter(fn.structured_input_signature[1]))
             spec = tf.TensorSpec([1, *src.input_shape], tf.float32, name="image")
             module = tf.Module()
             module.source = src.saved_model
-            module.serve = tf.function(
-                lambda image: {"predictions": list(fn(**{name: image}).values())[0]},
-                input_signature=[spec])
+            module.serve = tf.function(lambda image: {"predictions": src(image)},
+                                       input_signature=[spec])
             tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
         src._lean_dir = path
     return src._lean_dir
