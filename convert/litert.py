@@ -10,6 +10,15 @@ from typing import Optional
 import numpy as np
 
 
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """Float values -> an integer tensor of ``dtype`` with TFLite's affine quantization
+    (round half to even, then clip): what the harness feeds an integer-input model, and what
+    the Android core's ``Preprocessor.quantize`` reproduces (tests/golden_vectors.py)."""
+    info = np.iinfo(np.dtype(dtype))
+    return np.clip(np.round(x / np.float32(scale) + zero_point), info.min,
+                   info.max).astype(dtype)
+
+
 def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -75,8 +84,7 @@ class TFLiteModel:
         if dt.kind == "f":
             return x.astype(dt, copy=False)
         scale, zp = self.input_quantization
-        info = np.iinfo(dt)
-        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dt)
+        return quantize(x, scale, zp, dt)
 
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
         if self.output_dtype.kind == "f":

@@ -3,11 +3,11 @@
   accuracy ARTIFACTS   top-1/top-5 and drift of every artifact against the float model
   bench ARTIFACTS      host latency (LiteRT, XNNPACK on/off, threads, Edge TPU if present)
   android ARTIFACTS    latency (and on-device accuracy) over adb: benchmark_model or the app
-  report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI
+  report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI,
+                       --require-choice gates on the recipe choice (the main job's gate)
 
 Results go to RESULTS (default reports/<artifacts folder name>) as JSON-lines records, one schema
-for every device (edge_eval/schema/record.json). Exit 2 on a user error, 1 when the drift gate
-fails.
+for every device (edge_eval/schema/record.json). Exit 2 on a user error, 1 when a gate fails.
 """
 from __future__ import annotations
 
@@ -82,7 +82,11 @@ def main(argv=None) -> int:
     r = sub.add_parser("report", help="CSV + Markdown + plots from a results folder")
     r.add_argument("results")
     r.add_argument("--title", default="edge_eval report")
-    r.add_argument("--max-top1-drift", type=float)
+    r.add_argument("--max-top1-drift", type=float,
+                   help="exit 1 if any artifact's top-1 drops more than this many points")
+    r.add_argument("--require-choice", action="store_true",
+                   help="exit 1 unless the recipe choice (choice.json) picked an artifact "
+                        "whose own record meets its budget (the main job's gate)")
 
     args = p.parse_args(argv)
     from edge_eval import harness, report
@@ -109,7 +113,8 @@ def main(argv=None) -> int:
                         eval_images=args.eval_images, timeout=args.timeout, only=args.only)
             path, failures = report.write(out)
         else:
-            path, failures = report.write(args.results, args.title, args.max_top1_drift)
+            path, failures = report.write(args.results, args.title, args.max_top1_drift,
+                                          args.require_choice)
     except (harness.EvalError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

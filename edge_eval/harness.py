@@ -244,8 +244,10 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         raise EvalError(f"--workers and --threads must be >= 1. Received: {workers}, {threads}")
     if crops not in preprocess.CROP_SCHEMES:
         raise EvalError(f"--crops must be one of {preprocess.CROP_SCHEMES}. Received: {crops}")
+    # workers run from the repository root: every path they are handed is absolute
+    artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
-    ref_path = reference_path(manifest, reference)
+    ref_path = os.path.abspath(reference_path(manifest, reference))
     if not os.path.exists(ref_path):
         raise EvalError(f"float reference {ref_path} does not exist: pass --reference")
     spec = PreprocessingSpec.from_dict(manifest["preprocessing"]) if manifest.get(
@@ -368,6 +370,7 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
     (no TensorFlow in the process); written to ``out_dir/latency.jsonl``."""
     import platform
 
+    artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)

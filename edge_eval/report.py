@@ -71,6 +71,30 @@ def gate(rows: List[dict], max_top1_drift: Optional[float]) -> List[str]:
     return bad
 
 
+def choice_gate(rows: List[dict], choice: Optional[dict]) -> List[str]:
+    """The main job's gate: the recipe choice picked an artifact, and that artifact's own
+    accuracy record (the evaluation's or a selective step's) is within the choice's budget.
+    Empty: pass; else why not."""
+    if not choice:
+        return ["no recipe choice (choice.json) in the results: run pipeline.choose first"]
+    budget = choice["budget_points"]
+    chosen = choice.get("chosen")
+    if not chosen:
+        return [f"no artifact is within {budget} points of float top-1"
+                + (f" with argmax agreement >= {choice['min_agreement']}"
+                   if choice.get("min_agreement") is not None else "")
+                + (" among full-integer models" if choice.get("integer_only") else "")]
+    rec = next((r for r in rows if r["kind"] == "accuracy" and r["status"] == "ok"
+                and r["artifact"] == chosen["artifact"] and r.get("drift")), None)
+    if rec is None:
+        return [f"the chosen artifact {chosen['artifact']} has no accuracy record"]
+    d = rec["drift"]["top1_delta_points"]
+    if -d > budget + 1e-9:
+        return [f"the chosen artifact {chosen['artifact']}: top-1 {d:+.2f} points "
+                f"(allowed -{budget})"]
+    return []
+
+
 def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
     acc = [r for r in rows if r["kind"] == "accuracy"]
     lat = [r for r in rows if r["kind"] == "latency"]
@@ -95,7 +119,7 @@ def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
                 f"{_f(f['kl_divergence'], '{:.4f}')} | {_f(f['mcnemar_p'], '{:.3g}')} | "
                 f"{_f(f['bytes'], '{:.3f}', 1e-6)} | {_f(f['images_per_s'], '{:.0f}')} | "
                 f"{r['status']}{': ' + r['error'] if r['error'] else ''} |")
-        worst = [r for r in acc if r.get("drift")]
+        worst = [r for r in acc if r.get("drift") and r["drift"].get("worst_classes")]
         if worst:
             w = min(worst, key=lambda r: r["drift"]["top1_delta_points"])
             out += ["", f"Classes that drift most in {w['artifact']}:", "",
@@ -180,15 +204,16 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
-    drifted = [r for r in acc if r.get("drift")]
+    def per_class(r):
+        return r["drift"].get("per_class") or r["drift"].get("worst_classes") or []
+
+    drifted = [r for r in acc if r.get("drift") and per_class(r)]
     if drifted:
-        classes = sorted({c["class"] for r in drifted for c in
-                          r["drift"].get("per_class", r["drift"]["worst_classes"])})
-        names = {c["class"]: c["name"] for r in drifted for c in
-                 r["drift"].get("per_class", r["drift"]["worst_classes"])}
+        classes = sorted({c["class"] for r in drifted for c in per_class(r)})
+        names = {c["class"]: c["name"] for r in drifted for c in per_class(r)}
         m = np.full((len(drifted), len(classes)), np.nan)
         for i, r in enumerate(drifted):
-            for c in r["drift"].get("per_class", r["drift"]["worst_classes"]):
+            for c in per_class(r):
                 m[i, classes.index(c["class"])] = c["delta_points"]
         lim = max(0.5, float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.5)
         fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(classes), 1.2 + 0.4 * len(drifted)))
@@ -283,8 +308,11 @@ def pipeline_section(results_dir: str) -> str:
 
 
 def write(results_dir: str, title: str = "edge_eval report",
-          max_top1_drift: Optional[float] = None) -> Tuple[str, List[str]]:
-    """Writes results.json, results.csv, report.md and the plots; returns (report, gate failures)."""
+          max_top1_drift: Optional[float] = None,
+          require_choice: bool = False) -> Tuple[str, List[str]]:
+    """Writes results.json, results.csv, report.md and the plots; returns (report, gate
+    failures): artifacts over ``max_top1_drift``, and with ``require_choice`` the recipe
+    choice's own gate (``choice_gate``)."""
     rows = load(results_dir)
     if not rows:
         raise ValueError(f"no result records (*.jsonl) in {results_dir}")
@@ -306,6 +334,11 @@ def write(results_dir: str, title: str = "edge_eval report",
         md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points): "
                + ("FAILED\n\n" + "\n".join(f"- {b}" for b in failures) if failures else "passed")
                + "\n")
+    if require_choice:
+        bad = choice_gate(rows, _read_json(os.path.join(results_dir, "choice.json")))
+        md += ("\nGate (the chosen artifact meets the job's budget): "
+               + ("FAILED\n\n" + "\n".join(f"- {b}" for b in bad) if bad else "passed") + "\n")
+        failures = failures + bad
     path = os.path.join(results_dir, "report.md")
     with open(path, "w") as f:
         f.write(md)

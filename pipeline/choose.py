@@ -12,6 +12,7 @@ converts, evaluates and benchmarks that model, and adds the next-worst block unt
 fits or ``--max-steps`` is reached. Each step's artifact goes to ``<artifacts>_choice/`` (its own
 manifest), its records to ``<results>/choice.jsonl``, and the decision to
 ``<results>/choice.json``: what was kept in float and what it cost in size and latency.
+Exit status: 0 when an artifact was chosen, 3 when none meets the budget, 2 on bad input.
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import List, Optional
+from typing import Callable, List, Optional
 
+# the exit status when the choice ran and no artifact meets the budget (the decision is written
+# to choice.json all the same); 1 stays Python's status for a crash
+NOTHING_CHOSEN = 3
 FULL_INTEGER = ("static_wi8_ai8", "static_wi8_ai8_int8io", "static_wi8_ai8_uint8io")
 
 
@@ -124,10 +128,11 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
             log("[choose] full int8 misses the budget, but the float source model is not at hand: "
                 "no selective steps", flush=True)
         else:
-            steps, step_rows, order = _selective_steps(
-                srcinfo["path"], artifacts_dir, results_dir, budget, min_agreement, max_steps,
-                calib_images, images, data_path, threads, bench_runs, seed, log)
-            cands += candidates(step_rows)
+            order, measure, step_rows = prepare_steps(
+                srcinfo["path"], artifacts_dir, results_dir, calib_images, images, data_path,
+                threads, bench_runs, seed, log)
+            steps = selective_search(order, budget, min_agreement, max_steps, measure, log)
+            cands += [_step_candidate(st) for st in steps if st["status"] == "ok"]
     chosen = pick(cands, budget, goal, min_agreement, integer_only)
     # the same rule for the other runtimes' artifacts (Core ML: no selective steps)
     others = {t: pick([c for c in every if c["target"] == t], budget, goal, min_agreement,
@@ -155,26 +160,66 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     return out
 
 
+def _step_candidate(step: dict) -> dict:
+    """A measured step as the candidate it competes as (the fields ``candidates`` makes)."""
+    c = {k: v for k, v in step.items() if k not in ("step", "status", "meets_budget", "file")}
+    c["float_blocks"] = ",".join(step["float_blocks"])
+    return c
+
+
 def _why(chosen, budget, goal, int_fits, steps, base) -> str:
     if chosen is None:
-        return f"no artifact is within {budget} points of float: nothing chosen"
-    s = (f"chose {chosen['artifact']} ({chosen['recipe']}): the {goal} artifact within the "
-         f"budget, top-1 {chosen['drift_points']:+.2f} points, {chosen['bytes'] / 1e6:.3f} MB"
-         + (f", p50 {chosen['p50_ms']:.3f} ms" if chosen.get("p50_ms") else ""))
+        s = f"no artifact is within {budget} points of float: nothing chosen"
+    else:
+        s = (f"chose {chosen['artifact']} ({chosen['recipe']}): the {goal} artifact within the "
+             f"budget, top-1 {chosen['drift_points']:+.2f} points, {chosen['bytes'] / 1e6:.3f} MB"
+             + (f", p50 {chosen['p50_ms']:.3f} ms" if chosen.get("p50_ms") else ""))
     if not int_fits and base is not None:
         s += (f". Full int8 missed the budget (best {base['artifact']}: "
               f"{base['drift_points']:+.2f} points)")
         if steps:
             last = steps[-1]
             s += (f"; {len(steps)} selective step(s), last keeping {last['float_blocks']} in "
-                  f"float: {last['drift_points']:+.2f} points"
+                  f"float: " + (f"{last['drift_points']:+.2f} points" if last["status"] == "ok"
+                                else f"failed ({last['error']})")
                   + (" - fits" if last["meets_budget"] else " - still outside"))
     return s
 
 
-def _selective_steps(src_path, artifacts_dir, results_dir, budget, min_agreement, max_steps,
-                     calib_images, images, data_path, threads, bench_runs, seed,
-                     log):
+def selective_search(order: List[dict], budget: float, min_agreement: Optional[float],
+                     max_steps: int, measure: Callable[[List[str]], dict],
+                     log=print) -> List[dict]:
+    """The selective steps' decision rule, apart from how a step is measured: step k keeps the
+    k worst blocks of ``order`` in float; ``measure(blocks)`` returns the step's candidate (as
+    ``candidates`` makes them, plus ``file``) or ``{"error": ...}``; the search stops at the
+    first step that meets the budget. A failed step is recorded and the next one is tried."""
+    steps: List[dict] = []
+    for k in range(1, min(max_steps, len(order)) + 1):
+        blocks = [b["block"] for b in order[:k]]
+        recipe = "static_wi8_ai8+float:" + ",".join(blocks)
+        log(f"[choose] step {k}: {recipe}", flush=True)
+        c = measure(blocks)
+        if "error" in c:
+            steps.append({"step": k, "float_blocks": blocks, "recipe": recipe,
+                          "status": "failed", "error": c["error"], "meets_budget": False})
+            log(f"[choose] step {k} failed: {c['error']}", flush=True)
+            continue
+        fits = meets(c, budget, min_agreement)
+        steps.append(dict(c, step=k, float_blocks=blocks, status="ok", meets_budget=fits))
+        log(f"[choose] step {k}: {c['drift_points']:+.2f} points, agreement "
+            f"{100 * c['agreement']:.2f} %, {c['bytes'] / 1e6:.3f} MB"
+            + (f", p50 {c['p50_ms']:.3f} ms" if c.get("p50_ms") else "")
+            + (" - fits" if fits else ""), flush=True)
+        if fits:
+            break
+    return steps
+
+
+def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, data_path,
+                  threads, bench_runs, seed, log):
+    """The block order (worst quantization error first) and the ``measure`` function that
+    converts, evaluates and benchmarks one selective step for real; the step's records are
+    appended to the returned list."""
     from convert.tflite import convert_tflite, dataset_images, load_source
     from edge_eval import harness
     from quantize.recipes import get_recipe
@@ -187,21 +232,16 @@ def _selective_steps(src_path, artifacts_dir, results_dir, budget, min_agreement
         f"{b['block']} {b['mean_rmse_over_scale']:.2f}" for b in order), flush=True)
     check_x = dataset_images(src, "test", 64, seed + 1, over)
     out_dir = os.path.normpath(artifacts_dir) + "_choice"
-    steps, step_rows = [], []
-    for k in range(1, min(max_steps, len(order)) + 1):
-        blocks = [b["block"] for b in order[:k]]
+    step_rows: List[dict] = []
+
+    def measure(blocks: List[str]) -> dict:
         recipe = get_recipe("static_wi8_ai8+float:" + ",".join(blocks))
-        log(f"[choose] step {k}: {recipe.name}", flush=True)
         manifest = convert_tflite(src, [recipe], out_dir, calib, check_x, log=log)
         entry = next((a for a in manifest["artifacts"] if a["recipe"] == recipe.name
                       and a["source_sha256"] == src.sha256), None)
         if entry is None:
-            err = next((f["error"] for f in manifest["failures"] if f["recipe"] == recipe.name),
-                       "conversion failed")
-            steps.append({"step": k, "float_blocks": blocks, "recipe": recipe.name,
-                          "status": "failed", "error": err, "meets_budget": False})
-            log(f"[choose] step {k} failed: {err}", flush=True)
-            continue
+            return {"error": next((f["error"] for f in manifest["failures"]
+                                   if f["recipe"] == recipe.name), "conversion failed")}
         work = tempfile.mkdtemp(prefix=".choice-", dir=results_dir)
         try:
             acc = harness.evaluate(out_dir, work, reference=src_path, data_path=data_path,
@@ -212,22 +252,13 @@ def _selective_steps(src_path, artifacts_dir, results_dir, budget, min_agreement
         finally:
             shutil.rmtree(work, ignore_errors=True)
         new = [r for r in acc if r.get("target") != "keras"] + lat
-        step_rows += new
+        step_rows.extend(new)
         c = next(iter(candidates(new)), None)
         if c is None:
-            steps.append({"step": k, "float_blocks": blocks, "recipe": recipe.name,
-                          "status": "failed", "error": "evaluation failed", "meets_budget": False})
-            continue
-        fits = meets(c, budget, min_agreement)
-        steps.append(dict(c, step=k, float_blocks=blocks, status="ok", meets_budget=fits,
-                          file=os.path.join(out_dir, entry["file"])))
-        log(f"[choose] step {k}: {c['drift_points']:+.2f} points, agreement "
-            f"{100 * c['agreement']:.2f} %, {c['bytes'] / 1e6:.3f} MB"
-            + (f", p50 {c['p50_ms']:.3f} ms" if c["p50_ms"] else "")
-            + (" - fits" if fits else ""), flush=True)
-        if fits:
-            break
-    return steps, step_rows, order
+            return {"error": "evaluation failed"}
+        return dict(c, file=os.path.join(out_dir, entry["file"]))
+
+    return order, measure, step_rows
 
 
 def main(argv=None) -> int:
@@ -267,7 +298,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0 if out["chosen"] else 1
+    return 0 if out["chosen"] else NOTHING_CHOSEN
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import sys
 from typing import Dict, List, Optional
 
 from convert.provenance import source_name
+from pipeline.choose import NOTHING_CHOSEN
 from pipeline.runner import Stage
 
 PY = sys.executable or "python3"
@@ -60,6 +61,9 @@ class JobConfig:
     min_agreement: Optional[float] = None  # also require this argmax agreement with float
     integer_only: bool = False  # only full-integer models (Edge TPU, NNAPI, DSPs)
     choice_max_steps: int = 4
+    # the report stage fails the job (exit 1) when no artifact meets the budget; false: the
+    # report only says so
+    gate: bool = True
 
     def __post_init__(self):
         if self.goal not in ("smallest", "fastest"):
@@ -290,15 +294,20 @@ def plan(job: JobConfig) -> List[Stage]:
         inputs=[art, os.path.join(rep, "accuracy.jsonl"), os.path.join(rep, "latency.jsonl")],
         outputs=[os.path.join(rep, "choice.json")],
         code=["pipeline", "edge_eval", "convert", "quantize"], after=["evaluate", "benchmark"],
-        exclusive=True,
+        exclusive=True, ok_codes=(0, NOTHING_CHOSEN),  # "nothing fits" is a decision; the gate
+        # in the report stage acts on it
         description=f"the {job.goal} artifact within {job.budget_points} points of float"))
     stages.append(Stage(
         "report", [PY, "-m", "edge_eval", "report", rep, "--title",
-                   f"{job.name}: Inception-v3 from training to the edge"],
+                   f"{job.name}: Inception-v3 from training to the edge"]
+        + (["--require-choice"] if job.gate else []),
         inputs=[os.path.join(rep, n) for n in ("accuracy.jsonl", "latency.jsonl", "choice.json",
                                                "choice.jsonl")] + [art],
         outputs=[os.path.join(rep, "report.md")], code=["edge_eval"],
-        after=["evaluate", "benchmark"], description="report.md, results.csv/json, plots"))
+        after=["evaluate", "benchmark"] + (["choose"] if job.gate else []),
+        description="report.md, results.csv/json, plots"
+        + (f"; fails unless an artifact is within {job.budget_points} points" if job.gate
+           else "")))
     return stages
 
 

@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -150,19 +151,35 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+# TensorFlow's and XLA's start-up lines that say nothing to a user of a CPU machine (each
+# process that imports TensorFlow prints them, some twice): absl's pre-init notice, INFO lines
+# (oneDNN is on, no CUDA driver, CPU features) and the CUDA-init error without a GPU. Warnings
+# and every other error line still reach the user.
+NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} [\d:.]+ +\d+ \S+\] "
+    r"|E\d{4} [\d:.]+ +\d+ cuda_(platform|driver|executor)\.cc:\d+\] failed call to cuInit"
+    r"|W\d{4} [\d:.]+ +\d+ \S+\] (TF-TRT Warning: Could not find TensorRT|Could not find cuda))")
+
+
+def is_noise(line: str) -> bool:
+    return bool(NOISE.match(line))
+
+
 def _start(s: Stage, cwd: str, env, stream, prefix: bool):
-    """Starts a stage's command; with ``prefix`` its output is piped and each line is written
-    with the stage's name in front (stages running side by side stay readable)."""
-    if not prefix:
-        return subprocess.Popen(s.argv, cwd=cwd, env=env, stdout=stream, stderr=stream), None
+    """Starts a stage's command; its output is piped and written line by line without
+    TensorFlow's start-up noise (``NOISE``), with ``prefix`` with the stage's name in front
+    (stages running side by side stay readable)."""
     proc = subprocess.Popen(s.argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
     out = stream if stream is not None else sys.stdout
+    head = f"[{s.name}] " if prefix else ""
 
     def pump():
         for line in proc.stdout:
-            out.write(f"[{s.name}] {line}")
-            out.flush()
+            if not is_noise(line):
+                out.write(head + line)
+                out.flush()
     t = threading.Thread(target=pump, daemon=True)
     t.start()
     return proc, t

@@ -10,9 +10,51 @@ import pytest  # noqa: E402
 
 from train.data import fashion_mnist_dir  # noqa: E402
 
+# The fast tier (``python -m pytest -m "not slow"``) is every test that neither trains nor
+# converts a model: a test that uses one of these fixtures (directly or through another
+# fixture) is marked slow here, once, instead of by hand; the few slow tests that build their
+# own model carry @pytest.mark.slow themselves.
+SLOW_FIXTURES = {"tiny_export", "converted"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_configure(config):
+    """``TEST_TF_THREADS=N`` runs this process's TensorFlow on N threads (scripts/numerics.sh
+    uses it to try other numerics; subprocesses get the same through the environment)."""
+    n = os.environ.get("TEST_TF_THREADS")
+    if n:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(n))
+        tf.config.threading.set_inter_op_parallelism_threads(int(n))
+
 needs_fmnist = pytest.mark.skipif(
     fashion_mnist_dir() is None,
     reason="Fashion-MNIST IDX files missing: apt-get install dataset-fashion-mnist")
+
+
+def assert_png(path, min_width=300, min_height=200):
+    """``path`` is a PNG of at least that size that shows something: more than a handful of
+    distinct colours (a blank or one-colour canvas fails)."""
+    import numpy as np
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= min_width and im.height >= min_height, (
+            path, im.size)
+        px = np.asarray(im.convert("RGB"))
+    colours = np.unique(px.reshape(-1, 3), axis=0)
+    assert len(colours) > 8, f"{path}: only {len(colours)} colours, nothing drawn"
+    # something other than the background covers a real part of the canvas
+    background = np.all(px == px[0, 0], axis=-1).mean()
+    assert background < 0.97, f"{path}: {100 * background:.1f} % background"
 
 
 def run_module(args, env_extra=None, timeout=600, **kw):

@@ -1,8 +1,9 @@
 """android_demo/core on the JVM (mvn -o test), fed golden vectors from the Python pipeline.
 
-One source of truth for preprocessing: this test writes what edge_eval.preprocess (itself checked
-against train/'s TF pipeline) feeds a float and an int8/uint8-input model for real images, the Java
-core must reproduce it (within 1/255 per value, one quantization level), and the record the Java
+One source of truth for preprocessing: the committed golden vectors (tests/golden_vectors.py) are
+what edge_eval.preprocess (itself checked against train/'s TF pipeline) feeds a float and an
+int8/uint8-input model; this file checks the pipeline still makes exactly them, the Java core must
+reproduce them (within 1/255 per value, one quantization level), and the record the Java
 benchmark runner writes must pass edge_eval's schema validation.
 """
 import json
@@ -13,58 +14,46 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs_fmnist
+from conftest import ROOT
 
 CORE = os.path.join(ROOT, "android_demo", "core")
 
 
-def _golden_cases(quant_models):
-    from edge_eval import preprocess
-    from train.data import load_fashion_mnist
-    from train.preprocessing import PreprocessingSpec
+def test_golden_vectors_are_what_the_pipeline_makes():
+    """The committed golden.json is what tests/golden_vectors.py makes today: the same images
+    and specs, the same float inputs (to the 7 digits stored), and integer inputs that are
+    exactly the harness's quantization of those floats."""
+    import golden_vectors
+    from convert.litert import quantize
 
-    x, y = load_fashion_mnist("test")
-    rng = np.random.default_rng(0)
-    colour = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
-    colour[:, :, 0] = np.linspace(0, 255, 52, dtype=np.uint8)  # channel order matters
-    big = rng.integers(0, 256, (151, 120, 3), dtype=np.uint8)
-    demo = PreprocessingSpec(input_size=[75, 75], crop_fraction=1.0, source_channels=1)
-    cases = [("fashion_mnist_0", x[0], demo), ("fashion_mnist_1", x[1], demo),
-             ("colour_enlarge_crop", colour, PreprocessingSpec(input_size=[96, 96])),
-             ("colour_shrink_crop", big, PreprocessingSpec(input_size=[75, 75]))]
-    out = []
-    for name, img, spec in cases:
-        f = preprocess.central(img, spec)
-        rgb = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
-        quant = []
-        for dtype, model in quant_models.items():
-            q = model.quantize_input(f[None])[0]  # the harness's own conversion
-            scale, zp = model.input_quantization
-            quant.append({"dtype": dtype, "scale": scale, "zero_point": int(zp),
-                          "values": q.astype(int).ravel().tolist()})
-        out.append({"name": name, "height": int(img.shape[0]), "width": int(img.shape[1]),
-                    "rgb": rgb.astype(int).ravel().tolist(), "spec": spec.to_dict(),
-                    "float": [round(float(v), 7) for v in f.ravel()], "quantized": quant})
-    return out
+    with open(golden_vectors.PATH) as f:
+        committed = json.load(f)["cases"]
+    fresh = golden_vectors.cases()
+    assert [c["name"] for c in committed] == [c["name"] for c in fresh]
+    for old, new in zip(committed, fresh):
+        for key in ("height", "width", "rgb", "spec"):
+            assert old[key] == new[key], (old["name"], key)
+        want = np.asarray(old["float"], np.float32)
+        got = np.asarray(new["float"], np.float32)
+        assert want.shape == got.shape == (np.prod(new["spec"]["input_size"]) * 3,)
+        # stored to 7 decimals: a value may round the other way on another CPU's resize
+        assert np.abs(want - got).max() <= 2e-7, old["name"]
+        assert len(old["quantized"]) == 2
+        for q in old["quantized"]:
+            again = quantize(want, q["scale"], q["zero_point"], q["dtype"])
+            assert again.astype(int).tolist() == q["values"], (old["name"], q["dtype"])
 
 
-@needs_fmnist
-def test_java_core_matches_python(converted, tmp_path):
+def test_java_core_matches_python(tmp_path):
+    """mvn -o test on the committed golden vectors (as on a fresh clone), plus the Java
+    benchmark runner's record checked against edge_eval's schema."""
     mvn = shutil.which("mvn")
     if mvn is None:
         pytest.skip("Maven is not installed (apt-get install maven default-jdk-headless)")
-    from convert.litert import TFLiteModel
     from edge_eval import records
 
-    art, manifest = converted
-    by = {a["recipe"]: a["file"] for a in manifest["artifacts"]}
-    models = {"int8": TFLiteModel(os.path.join(art, by["static_wi8_ai8_int8io"])),
-              "uint8": TFLiteModel(os.path.join(art, by["static_wi8_ai8_uint8io"]))}
-    golden = tmp_path / "golden.json"
-    golden.write_text(json.dumps({"cases": _golden_cases(models)}))
     sample = tmp_path / "sample_record.json"
-    p = subprocess.run([mvn, "-o", "-q", "test", f"-Dgolden.path={golden}",
-                        f"-Drecord.out={sample}",
+    p = subprocess.run([mvn, "-o", "-q", "test", f"-Drecord.out={sample}",
                         f"-Dschema.dir={os.path.join(ROOT, 'edge_eval', 'schema')}"],
                        cwd=CORE, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
@@ -74,6 +63,23 @@ def test_java_core_matches_python(converted, tmp_path):
     for r in recs:
         assert records.validate(r) == [], records.validate(r)
     assert recs[0]["latency_ms"]["p50"] == pytest.approx(3.0)
+
+
+@pytest.mark.slow
+def test_converted_integer_models_take_the_golden_quantization(converted):
+    """The golden vectors' int8/uint8 input quantization is the one our converter gives a
+    [-1, 1] input: the Java core is checked at the parameters real models carry."""
+    import golden_vectors
+    from convert.litert import TFLiteModel
+
+    art, manifest = converted
+    by = {a["recipe"]: a["file"] for a in manifest["artifacts"]}
+    for (dtype, scale, zp), recipe in zip(golden_vectors.QUANTIZATION,
+                                          ("static_wi8_ai8_int8io", "static_wi8_ai8_uint8io")):
+        m = TFLiteModel(os.path.join(art, by[recipe]))
+        assert str(m.input_dtype) == dtype
+        got_scale, got_zp = m.input_quantization
+        assert got_scale == pytest.approx(scale, rel=1e-3) and abs(got_zp - zp) <= 1, recipe
 
 
 def _debian_android_jar():

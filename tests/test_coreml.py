@@ -2,6 +2,7 @@
 reference evaluator against Keras and its own op semantics, W8A8 calibrated on Linux."""
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -56,7 +57,9 @@ def test_every_variant_converts_and_meets_its_spec(coreml_converted, tiny_export
     assert storage in c["weight_storage"]
     assert ("quantize" in c["op_counts"]) == quantized_acts
     ck = a["check"]
-    assert ck["passed"] and ck["runtime"] in ("mil_reference", "coreml")
+    # Core ML predicts only on macOS; elsewhere the ML Program reference evaluator checks
+    assert ck["passed"] and ck["runtime"] == ("coreml" if sys.platform == "darwin"
+                                              else "mil_reference")
     assert ck["weight_ratio_vs_fp32"] <= (ck["tolerance"]["max_size_ratio"] + 0.1
                                           if variant != "fp32" else 1.0)  # small-model slack
     # an independent check: the package on other images, against Keras

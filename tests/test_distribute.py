@@ -9,6 +9,8 @@ import pytest
 
 from conftest import ROOT, needs_fmnist
 
+pytestmark = pytest.mark.slow  # each test trains in fresh processes
+
 # Runs in a fresh process: logical devices must be set before TensorFlow initialises.
 MIRRORED_CHECK = r"""
 import json, sys

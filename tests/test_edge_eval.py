@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, needs_fmnist
+from conftest import assert_png, ROOT, needs_fmnist
 
 # --------------------------------------------------------------------------------------------
 # statistics
@@ -240,19 +240,54 @@ def test_corrupt_and_tampered_artifacts_are_failed_rows(evaluated):
 
 
 @needs_fmnist
-def test_report_plots_and_drift_gate(evaluated):
+def test_report_and_plots_from_real_records(evaluated):
     from edge_eval.__main__ import main
 
     _, out, rows = evaluated
-    worst = min(r["drift"]["top1_delta_points"] for r in rows.values() if r.get("drift"))
     assert main(["report", out]) == 0
-    for name in ("report.md", "results.csv", "results.json", "per_class_drift.png"):
+    for name in ("report.md", "results.csv", "results.json"):
         assert os.path.getsize(os.path.join(out, name)) > 0
+    plots = sorted(f for f in os.listdir(out) if f.endswith(".png"))
+    assert "per_class_drift.png" in plots
+    for name in plots:
+        assert_png(os.path.join(out, name))
     md = open(os.path.join(out, "report.md")).read()
     assert "static_wi8_ai8" in md and "failed" in md
-    if worst < 0:  # a gate just under the worst drift fails, one just above passes
-        assert main(["report", out, "--max-top1-drift", str(-worst / 2)]) == 1
-    assert main(["report", out, "--max-top1-drift", str(abs(worst) + 1)]) == 0
+    for name in plots:
+        assert f"]({name})" in md  # every plot is shown in the report
+    got = json.load(open(os.path.join(out, "results.json")))
+    assert len(got) == sum(1 for _ in open(os.path.join(out, "results.csv"))) - 1
+
+
+def _drift_records(tmp_path, drifts):
+    from edge_eval import records
+
+    rows = [records.new_record("accuracy", artifact=name, recipe=name, target="tflite",
+                               runtime="ai_edge_litert", delegate="xnnpack", threads=2,
+                               bytes=1000, accuracy={"top1": 0.9 + d / 100, "top5": 1.0,
+                                                     "examples": 1000},
+                               drift={"top1_delta_points": d, "argmax_agreement": 0.99})
+            for name, d in drifts.items()]
+    assert all(records.validate(r) == [] for r in rows), records.validate(rows[0])
+    records.write_jsonl(rows, str(tmp_path / "accuracy.jsonl"))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("gate, rc, named", [
+    (0.5, 1, ["int8"]),  # int8 dropped 0.6 points: it fails a 0.5 gate, fp16 does not
+    (0.1, 1, ["fp16", "int8"]),
+    (0.6, 0, []),  # exactly on the gate passes
+    (0.7, 0, []),
+])
+def test_drift_gate_on_known_drifts(tmp_path, capsys, gate, rc, named):
+    from edge_eval.__main__ import main
+
+    out = _drift_records(tmp_path, {"fp32": 0.0, "fp16": -0.2, "int8": -0.6, "better": +0.3})
+    assert main(["report", out, "--max-top1-drift", str(gate)]) == rc
+    md = open(os.path.join(out, "report.md")).read()
+    assert ("Drift gate" in md) and (("FAILED" in md) == bool(named))
+    for name in ("fp32", "fp16", "int8", "better"):
+        assert (f"- {name}: top-1" in md) == (name in named)
 
 
 @needs_fmnist

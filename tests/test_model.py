@@ -80,6 +80,7 @@ def test_weights_from_keras_inceptionv3_give_identical_outputs(full_model):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_local_keras_weight_file_loads(tmp_path, full_model):
     """The published file is tf.keras' legacy HDF5; make one locally with tf_keras."""
     import tf_keras

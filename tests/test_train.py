@@ -13,25 +13,35 @@ from conftest import ROOT, needs_fmnist, run_module
 from train.config import resolve
 
 
+@pytest.mark.slow
 @needs_fmnist
-def test_a_few_steps_lower_the_loss(tmp_path):
+def test_the_training_model_memorises_one_batch(tmp_path):
+    """The compiled training model (optimizer, schedule, clipping, losses as the trainer builds
+    them) drives the loss on one fixed batch of 32 images towards zero: what any working
+    trainer does, whatever the CPU's kernels. The early trajectory is not asserted: with batch
+    statistics in a 0.1-depth network it wanders for 20-30 steps, and how it wanders depends on
+    the machine (one CPU's first 15 steps went 2.36 -> 2.72 -> 2.05). Measured on 60 steps at
+    oneDNN on/off, 1 and 2 threads, seeds 0-4: the smallest of the last 10 losses was at most
+    0.004 x the first in every run (25x inside the bound asserted)."""
     import tensorflow as tf
     from train.data import Dataset
-    from train.trainer import build_for_training, preprocessing_spec, _one_hot
+    from train.trainer import build_for_training, preprocessing_spec
 
-    cfg = resolve("tiny_test", None, ("model.aux_logits=false", "optim.base_learning_rate=0.02",
+    cfg = resolve("tiny_test", None, ("model.aux_logits=false", "optim.base_learning_rate=0.005",
                                       "optim.label_smoothing=0"))
     tf.keras.utils.set_random_seed(0)
     ds = Dataset(cfg.data, "train")
     spec = preprocessing_spec(cfg, ds.source_channels)
     x, y = next(iter(ds.pipeline(spec, 32, training=False)))
     model = build_for_training(cfg, steps_per_epoch=10)
-    y1 = tf.one_hot(y, 10)
-    # training-mode losses (batch statistics): moving BN averages mean nothing after 15 steps
-    losses = model.fit(x, y1, batch_size=32, epochs=15, verbose=0).history["loss"]
-    assert losses[-1] < 0.7 * losses[0], losses
+    # training-mode losses (batch statistics): moving BN averages mean nothing after 60 steps
+    losses = model.fit(x, tf.one_hot(y, 10), batch_size=32, epochs=60, verbose=0).history["loss"]
+    assert np.isfinite(losses).all(), losses
+    assert losses[0] > 1.5, losses  # ~ln(10) = 2.3: an untrained 10-class model
+    assert min(losses[-10:]) < 0.1 * losses[0], losses
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_train_exports_everything_a_later_stage_needs(tmp_path):
     from train.trainer import train
@@ -47,7 +57,6 @@ def test_train_exports_everything_a_later_stage_needs(tmp_path):
     pre = json.load(open(os.path.join(exp, "preprocessing.json")))
     assert pre["input_size"] == [75, 75] and pre["input_range"] == [-1.0, 1.0]
     assert json.load(open(os.path.join(run, "config.json")))["name"] == "tiny_test"
-    assert 0.0 <= m["top1"] <= 1.0 and m["top5"] >= m["top1"]
     assert not [d for d in os.listdir(run) if ".tmp-" in d]
 
     # the SavedModel has one signature and gives the Keras model's outputs
@@ -61,7 +70,22 @@ def test_train_exports_everything_a_later_stage_needs(tmp_path):
     np.testing.assert_allclose(sm.signatures["serving_default"](image=tf.constant(x))[
         "predictions"].numpy(), km(x).numpy(), atol=1e-5)
 
+    # the recorded metrics are the exported model's, on the evaluation split
+    from train.data import Dataset
+    from train.preprocessing import PreprocessingSpec
 
+    ev = Dataset(cfg.data, "test")
+    xs, ys = zip(*ev.pipeline(PreprocessingSpec.load(os.path.join(exp, "preprocessing.json")),
+                              64, training=False))
+    p = km.predict(np.concatenate(xs), verbose=0)
+    y = np.concatenate(ys)
+    assert m["eval_examples"] == len(y) == 128
+    assert m["top1"] == pytest.approx(np.mean(p.argmax(1) == y), abs=1e-6)
+    top5 = np.mean([t in np.argsort(-q)[:5] for q, t in zip(p, y)])
+    assert m["top5"] == pytest.approx(top5, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
     from train import trainer
     from train.model import build_inception_v3
@@ -83,6 +107,7 @@ def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["export"]  # and no temporary folder is left
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_sigkill_then_resume_finishes(tmp_path):
     run = str(tmp_path / "run")

@@ -12,15 +12,16 @@ import java.util.Map;
 import org.junit.jupiter.api.Test;
 
 /**
- * The Java preprocessing reproduces the Python pipeline's model inputs (golden vectors written by
- * tests/test_android_core.py from edge_eval.preprocess, itself checked against TF) within 1/255
- * per value, and the quantized inputs within one level.
+ * The Java preprocessing reproduces the Python pipeline's model inputs (golden vectors made by
+ * tests/golden_vectors.py from edge_eval.preprocess, itself checked against TF, and committed as
+ * src/test/resources/golden.json) within 1/255 per value, and the quantized inputs within one
+ * level.
  */
 class GoldenVectorsTest {
   static Map<String, Object> golden() throws Exception {
-    Path p = Paths.get(System.getProperty("golden.path", "target/golden/golden.json"));
+    Path p = Paths.get(System.getProperty("golden.path", "src/test/resources/golden.json"));
     assertTrue(Files.isRegularFile(p), "no golden vectors at " + p
-        + ": run `python -m pytest tests/test_android_core.py` (it writes them, then runs mvn)");
+        + ": they are committed; `python tests/golden_vectors.py` makes them again");
     return Json.parseObject(new String(Files.readAllBytes(p), StandardCharsets.UTF_8));
   }
 
