@@ -57,7 +57,14 @@ def main(argv=None) -> int:
     p.add_argument("--model-version", default="", help="model metadata (TFLite and Core ML)")
     p.add_argument("--no-metadata", action="store_true",
                    help="do not embed TFLite metadata (labels, normalization) in .tflite files")
+    p.add_argument("--unsafe-allow-model-code", action="store_true",
+                   help="load model files that carry Python code (Lambda layers, arbitrary tf.* calls): "
+                        "only for files you trust; refused otherwise")
     args = p.parse_args(argv)
+    if args.unsafe_allow_model_code:
+        from train.safe_load import allow_code
+
+        allow_code()
 
     from quantize.recipes import RecipeError, parse_recipes
 

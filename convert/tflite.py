@@ -16,6 +16,7 @@ import numpy as np
 from train import keras_env  # noqa: F401
 from train.preprocessing import FILENAME as PREPROCESSING_FILE
 from train.preprocessing import PreprocessingSpec
+from train.safe_load import UnsafeModelError
 from convert.provenance import (git_state, sha256_file, sha256_tree,  # noqa: F401 (re-exported)
                                 source_name)
 from quantize.recipes import Recipe
@@ -66,17 +67,19 @@ class Source:
 
 
 def load_keras(path: str):
-    import tf_keras
+    from train.safe_load import UnsafeModelError, load_keras_model
 
     try:
-        return tf_keras.models.load_model(path, compile=False)
+        return load_keras_model(path)
+    except UnsafeModelError:
+        raise
     except (ValueError, TypeError):  # a QAT model: its layers live in tfmot's scope
         import tensorflow_model_optimization as tfmot
 
         from quantize.qat import custom_objects
 
         with tfmot.quantization.keras.quantize_scope(custom_objects()):
-            return tf_keras.models.load_model(path, compile=False)
+            return load_keras_model(path)
 
 
 def load_source(path: str) -> Source:
@@ -111,6 +114,10 @@ def load_source(path: str) -> Source:
     src = Source(path, kind, model_file, spec, labels, config,
                  sha256_file(model_file) if kind == "keras" else sha256_tree(model_file))
     try:
+        src.name  # noqa: B018 - a name from config.json must be a safe file name
+    except ValueError as e:
+        raise ConvertError(f"{path}: {e}") from None
+    try:
         if kind == "keras":
             src.keras_model = load_keras(model_file)
             from train.model import is_quantization_aware
@@ -127,6 +134,8 @@ def load_source(path: str) -> Source:
             n_out = int(list(fn.structured_outputs.values())[0].shape[-1])
     except ConvertError:
         raise
+    except UnsafeModelError as e:
+        raise ConvertError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any loader failure: not a readable model
         raise ConvertError(f"{model_file} could not be loaded as a model: "
                            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None

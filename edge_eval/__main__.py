@@ -7,7 +7,8 @@
                        --require-choice gates on the recipe choice (the main job's gate)
 
 Results go to RESULTS (default reports/<artifacts folder name>) as JSON-lines records, one schema
-for every device (edge_eval/schema/record.json). Exit 2 on a user error, 1 when a gate fails.
+for every device (edge_eval/schema/record.json). Exit 2 on a user error, 1 when a gate fails,
+4 when rows failed and --strict is on (the default when $CI is set; --no-strict turns it off).
 """
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def _out(args):
     return args.out or os.path.join("reports", os.path.basename(os.path.normpath(args.artifacts)))
 
 
+# the exit status of accuracy/bench/android when some rows failed (with --strict, the default
+# under $CI): 1 stays a failed gate (and Python's crash), 2 a user error
+ROWS_FAILED = 4
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m edge_eval", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,6 +39,9 @@ def main(argv=None) -> int:
     a = sub.add_parser("accuracy", help="accuracy and drift of every artifact")
     a.add_argument("artifacts", help="folder with manifest.json (python -m convert --out)")
     a.add_argument("--reference", help="float model export (default: the manifest's float source)")
+    a.add_argument("--unsafe-allow-model-code", action="store_true",
+                   help="load model files that carry Python code (Lambda layers, arbitrary tf.* calls): "
+                        "only for files you trust; refused otherwise")
     a.add_argument("--data-source", choices=["fashion_mnist", "image_folder"],
                    help="evaluation data (default: the reference's training data)")
     a.add_argument("--data-path", help="dataset folder")
@@ -88,26 +97,37 @@ def main(argv=None) -> int:
                    help="exit 1 unless the recipe choice (choice.json) picked an artifact "
                         "whose own record meets its budget (the main job's gate)")
 
+    for sp in (a, b, d):
+        sp.add_argument("--strict", dest="strict", action="store_true", default=None,
+                        help=f"exit {ROWS_FAILED} when any row failed or is invalid (the default "
+                             "when $CI is set)")
+        sp.add_argument("--no-strict", dest="strict", action="store_false",
+                        help="exit 0 even when rows failed (they are in the records)")
     args = p.parse_args(argv)
+    if getattr(args, "unsafe_allow_model_code", False):
+        from train.safe_load import allow_code  # standard library only
+
+        allow_code()  # for this process and the workers it starts
     from edge_eval import harness, report
 
+    rows = []
     try:
         if args.cmd == "accuracy":
             out = _out(args)
-            harness.evaluate(args.artifacts, out, args.reference, args.data_source,
+            rows = harness.evaluate(args.artifacts, out, args.reference, args.data_source,
                              args.data_path, args.images, args.crops, args.threads, args.timeout,
                              args.bootstrap, only=args.only, workers=args.workers)
             path, failures = report.write(out, max_top1_drift=args.max_top1_drift)
         elif args.cmd == "bench":
             out = _out(args)
-            harness.benchmark(args.artifacts, out, args.delegates, args.threads, args.warmup,
+            rows = harness.benchmark(args.artifacts, out, args.delegates, args.threads, args.warmup,
                               args.runs, args.min_seconds, args.max_seconds, only=args.only)
             path, failures = report.write(out)
         elif args.cmd == "android":
             from edge_eval import android
 
             out = _out(args)
-            android.run(args.artifacts, out, adb=args.adb, serial=args.serial,
+            rows = android.run(args.artifacts, out, adb=args.adb, serial=args.serial,
                         delegates=args.delegates, threads=args.threads, warmup=args.warmup,
                         runs=args.runs, binary=args.benchmark_binary,
                         eval_images=args.eval_images, timeout=args.timeout, only=args.only)
@@ -120,9 +140,22 @@ def main(argv=None) -> int:
         return 2
     print(f"report: {path}")
     if failures:
-        print("drift gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        print("gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
+    bad = [r for r in rows if r.get("status") in ("failed", "invalid")]
+    strict = args.strict if getattr(args, "strict", None) is not None else _ci()
+    if bad and strict:
+        print(f"{len(bad)} of {len(rows)} rows failed:\n  " + "\n  ".join(
+            f"{r.get('artifact')} ({r.get('delegate') or r.get('kind')}): {r.get('error')}"
+            for r in bad), file=sys.stderr)
+        return ROWS_FAILED
     return 0
+
+
+def _ci() -> bool:
+    """CI-style use: $CI set to anything but an empty/false value (GitHub, GitLab and most
+    CI services set CI=true)."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -98,6 +99,11 @@ def parse_benchmark_model(text: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # adb
 # --------------------------------------------------------------------------------------------
+def device_command(args: Sequence[str]) -> str:
+    """One command line for the device's POSIX shell (mksh/toybox sh), each argument quoted."""
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
 class Adb:
     def __init__(self, adb: str = "adb", serial: Optional[str] = None, timeout: float = 600):
         exe = adb if os.path.sep in adb else shutil.which(adb)
@@ -133,7 +139,11 @@ class Adb:
         return p.stdout
 
     def shell(self, *args: str, **kw) -> str:
-        return self.run("shell", *args, **kw)
+        """Runs a command on the device. ``adb shell`` joins its arguments with spaces and the
+        device's shell splits them again, so each argument is quoted for that shell here, the
+        one place every device command goes through: an empty value stays an argument, and a
+        space, ``;`` or ``$()`` in a file name stays text."""
+        return self.run("shell", device_command(args), **kw)
 
     def push(self, local: str, remote: str) -> None:
         self.run("push", local, remote)
@@ -142,7 +152,8 @@ class Adb:
         self.run("pull", remote, local)
 
     def exists(self, remote: str) -> bool:
-        return self._raw(["-s", self.serial, "shell", "ls", remote], 30).returncode == 0
+        return self._raw(["-s", self.serial, "shell", device_command(["ls", remote])],
+                         30).returncode == 0
 
     def device_info(self) -> dict:
         def prop(k):
@@ -172,6 +183,8 @@ def app_start_args(extras: Dict[str, object]) -> List[str]:
     for k, v in extras.items():
         if k not in proto["extras"]:
             raise AndroidError(f"the app's benchmark mode has no extra {k!r}")
+        if v is None or v == "":
+            continue  # an extra not given is left out (the app reads it as absent)
         args += [proto["extras"][k]["flag"], k, str(v)]
     return args
 

@@ -83,9 +83,27 @@ def load_manifest(artifacts_dir: str) -> dict:
     return m
 
 
+def artifact_path(artifacts_dir: str, name) -> str:
+    """The path of a manifest entry's file, which must be a plain name inside the artifacts
+    folder (no separators, not absolute, no link out of it); EvalError otherwise."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
+            or "\\" in name or "\0" in name:
+        raise EvalError(f"manifest entry {name!r} is not a file name inside {artifacts_dir}: "
+                        "refused")
+    path = os.path.join(artifacts_dir, name)
+    root = os.path.realpath(artifacts_dir)
+    if os.path.commonpath([os.path.realpath(path), root]) != root:
+        raise EvalError(f"manifest entry {name!r} links outside {artifacts_dir}: refused")
+    return path
+
+
 def verify(artifacts_dir: str, entry: dict) -> Optional[str]:
-    """None when the file is there and its hash matches the manifest, else the problem."""
-    path = os.path.join(artifacts_dir, entry.get("file", ""))
+    """None when the file is there (inside the folder) and its hash matches the manifest, else
+    the problem. Every use of an entry's file goes through this first."""
+    try:
+        path = artifact_path(artifacts_dir, entry.get("file"))
+    except EvalError as e:
+        return str(e)
     if not os.path.exists(path):
         return f"{entry.get('file')} is listed in the manifest but missing"
     if entry.get("sha256") and (sha256_tree(path) if os.path.isdir(path) else
@@ -166,22 +184,56 @@ def load_raw(data_cfg, split: str = "test", images: Optional[int] = None, seed: 
     return imgs, y[idx], names, skipped
 
 
+def data_fingerprint(data_cfg) -> str:
+    """What the evaluation data is, cheaply: every file under the data's folder (or the file
+    itself) by relative path, size and modification time in ns. Replacing the images changes
+    it, so a cache keyed by it never serves the old images' inputs."""
+    path = data_cfg.path
+    if path is None and data_cfg.source.value == "fashion_mnist":
+        from train.data import fashion_mnist_dir
+
+        path = fashion_mnist_dir()
+    h = hashlib.sha256()
+    if path is None or not os.path.exists(path):
+        h.update(f"missing:{path}".encode())
+        return h.hexdigest()
+    path = os.path.realpath(path)
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, n) for root, dirs, names in os.walk(path) for n in names)
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        h.update(f"{os.path.relpath(f, path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optional[int] = None,
                 crops: int = 1, seed: int = 0, log=print):
-    """(path of a cached float32 .npy of model inputs, labels, class names, seconds spent)."""
+    """(path of a cached float32 .npy of model inputs, labels, class names, seconds spent).
+
+    The cache is keyed by the data's contents (``data_fingerprint``), the sample, the crops and
+    the preprocessing; its labels file is committed before the inputs file, each atomically, and
+    an unreadable one is a cache miss, never an error."""
     key = hashlib.sha256(json.dumps(
-        {"data": {"source": data_cfg.source.value, "path": data_cfg.path}, "images": images,
-         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 2},
+        {"data": {"source": data_cfg.source.value, "path": data_cfg.path,
+                  "contents": data_fingerprint(data_cfg)}, "images": images,
+         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 3},
         sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
     x_path = os.path.join(cache_dir, f"inputs-{key}.npy")
     meta_path = os.path.join(cache_dir, f"inputs-{key}.json")
     t = time.perf_counter()
     if os.path.isfile(x_path) and os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        return (x_path, np.asarray(meta["labels"], np.int32), meta["class_names"], 0.0,
-                meta["skipped"])
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            return (x_path, np.asarray(meta["labels"], np.int32), meta["class_names"], 0.0,
+                    meta["skipped"])
+        except (ValueError, KeyError, TypeError, OSError):
+            log(f"[eval] the cached inputs' labels ({meta_path}) are damaged: preprocessing "
+                "again", flush=True)
     raw, labels, names, skipped = load_raw(data_cfg, "test", images, seed)
     for msg in skipped:
         log(f"[eval] skipped: {msg}", flush=True)
@@ -199,9 +251,11 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         out[i * per:(i + 1) * per] = preprocess.crops(np.asarray(im), stored, crops)
     out.flush()
     del out
-    os.replace(tmp, x_path)
-    with open(meta_path, "w") as f:
+    meta_tmp = meta_path + f".tmp-{os.getpid()}"
+    with open(meta_tmp, "w") as f:
         json.dump({"labels": labels.tolist(), "class_names": names, "skipped": skipped}, f)
+    os.replace(meta_tmp, meta_path)
+    os.replace(tmp, x_path)  # the inputs last: both files are there only when both are whole
     took = time.perf_counter() - t
     log(f"[eval] {len(labels)} images x {per} crop(s) preprocessed in {took:.1f} s", flush=True)
     return x_path, labels, names, took, skipped

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from convert.provenance import source_name
+from convert.provenance import safe_name, source_name
 from pipeline.choose import NOTHING_CHOSEN
 from pipeline.runner import Stage
 
@@ -66,6 +66,7 @@ class JobConfig:
     gate: bool = True
 
     def __post_init__(self):
+        safe_name(self.name, "the job's name")  # runs/<name>, artifacts/<name>, reports/<name>
         if self.goal not in ("smallest", "fastest"):
             raise ValueError(f"goal must be smallest or fastest. Received: {self.goal!r}")
         if self.eval_workers < 1 or self.threads < 1 or self.parallel_stages < 1:
@@ -271,17 +272,17 @@ def plan(job: JobConfig) -> List[Stage]:
     eval_common = (["--images", str(job.eval_images)] if job.eval_images else []) + (
         ["--data-path", job.data_path] if job.data_path else [])
     stages.append(Stage(
-        "evaluate", [PY, "-m", "edge_eval", "accuracy", art, "--out", rep,
+        "evaluate", [PY, "-m", "edge_eval", "accuracy", art, "--out", rep, "--strict",
                      "--threads", str(max(1, job.threads // job.eval_workers)),
                      "--workers", str(job.eval_workers)] + eval_common,
         inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
-        code=["edge_eval", "convert"], after=conv, exclusive=True,
+        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(4,),
         description="top-1/top-5 and drift of every artifact on the test split"))
     stages.append(Stage(
-        "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--threads",
+        "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--strict", "--threads",
                       str(job.threads), "--runs", str(job.bench_runs)],
         inputs=[art], outputs=[os.path.join(rep, "latency.jsonl")],
-        code=["edge_eval", "convert"], after=conv, exclusive=True,
+        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(4,),
         description="host latency (LiteRT + XNNPACK)"))
     stages.append(Stage(
         "choose", [PY, "-m", "pipeline.choose", art, "--results", rep, "--budget",

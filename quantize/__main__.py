@@ -25,7 +25,15 @@ def main(argv=None) -> int:
     d.add_argument("--recipe", default="static_wi8_ai8")
     d.add_argument("--images", type=int, default=64)
     d.add_argument("--out", help="write the report as JSON here")
+    for sp in (q, d):
+        sp.add_argument("--unsafe-allow-model-code", action="store_true",
+                        help="load model files that carry Python code (Lambda layers, arbitrary tf.* calls): "
+                        "only for files you trust; refused otherwise")
     args = p.parse_args(argv)
+    if args.unsafe_allow_model_code:
+        from train.safe_load import allow_code
+
+        allow_code()
 
     from train.data import DataError
 

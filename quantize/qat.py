@@ -121,10 +121,10 @@ def float_model_file(float_export: str) -> str:
 
 def load_float_weights(model, float_export: str):
     """Float weights from a train/ export folder (or a .keras file) into ``model``."""
-    import tf_keras
+    from train.safe_load import load_keras_model
 
     path = float_model_file(float_export)
-    src = tf_keras.models.load_model(path, compile=False)
+    src = load_keras_model(path)
     from train.model import inference_model
 
     target = inference_model(model)

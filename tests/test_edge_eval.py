@@ -4,6 +4,7 @@ and the Android flow against real benchmark_model text with a stand-in adb."""
 import json
 import math
 import os
+import time
 import shutil
 import subprocess
 import sys
@@ -476,35 +477,48 @@ def test_benchmark_model_parser(name):
 
 
 STAND_IN_ADB = r'''#!{python}
-"""A stand-in adb: logs its argv, keeps a fake device in $FAKE_DEVICE, answers like adb."""
-import json, os, shutil, sys
+"""A stand-in adb: logs its argv, keeps a fake device in $FAKE_DEVICE, answers like adb.
+
+``adb shell`` behaves as on a device: the arguments are joined with spaces into one command
+line, which a real shell (bash here; mksh on Android) parses again - quotes, ``;``, ``$()``,
+``${{IFS}}`` and all - with every command it runs (``am``, ``ls``, ``touch``, ...) answered by
+this script's ``__device__`` mode inside the fake device folder (relative paths land there too).
+"""
+import json, os, shlex, shutil, subprocess, sys
 dev = os.environ["FAKE_DEVICE"]
-with open(os.path.join(dev, "calls.jsonl"), "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\n")
-args = sys.argv[1:]
-if args[:1] == ["devices"]:
-    print("List of devices attached")
-    for s in os.environ.get("FAKE_SERIALS", "").split():
-        print(s + "\tdevice")
-    sys.exit(0)
-assert args[0] == "-s", args
-args = args[2:]
 local = lambda p: os.path.join(dev, p.lstrip("/"))
-if args[0] == "push":
-    os.makedirs(os.path.dirname(local(args[2])), exist_ok=True)
-    (shutil.copytree if os.path.isdir(args[1]) else shutil.copy)(args[1], local(args[2]))
-elif args[0] == "pull":
-    shutil.copy(local(args[1]), args[2])
-elif args[0] == "shell":
-    cmd = args[1:]
-    if cmd[0] == "getprop":
+args = sys.argv[1:]
+
+
+def device(cmd):
+    """One command as the device's shell split it."""
+    with open(os.path.join(dev, "device_commands.jsonl"), "a") as f:
+        f.write(json.dumps(cmd) + "\n")
+    name = os.path.basename(cmd[0])
+    if name == "getprop":
         print({{"ro.product.model": "Pixel 8", "ro.build.version.sdk": "34"}}.get(cmd[1], ""))
-    elif cmd[0] == "ls":
+    elif name == "ls":
         sys.exit(0 if os.path.exists(local(cmd[1])) else 1)
-    elif cmd[0].endswith("benchmark_model"):
+    elif name in ("mkdir", "chmod"):
+        if name == "mkdir":
+            os.makedirs(local(cmd[-1]), exist_ok=True)
+    elif name == "rm":
+        shutil.rmtree(local(cmd[-1]), ignore_errors=True)
+    elif name == "touch":
+        for p in cmd[1:]:
+            open(local(p) if p.startswith("/") else os.path.join(dev, p), "a").close()
+    elif name == "benchmark_model":
         print(open(os.environ["FAKE_BENCH_OUTPUT"]).read())
-    elif cmd[:2] == ["am", "start"]:
-        ex = {{cmd[i + 1]: cmd[i + 2] for i in range(len(cmd)) if cmd[i] in ("--es", "--ei")}}
+    elif name == "am" and cmd[1:2] == ["start"]:
+        ex, i = {{}}, 2
+        while i < len(cmd):
+            if cmd[i] in ("--es", "--ei"):
+                ex[cmd[i + 1]] = cmd[i + 2]
+                i += 3
+            else:
+                i += 1
+        if "output" not in ex:  # as the real app: no output path, no result (it would die)
+            sys.exit(0)
         recs = []
         for d in ex["delegates"].split(","):
             r = json.load(open(os.environ["FAKE_APP_RECORD"]))
@@ -515,6 +529,43 @@ elif args[0] == "shell":
         os.makedirs(os.path.dirname(out), exist_ok=True)
         json.dump(recs, open(out, "w"))
         open(out + ".done", "w").close()
+        with open(os.path.join(dev, "app_extras.json"), "w") as f:
+            json.dump(ex, f)
+    else:
+        print(f"/system/bin/sh: {{cmd[0]}}: inaccessible or not found", file=sys.stderr)
+        sys.exit(127)
+
+
+if args[:1] == ["__device__"]:
+    device(args[1:])
+    sys.exit(0)
+with open(os.path.join(dev, "calls.jsonl"), "a") as f:
+    f.write(json.dumps(args) + "\n")
+if args[:1] == ["devices"]:
+    print("List of devices attached")
+    for s in os.environ.get("FAKE_SERIALS", "").split():
+        print(s + "\tdevice")
+    sys.exit(0)
+assert args[0] == "-s", args
+args = args[2:]
+if args[0] == "push":
+    os.makedirs(os.path.dirname(local(args[2])), exist_ok=True)
+    (shutil.copytree if os.path.isdir(args[1]) else shutil.copy)(args[1], local(args[2]))
+elif args[0] == "pull":
+    shutil.copy(local(args[1]), args[2])
+elif args[0] == "shell":
+    line = " ".join(args[1:])  # what adb sends the device
+    me = [sys.executable, os.path.abspath(__file__), "__device__"]
+    handler = " ".join(shlex.quote(a) for a in me)
+    pushed = [p for p in ("/data/local/tmp/benchmark_model",) if os.path.exists(local(p))]
+    prelude = f"command_not_found_handle() {{{{ {{handler}} \"$@\"; }}}}; " + "".join(
+        f"function {{p}} {{{{ {{handler}} {{p}} \"$@\"; }}}}; " for p in pushed)
+    r = subprocess.run([shutil.which("bash"), "-c", prelude + line], cwd=dev, capture_output=True, text=True,
+                       env={{k: v for k, v in os.environ.items() if k.startswith("FAKE_")}}
+                       | {{"PATH": "/nonexistent"}})
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    sys.exit(r.returncode)
 '''
 
 
@@ -536,6 +587,12 @@ def _calls(dev):
     return [json.loads(line) for line in open(dev / "calls.jsonl")]
 
 
+def _device_commands(dev):
+    """Each command as the device's shell split it."""
+    path = dev / "device_commands.jsonl"
+    return [json.loads(line) for line in open(path)] if path.exists() else []
+
+
 def test_adb_flow_with_benchmark_model(converted, fake_adb, tmp_path):
     from edge_eval import android, records
 
@@ -551,8 +608,11 @@ def test_adb_flow_with_benchmark_model(converted, fake_adb, tmp_path):
         assert r["device"]["name"] == "Pixel 8" and r["device"]["serial"] == "emulator-5554"
         assert r["latency_ms"]["mean"] == pytest.approx(18.1022)
     calls = _calls(dev)
-    bench = [c for c in calls if c[2:3] == ["shell"] and c[3].endswith("benchmark_model")]
-    assert len(bench) == 2 and bench[0][:2] == ["-s", "emulator-5554"]
+    assert all(c[:2] == ["-s", "emulator-5554"] for c in calls if c[:1] != ["devices"])
+    # every shell call is one quoted command line
+    assert all(len(c) == 4 for c in calls if c[2:3] == ["shell"])
+    bench = [c for c in _device_commands(dev) if c[0].endswith("benchmark_model")]
+    assert len(bench) == 2
     assert "--use_xnnpack=true" in bench[0] and "--use_gpu=true" in bench[1]
     assert "--graph=/data/local/tmp/tiny_test_fp32.tflite" in bench[0]
     assert ["-s", "emulator-5554", "push", str(binary), "/data/local/tmp/benchmark_model"] in calls
@@ -573,13 +633,16 @@ def test_adb_flow_with_the_app(converted, fake_adb, tmp_path, monkeypatch):
                        only=["static_wi8_ai8"], timeout=30, log=lambda *a, **k: None)
     assert [r["delegate"] for r in rows] == ["xnnpack", "nnapi"]
     assert all(r["artifact"] == "tiny_test_static_wi8_ai8.tflite" for r in rows)
-    start = [c for c in _calls(dev) if c[3:5] == ["am", "start"]][0]
+    start = [c for c in _device_commands(dev) if c[:2] == ["am", "start"]][0]
     proto = android.protocol()
-    assert start[5:8] == ["-W", "-n", proto["package"] + "/" + proto["activity"]]
-    ex = {start[i + 1]: (start[i], start[i + 2]) for i in range(8, len(start), 3)}
-    assert set(ex) == set(proto["extras"])
+    assert start[2:5] == ["-W", "-n", proto["package"] + "/" + proto["activity"]]
+    ex = {start[i + 1]: (start[i], start[i + 2]) for i in range(5, len(start), 3)}
+    # no --eval-images: eval_dir is left out, not sent empty (an empty argument vanishes in
+    # the device's shell and shifts every extra after it)
+    assert set(ex) == set(proto["extras"]) - {"eval_dir"}
     assert all(flag == proto["extras"][k]["flag"] for k, (flag, _) in ex.items())
     assert ex["delegates"][1] == "CPU,NNAPI" and ex["threads"][1] == "4"
+    assert ex["output"][1].endswith(".json") and ex["run_id"][1]
 
 
 def test_adb_missing_or_no_device(converted, fake_adb, tmp_path, monkeypatch):
@@ -595,3 +658,142 @@ def test_adb_missing_or_no_device(converted, fake_adb, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_SERIALS", "a b")
     with pytest.raises(android.AndroidError, match="pass --serial"):
         android.run(art, str(tmp_path), adb=adb)
+
+
+@pytest.mark.parametrize("hostile", [
+    "evil;touch${IFS}PWNED;.tflite",
+    "a b $(touch PWNED).tflite",
+    "`touch PWNED`.tflite",
+    "q'uote\"d.tflite",
+])
+def test_file_names_reach_the_device_as_text(converted, fake_adb, tmp_path, monkeypatch,
+                                             hostile):
+    """An artifact whose name is shell syntax: the device's shell sees it as one argument."""
+    from edge_eval import android, records
+
+    adb, dev = fake_adb
+    src, manifest = converted
+    art = tmp_path / "art"
+    shutil.copytree(src, art)
+    entry = next(dict(a) for a in manifest["artifacts"] if a["recipe"] == "fp32")
+    os.rename(art / entry["file"], art / hostile)
+    entry["file"] = hostile
+    (art / "manifest.json").write_text(json.dumps(dict(manifest, artifacts=[entry])))
+    rec = records.new_record("latency", runtime="android-app", delegate="xnnpack", threads=4,
+                             warmup_runs=5, runs=50, batch_size=1,
+                             latency_ms={k: 1.0 for k in ("min", "p50", "p90", "p99", "mean",
+                                                          "std")})
+    (tmp_path / "app_record.json").write_text(json.dumps(rec))
+    monkeypatch.setenv("FAKE_APP_RECORD", str(tmp_path / "app_record.json"))
+    rows = android.run(str(art), str(tmp_path / "out"), adb=adb, timeout=20,
+                       log=lambda *a, **k: None)
+    assert [r["status"] for r in rows] == ["ok"], rows
+    assert not list(dev.rglob("PWNED"))
+    extras = json.loads((dev / "app_extras.json").read_text())
+    assert extras["model"].endswith("/" + hostile)  # one argument, as written
+    assert (dev / extras["model"].lstrip("/")).is_file()
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/hostname", "../outside/real.tflite",
+                                  "sub/../../outside/real.tflite", "link.tflite", "", None])
+def test_manifest_entries_stay_inside_the_artifacts_folder(tmp_path, fake_adb, name):
+    """Every path read from a manifest resolves inside the artifacts folder, or its row fails
+    with the reason; nothing outside is opened, benchmarked or pushed."""
+    from edge_eval import android, harness
+
+    adb, dev = fake_adb
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "real.tflite").write_bytes(b"TFL3 not ours")
+    art = tmp_path / "art" / "a"
+    art.mkdir(parents=True)
+    os.symlink(outside / "real.tflite", art / "link.tflite")
+    entry = {"file": name, "recipe": "fp32", "target": "tflite", "sha256": None}
+    (art / "manifest.json").write_text(json.dumps({"artifacts": [entry], "sources": {}}))
+    problem = harness.verify(str(art), entry)
+    assert problem and ("not a file name inside" in problem or "links outside" in problem)
+    rows = harness.benchmark(str(art), str(tmp_path / "res"), runs=1, log=lambda *a, **k: None)
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", problem)]
+    rows = android.run(str(art), str(tmp_path / "res2"), adb=adb, log=lambda *a, **k: None)
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", problem)]
+    assert not [c for c in _calls(dev) if c[2:3] == ["push"]]
+
+
+def test_the_input_cache_follows_the_images_not_their_folder(tmp_path):
+    """Replacing every image under the same names gives new inputs (the cache is keyed by the
+    data's contents); a damaged labels file in the cache is a miss, not an error."""
+    import cv2
+
+    from edge_eval import harness
+    from train.data import DataConfig, Source
+    from train.preprocessing import PreprocessingSpec
+
+    folder = tmp_path / "imgs"
+    for k in range(2):
+        (folder / f"class{k}").mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(folder / f"class{k}" / f"{i}.png"),
+                        np.full((20, 20, 3), 60 * k + 10 * i, np.uint8))
+    cfg = DataConfig(source=Source.IMAGE_FOLDER, path=str(folder))
+    spec = PreprocessingSpec(input_size=[16, 16])
+    cache = str(tmp_path / "cache")
+    quiet = lambda *a, **k: None  # noqa: E731
+    x1, y1, _, _, _ = harness.eval_inputs(cfg, spec, cache, log=quiet)
+    before = np.load(x1).copy()
+    assert harness.eval_inputs(cfg, spec, cache, log=quiet)[0] == x1  # a hit
+    rng = np.random.default_rng(0)
+    for p in sorted(folder.rglob("*.png")):
+        cv2.imwrite(str(p), rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
+    x2, y2, _, _, _ = harness.eval_inputs(cfg, spec, cache, log=quiet)
+    assert x2 != x1 and (y2 == y1).all()
+    assert np.abs(np.load(x2) - before).max() > 0.5  # the noise, not the old inputs
+    meta = x2[:-len(".npy")] + ".json"
+    with open(meta, "w") as f:
+        f.write('{"labels": [0, 1')  # cut off mid-write
+    logs = []
+    x3, y3, _, _, _ = harness.eval_inputs(cfg, spec, cache, log=lambda *a, **k: logs.append(a))
+    assert x3 == x2 and (y3 == y2).all() and any("damaged" in str(a) for a in logs)
+    assert not [f for f in os.listdir(cache) if ".tmp" in f]
+
+
+@pytest.mark.parametrize("runs, seconds, valid", [
+    (10, 0.2, True), (1562, 0.2, True), (1562, 0.2000001, True),  # on the boundary: valid
+    (9, 5.0, False), (1562, 0.1999, False), (0, 0.0, False),
+])
+def test_benchmark_validity_boundary(runs, seconds, valid):
+    from edge_eval.bench import validity
+
+    assert (validity(runs, seconds) is None) == valid
+
+
+def test_a_run_that_stops_on_min_seconds_is_valid():
+    """The loop stops on the seconds the validity rule counts: a fast model timed for exactly
+    the minimum is valid (it was marked invalid when the loop counted wall time with overhead
+    and the rule counted only the runs)."""
+    from edge_eval.bench import MIN_VALID_SECONDS, timed_runs, validity
+
+    sleep = lambda x: time.sleep(x)  # noqa: E731
+    times = timed_runs(sleep, 1e-4, runs=10, min_seconds=MIN_VALID_SECONDS, max_seconds=5.0)
+    assert len(times) >= 10
+    assert validity(len(times), sum(t / 1e3 for t in times)) is None
+
+
+@pytest.mark.parametrize("flags, ci, rc", [
+    (["--strict"], None, 4), (["--no-strict"], "true", 0),
+    ([], "true", 4), ([], None, 0), ([], "false", 0),
+])
+def test_failed_rows_give_an_exit_status(tmp_path, monkeypatch, capsys, flags, ci, rc):
+    from edge_eval.__main__ import main
+
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "manifest.json").write_text(json.dumps({"artifacts": [
+        {"file": "missing.tflite", "recipe": "fp32", "target": "tflite", "sha256": None}]}))
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    assert main(["bench", str(art), "--out", str(tmp_path / "res"), *flags]) == rc
+    err = capsys.readouterr().err
+    assert ("1 of 1 rows failed" in err) == (rc == 4)
+    assert ("missing.tflite" in err) == (rc == 4)

@@ -239,6 +239,17 @@ def test_artifact_names_the_job_predicts_are_the_ones_convert_writes(config_name
     assert src.name == want
 
 
+@pytest.mark.parametrize("config_name, path", [
+    ("../escaped", "runs/x/export"), ("/abs/olute", "runs/x/export"), ("a/b", "m.keras"),
+    ("..", "m.keras"), (None, "/data/../.."), ("", "runs/x y/export"), (None, "x" * 200 + ".h5"),
+])
+def test_names_from_inputs_never_choose_where_files_go(config_name, path):
+    from convert.provenance import source_name
+
+    with pytest.raises(ValueError, match="cannot be used in a file name"):
+        source_name(config_name, path)
+
+
 def test_fingerprint_is_content_based(tmp_path):
     d = tmp_path / "d"
     d.mkdir()
@@ -280,6 +291,8 @@ def test_job_takes_user_config_without_code(tmp_path):
     (("model=/nonexistent/model.keras",), "does not exist"),
     (("eval_workers=0",), "must be >= 1"),
     (("parallel_stages=0",), "must be >= 1"),
+    (("name=../escaped",), "cannot be used in a file name"),
+    (("name=/tmp/abs",), "cannot be used in a file name"),
 ])
 def test_job_bad_input(sets, error):
     with pytest.raises(ValueError, match=error):
