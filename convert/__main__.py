@@ -30,8 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="artifacts", help="artifacts folder (default: artifacts)")
     p.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPES],
                    help=f"recipe names, comma or space separated (default: {DEFAULT_RECIPES})")
-    p.add_argument("--calib-images", type=int, default=200,
-                   help="representative images from the training data (default 200)")
+    p.add_argument("--calib-images", type=int, default=None,
+                   help="representative images from the training data (default 200; with "
+                        "--calib-npy: the whole file unless given)")
     p.add_argument("--calib-npy", help="calibration images as a float32 .npy [N, H, W, 3], "
                                        "already preprocessed (instead of the training data)")
     p.add_argument("--data-path", help="where the model's dataset lives, if not where it was "
@@ -108,19 +109,22 @@ def main(argv=None) -> int:
         calib = None
         if (any(r.calibrate for r in recipes) and not src.is_qat) or \
                 any(v.activations == "int8" for v in variants):
-            if args.calib_npy:
-                calib = np.load(args.calib_npy)
+            if args.calib_npy:  # the user's file is used whole unless --calib-images is given
+                calib = np.load(args.calib_npy, allow_pickle=False)
                 what = f"calibration data {args.calib_npy}"
+                want = args.calib_images or len(calib)
             else:
-                calib = dataset_images(src, "train", args.calib_images, args.seed, over)
+                want = args.calib_images or 200
+                calib = dataset_images(src, "train", want, args.seed, over)
                 what = "calibration data"
-            calib = check_images_array(calib, src, min(args.calib_images, 10) or 1, what)
-            if len(calib) < args.calib_images:
+            calib = check_images_array(calib, src, min(want, 10) or 1, what)
+            if len(calib) < want:
                 raise ConvertError(f"{what} has {len(calib)} images; --calib-images asks for "
-                                   f"{args.calib_images}")
-            calib = calib[:args.calib_images]
+                                   f"{want}")
+            calib = calib[:want]
         if args.check_npy:
-            check_x = check_images_array(np.load(args.check_npy), src, 1, args.check_npy)
+            check_x = check_images_array(np.load(args.check_npy, allow_pickle=False), src, 1,
+                                         args.check_npy)
             check_from = args.check_npy
         elif src.config or args.data_path:
             check_x = dataset_images(src, "test", args.check_images, args.seed + 1, over)

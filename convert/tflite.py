@@ -15,7 +15,7 @@ import numpy as np
 
 from train import keras_env  # noqa: F401
 from train.preprocessing import FILENAME as PREPROCESSING_FILE
-from train.preprocessing import PreprocessingSpec
+from train.preprocessing import PreprocessingSpec, read_labels
 from train.safe_load import UnsafeModelError
 from convert.provenance import (git_state, sha256_file, sha256_tree,  # noqa: F401 (re-exported)
                                 source_name)
@@ -103,14 +103,24 @@ def load_source(path: str) -> Source:
                            "or a SavedModel folder (with saved_model.pb)")
     try:
         spec = PreprocessingSpec.load(os.path.join(folder, PREPROCESSING_FILE))
+    except ValueError as e:  # PreprocessingError: names the field
+        raise ConvertError(str(e)) from None
     except FileNotFoundError:
         raise ConvertError(f"no {PREPROCESSING_FILE} next to {path}: write one (see "
                            "train/preprocessing.py) so every artifact carries the model's "
                            "preprocessing") from None
     labels_path = os.path.join(folder, "labels.txt")
-    labels = open(labels_path).read().splitlines() if os.path.isfile(labels_path) else []
+    try:
+        labels = read_labels(labels_path) if os.path.isfile(labels_path) else []
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
     cfg_path = os.path.join(folder, "config.json")
-    config = json.load(open(cfg_path)) if os.path.isfile(cfg_path) else None
+    try:
+        config = json.load(open(cfg_path, encoding="utf-8")) if os.path.isfile(cfg_path) else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConvertError(f"{cfg_path} is not valid JSON: {e}") from None
+    if config is not None and not isinstance(config, dict):
+        raise ConvertError(f"{cfg_path} is not a JSON object")
     src = Source(path, kind, model_file, spec, labels, config,
                  sha256_file(model_file) if kind == "keras" else sha256_tree(model_file))
     try:

@@ -74,12 +74,14 @@ def load_manifest(artifacts_dir: str) -> dict:
         raise EvalError(f"{artifacts_dir} has no {MANIFEST}: point at a folder written by "
                         f"`python -m convert`")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             m = json.load(f)
-    except ValueError as e:
+    except (ValueError, UnicodeDecodeError) as e:
         raise EvalError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(m.get("artifacts"), list):
-        raise EvalError(f"{path} lists no artifacts")
+    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), list) or not all(
+            isinstance(a, dict) for a in m["artifacts"]):
+        raise EvalError(f"{path} lists no artifacts (expected an object with an 'artifacts' "
+                        "list of objects)")
     return m
 
 
@@ -116,8 +118,12 @@ def verify(artifacts_dir: str, entry: dict) -> Optional[str]:
 def reference_path(manifest: dict, reference: Optional[str] = None) -> str:
     if reference:
         return reference
-    for src in manifest.get("sources", {}).values():
-        if not src.get("qat"):
+    sources = manifest.get("sources") or {}
+    for src in sources.values() if isinstance(sources, dict) else sources:
+        if isinstance(src, dict) and not src.get("qat"):
+            if not isinstance(src.get("path"), str) or not src["path"]:
+                raise EvalError("the manifest's float source has no path: pass --reference "
+                                "EXPORT_DIR")
             return src["path"]
     raise EvalError("the manifest has no float source: pass --reference EXPORT_DIR")
 

@@ -122,8 +122,9 @@ def test_bad_input_is_one_clear_error(case, tiny_export, tmp_path, capsys):
         message = "has shape [20, 32, 32, 3] but the model takes [N, 75, 75, 3]"
     elif case == "calib_few":
         np.save(tmp_path / "c.npy", np.zeros((3, 75, 75, 3), np.float32))
-        extra = ["--recipes", "static_wi8_ai8", "--calib-npy", str(tmp_path / "c.npy")]
-        message = "has 3 images"
+        extra = ["--recipes", "static_wi8_ai8", "--calib-npy", str(tmp_path / "c.npy"),
+                 "--calib-images", "50"]  # without it the file is used whole
+        message = "has 3 images; --calib-images asks for 50"
     assert main([model, "--out", out, *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err[-2000:]

@@ -135,3 +135,110 @@ def test_a_config_name_cannot_write_outside_out(tmp_path, capsys, name):
     err = capsys.readouterr().err
     assert rc == 2 and "cannot be used in a file name" in err and "Traceback" not in err
     assert not list(tmp_path.rglob("*.tflite"))
+
+
+def _spec_dict(**change):
+    d = PreprocessingSpec(input_size=[8, 8]).to_dict()
+    for k, v in change.items():
+        if v is _DROP:
+            d.pop(k)
+        else:
+            d[k] = v
+    return d
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda f: f.write_text(__import__("json").dumps(_spec_dict(channels=_DROP))),
+     "lacks ['channels']"),
+    (lambda f: f.write_text(__import__("json").dumps(_spec_dict(input_size=299))),
+     "field 'input_size' must be [height, width]"),
+    (lambda f: f.write_text(__import__("json").dumps(_spec_dict(crop_fraction="0.875"))),
+     "field 'crop_fraction' must be a finite number. Received: '0.875'"),
+    (lambda f: f.write_text(__import__("json").dumps(_spec_dict(scale=0))),
+     "field 'scale' must not be 0"),
+    (lambda f: f.write_text(__import__("json").dumps(_spec_dict(crop_fraction=1.5))),
+     "field 'crop_fraction' must be in (0.0, 1.0]"),
+    (lambda f: f.write_text(__import__("json").dumps(_spec_dict(channels=4))),
+     "field 'channels' must be one of [1, 3]"),
+    (lambda f: f.write_text("{cut off"), "is not valid JSON"),
+    (lambda f: f.write_text("[1, 2]"), "expected a JSON object"),
+])
+def test_bad_preprocessing_json_is_one_message(tmp_path, capsys, write, message):
+    """convert and edge_eval read preprocessing.json through one validator: a message naming
+    the field and the value, never a traceback."""
+    import json
+
+    from convert.__main__ import main as convert_main
+    from edge_eval.__main__ import main as eval_main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _model("plain", str(tmp_path / "m")).save(str(folder / "m.keras"))
+    write(folder / "preprocessing.json")
+    assert convert_main([str(folder / "m.keras"), "--out", str(tmp_path / "out"),
+                         "--recipes", "fp32"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    # edge_eval: the manifest carries the spec
+    art = tmp_path / "art"
+    art.mkdir()
+    spec = json.loads((folder / "preprocessing.json").read_text()) \
+        if "JSON" not in message and "object" not in message else [1]
+    (art / "manifest.json").write_text(json.dumps({
+        "artifacts": [], "preprocessing": spec,
+        "sources": {"s": {"path": str(folder / "m.keras")}}}))
+    assert eval_main(["accuracy", str(art), "--out", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("preprocessing" in err), err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("T-shirt\nTrouser\nPullover\n".encode("latin-1") + "Kleid für Damen\n".encode("latin-1"),
+     "is not UTF-8 text"),
+    (b"a\nb\n", "labels.txt has 2 labels but the model has 3 outputs"),
+])
+def test_bad_labels_are_one_message(tmp_path, capsys, content, message):
+    from convert.__main__ import main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    _model("plain", str(tmp_path / "m")).save(str(folder / "m.keras"))
+    PreprocessingSpec(input_size=[8, 8]).save(str(folder))
+    (folder / "labels.txt").write_bytes(content)
+    assert main([str(folder / "m.keras"), "--out", str(tmp_path / "out"), "--recipes",
+                 "fp32"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("text, want", [
+    ("a\nb\nc\n", ["a", "b", "c"]),
+    ("a\nb\nc\n\n", ["a", "b", "c"]),  # a trailing blank line is not an 11th class
+    ("\ufeffa\r\nb \r\n\r\n c\n", ["a", "b", "c"]),  # BOM, CRLF, stray spaces
+])
+def test_one_labels_rule_for_python_and_java(tmp_path, text, want):
+    """train.preprocessing.read_labels applies the Java core's Labels.parse rule."""
+    from train.preprocessing import read_labels
+
+    p = tmp_path / "labels.txt"
+    p.write_bytes(text.encode("utf-8"))
+    assert read_labels(str(p)) == want
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("{not json", "is not valid JSON"),
+    ('{"artifacts": [], "sources": {"s": {"qat": false}}}', "float source has no path"),
+    ('{"artifacts": "x"}', "lists no artifacts"),
+    ('[1]', "lists no artifacts"),
+    ('{"artifacts": [3]}', "lists no artifacts"),
+])
+def test_bad_manifest_is_one_message(tmp_path, capsys, manifest, message):
+    from edge_eval.__main__ import main
+
+    (tmp_path / "manifest.json").write_text(manifest)
+    assert main(["accuracy", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err

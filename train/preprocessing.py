@@ -13,11 +13,54 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import List
 
 FILENAME = "preprocessing.json"
 SCHEMA_VERSION = 1
+
+
+class PreprocessingError(ValueError):
+    """A preprocessing.json that breaks the contract (the message names the field)."""
+
+
+def _number(lo=None, hi=None, lo_open=False, nonzero=False):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return "must be a finite number"
+        if nonzero and v == 0:
+            return "must not be 0"
+        if lo is not None and (v <= lo if lo_open else v < lo) or hi is not None and v > hi:
+            return f"must be in {'(' if lo_open else '['}{lo}, {hi}]"
+        return None
+    return check
+
+
+def _choice(*allowed):
+    return lambda v: None if v in allowed else f"must be one of {list(allowed)}"
+
+
+def _size(v):
+    if not isinstance(v, list) or len(v) != 2 or any(
+            isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= 8192 for x in v):
+        return "must be [height, width], two integers in 1..8192"
+    return None
+
+
+REQUIRED = ("input_size", "channels", "crop_fraction", "scale", "offset")
+FIELDS = {
+    "input_size": _size,
+    "channels": _choice(1, 3),
+    "source_channels": _choice(1, 3),
+    "color_order": _choice("RGB", "BGR"),
+    "crop_fraction": _number(0.0, 1.0, lo_open=True),
+    "resize_method": _choice("bilinear"),
+    "scale": _number(nonzero=True),
+    "offset": _number(),
+    "layout": _choice("NHWC"),
+    "dtype": _choice("float32"),
+}
 
 
 @dataclasses.dataclass
@@ -53,15 +96,27 @@ class PreprocessingSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessingSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = {"input_size", "crop_fraction", "scale", "offset"} - set(d)
+    def from_dict(cls, d: dict, source: str = "preprocessing spec") -> "PreprocessingSpec":
+        """A validated spec: every field checked against ``FIELDS`` once, here, with one message
+        naming the field and the value received (PreprocessingError)."""
+        if not isinstance(d, dict):
+            raise PreprocessingError(f"{source}: expected a JSON object. Received: "
+                                     f"{type(d).__name__}")
+        missing = [k for k in REQUIRED if k not in d]
         if missing:
-            raise ValueError(f"preprocessing spec lacks {sorted(missing)}. Received keys: {sorted(d)}")
-        spec = cls(**{k: v for k, v in d.items() if k in names})
+            raise PreprocessingError(f"{source} lacks {missing}. Received keys: {sorted(d)}")
+        values = {}
+        for name, check in FIELDS.items():
+            if name in d:
+                problem = check(d[name])
+                if problem:
+                    raise PreprocessingError(f"{source}: field {name!r} {problem}. "
+                                             f"Received: {d[name]!r}")
+                values[name] = d[name]
+        spec = cls(**values)
         spec.input_size = [int(v) for v in spec.input_size]
-        if not 0.0 < spec.crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0, 1]. Received: {spec.crop_fraction}")
+        spec.crop_fraction, spec.scale, spec.offset = (float(spec.crop_fraction),
+                                                       float(spec.scale), float(spec.offset))
         return spec
 
     def save(self, directory: str) -> str:
@@ -81,9 +136,33 @@ class PreprocessingSpec:
             candidates = [os.path.join(os.path.dirname(path), FILENAME)]
         for c in candidates:
             if os.path.isfile(c):
-                with open(c) as f:
-                    return cls.from_dict(json.load(f))
+                try:
+                    with open(c, encoding="utf-8") as f:
+                        data = json.load(f)
+                except (ValueError, UnicodeDecodeError) as e:
+                    raise PreprocessingError(f"{c} is not valid JSON: {e}") from None
+                return cls.from_dict(data, source=os.path.normpath(c))
         raise FileNotFoundError(f"no {FILENAME} found for {path} (looked at {candidates})")
+
+
+LABELS_FILENAME = "labels.txt"
+
+
+def parse_labels(text: str) -> List[str]:
+    """labels.txt's one rule, shared with the Android core (``Labels.parse``): one class name per
+    line in output order, surrounding whitespace stripped, blank lines skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_labels(path: str) -> List[str]:
+    """The labels of a labels.txt (UTF-8, a BOM allowed); ValueError naming the file if it is
+    not UTF-8 text."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return parse_labels(f.read())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}): save it as "
+                         "UTF-8") from None
 
 
 def central_crop_box(height: int, width: int, fraction: float):
