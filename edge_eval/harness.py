@@ -23,6 +23,7 @@ import numpy as np
 
 from convert.provenance import sha256_file, sha256_tree
 from edge_eval import preprocess, records, stats
+from edge_eval.proc import child_setup
 from train.preprocessing import PreprocessingSpec
 
 ROOT = records.ROOT
@@ -47,7 +48,8 @@ def run_worker(job: dict, timeout: float, workdir: str) -> dict:
     t = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, "-m", "edge_eval.worker", job_path], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=timeout)
+                              env=env, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=child_setup())  # dies with this process
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"timed out after {timeout:.0f} s",
                 "wall_s": time.perf_counter() - t}

@@ -17,7 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+
+
+def on_term(signum, frame):
+    """SIGTERM takes Ctrl-C's path: the runner stops the stages and records them."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv=None) -> int:
@@ -57,10 +63,23 @@ def main(argv=None) -> int:
             print(f"- {s.name}: {' '.join(s.argv)}")
         return 0
     os.makedirs(job.reports_dir, exist_ok=True)
-    with open(os.path.join(job.reports_dir, "job.json"), "w") as f:
-        json.dump(job.to_dict(), f, indent=2)
     state = os.path.join(job.reports_dir, "pipeline.json")
-    rows = run_stages(stages, state, force=force, parallel=job.parallel_stages)
+    from pipeline.runner import JobLocked, job_lock
+
+    signal.signal(signal.SIGTERM, on_term)  # stop the stages as on Ctrl-C
+    try:
+        with job_lock(os.path.join(job.reports_dir, ".job.lock")) as fd:
+            with open(os.path.join(job.reports_dir, "job.json"), "w") as f:
+                json.dump(job.to_dict(), f, indent=2)
+            rows = run_stages(stages, state, force=force, parallel=job.parallel_stages,
+                              pass_fds=(fd,))
+    except JobLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the running stages were stopped; run the same command again to "
+              "finish", file=sys.stderr)
+        return 130
     print("\n| stage | status | wall s |\n|---|---|---|")
     for r in rows:
         print(f"| {r['stage']} | {r['status']} | {r['wall_s']:.1f} |")

@@ -15,6 +15,10 @@ from typing import Dict, List, Optional
 
 from convert.provenance import safe_name, source_name
 from pipeline.choose import NOTHING_CHOSEN
+
+# the commands' "finished, some outputs failed their checks" statuses (1 is a crash)
+from convert.__main__ import PARTIAL as CONVERT_PARTIAL  # noqa: E402
+from edge_eval.__main__ import ROWS_FAILED  # noqa: E402
 from pipeline.runner import Stage
 
 PY = sys.executable or "python3"
@@ -231,7 +235,7 @@ def plan(job: JobConfig) -> List[Stage]:
                     "tflite,edgetpu" if job.edgetpu else "tflite"] + conv_common,
         inputs=[job.float_model],
         outputs=[os.path.join(art, f"{fname}_{r}.tflite") for r in recipes],
-        code=["convert", "quantize", "train"], after=float_after, partial_codes=(1,),
+        code=["convert", "quantize", "train"], after=float_after, partial_codes=(CONVERT_PARTIAL,),
         description="every TFLite recipe from the float model, each checked against it"))
     if job.coreml_variants:
         stages.append(Stage(
@@ -240,7 +244,7 @@ def plan(job: JobConfig) -> List[Stage]:
             + conv_common, inputs=[job.float_model],
             outputs=[os.path.join(art, f"{fname}_coreml_{v}.mlpackage")
                      for v in job.coreml_variants],
-            code=["convert", "train"], after=float_after + ["convert"], partial_codes=(1,),
+            code=["convert", "train"], after=float_after + ["convert"], partial_codes=(CONVERT_PARTIAL,),
             description="Core ML packages, checked by the ML Program reference evaluator"))
     if job.qat and job.qat_recipes:
         qname = source_name(_qat_name(job), os.path.join(job.qat_run_dir, "export"), qat=True)
@@ -252,7 +256,7 @@ def plan(job: JobConfig) -> List[Stage]:
             inputs=[os.path.join(job.qat_run_dir, "export")],
             outputs=[os.path.join(art, f"{qname}_{r}.tflite") for r in job.qat_recipes],
             code=["convert", "quantize", "train"], after=["qat", "convert"] + (
-                ["convert_coreml"] if job.coreml_variants else []), partial_codes=(1,),
+                ["convert_coreml"] if job.coreml_variants else []), partial_codes=(CONVERT_PARTIAL,),
             description="int8 TFLite from the QAT model"))
     if job.qat and job.qat_coreml_variants:
         qname = source_name(_qat_name(job), os.path.join(job.qat_run_dir, "export"), qat=True)
@@ -265,7 +269,7 @@ def plan(job: JobConfig) -> List[Stage]:
                      for v in job.qat_coreml_variants],
             code=["convert", "quantize", "train"],
             after=["qat"] + [s.name for s in stages if s.name.startswith("convert")],
-            partial_codes=(1,),
+            partial_codes=(CONVERT_PARTIAL,),
             description="Core ML int8 from the QAT-fine-tuned weights"))
     conv = [s.name for s in stages if s.name.startswith("convert")]
     rep = job.reports_dir
@@ -276,13 +280,13 @@ def plan(job: JobConfig) -> List[Stage]:
                      "--threads", str(max(1, job.threads // job.eval_workers)),
                      "--workers", str(job.eval_workers)] + eval_common,
         inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
-        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(4,),
+        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="top-1/top-5 and drift of every artifact on the test split"))
     stages.append(Stage(
         "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--strict", "--threads",
                       str(job.threads), "--runs", str(job.bench_runs)],
         inputs=[art], outputs=[os.path.join(rep, "latency.jsonl")],
-        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(4,),
+        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="host latency (LiteRT + XNNPACK)"))
     stages.append(Stage(
         "choose", [PY, "-m", "pipeline.choose", art, "--results", rep, "--budget",

@@ -11,6 +11,7 @@ and do not run, the others go on, and the outputs of finished stages stay as the
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -22,6 +23,8 @@ import sys
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
+
+from edge_eval.proc import child_setup
 
 STATE_VERSION = 1
 # files above this size, or folders of more files than this, are keyed by (path, size, mtime)
@@ -145,6 +148,56 @@ def up_to_date(stage: Stage, key: str, rec: Optional[dict], cwd: str) -> Optiona
 
 
 # --------------------------------------------------------------------------------------------
+# one job at a time
+# --------------------------------------------------------------------------------------------
+class JobLocked(RuntimeError):
+    """Another run of the same job (or a stage it left running) holds the job's lock."""
+
+
+@contextlib.contextmanager
+def job_lock(path: str):
+    """Holds ``path`` locked (``flock``) for the job's lifetime; yields the lock's fd, which the
+    stages inherit, so the lock is free only once the job and every stage it started are gone.
+    JobLocked when it is held."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise JobLocked(f"this job is already running (lock {path} held by pid {holder}, "
+                            "or a stage it started is still alive): wait for it, or stop it "
+                            "first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _stop(running: dict, grace: float = 5.0) -> None:
+    """SIGTERM to every running stage's process group, then SIGKILL after ``grace`` seconds."""
+    import signal
+
+    procs = [r[0] for r in running.values() if r[0] is not None]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in procs:
+            try:
+                os.killpg(p.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.time() + grace
+        while sig == signal.SIGTERM and time.time() < deadline and any(
+                p.poll() is None for p in procs):
+            time.sleep(0.1)
+    for p in procs:
+        p.wait()
+
+
+# --------------------------------------------------------------------------------------------
 # running
 # --------------------------------------------------------------------------------------------
 def _now() -> str:
@@ -166,12 +219,15 @@ def is_noise(line: str) -> bool:
     return bool(NOISE.match(line))
 
 
-def _start(s: Stage, cwd: str, env, stream, prefix: bool):
+def _start(s: Stage, cwd: str, env, stream, prefix: bool, pass_fds=()):
     """Starts a stage's command; its output is piped and written line by line without
     TensorFlow's start-up noise (``NOISE``), with ``prefix`` with the stage's name in front
     (stages running side by side stay readable)."""
+    # its own process group (so the job can stop it and everything it started), killed by the
+    # kernel if the job dies (kill -9 included), holding the job's lock while it lives
     proc = subprocess.Popen(s.argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+                            process_group=0, preexec_fn=child_setup(), pass_fds=pass_fds)
     out = stream if stream is not None else sys.stdout
     head = f"[{s.name}] " if prefix else ""
 
@@ -187,7 +243,7 @@ def _start(s: Stage, cwd: str, env, stream, prefix: bool):
 
 def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: Sequence[str] = (),
                env: Optional[dict] = None, log: Callable[..., None] = print,
-               stream=None, parallel: int = 1) -> List[dict]:
+               stream=None, parallel: int = 1, pass_fds: Sequence[int] = ()) -> List[dict]:
     """Run (or skip) every stage; returns one summary row per stage (in stage order), and keeps
     the state file current after each stage so a killed job loses nothing that finished.
 
@@ -240,59 +296,74 @@ def run_stages(stages: Sequence[Stage], state_path: str, cwd: str = ".", force: 
                       "error": err}
         log(f"{head}: {st} in {wall:.0f} s" + (f" ({err})" if err else ""), flush=True)
 
-    while pending or running:
-        if pending and all(a in status for a in pending[0][1].after):
-            i, s = pending[0]
-            head = f"[{i}/{total}] {s.name}"
-            bad = [a for a in s.after if status.get(a) not in ("ok", "skipped", "partial")]
-            if bad:
-                pending.pop(0)
-                status[s.name] = "blocked"
-                msg = f"needs {', '.join(bad)}, which did not finish"
-                rows[s.name] = {"stage": s.name, "status": "blocked", "wall_s": 0.0,
-                                "reason": msg}
-                log(f"{head}: blocked ({msg})", flush=True)
-                continue
-            if running and (len(running) >= parallel or s.exclusive or
-                            any(by_name[n].exclusive for n in running)):
-                pass  # wait; hashed only once it can start: a running stage may write its inputs
-            else:
-                pending.pop(0)
-                key = stage_key(s, cwd)
-                why = "forced" if (s.name in force or "all" in force) else \
-                    up_to_date(s, key, state["stages"].get(s.name), cwd)
-                if why is None:
-                    status[s.name] = "skipped"
-                    last = state["stages"][s.name]
-                    rows[s.name] = {"stage": s.name, "status": "skipped", "wall_s": 0.0,
-                                    "reason": "up to date", "last_wall_s": last.get("wall_s")}
-                    log(f"{head}: up to date, skipped (took {last.get('wall_s', 0):.0f} s when "
-                        f"it ran {last.get('finished', '?')})", flush=True)
+    try:
+        while pending or running:
+            if pending and all(a in status for a in pending[0][1].after):
+                i, s = pending[0]
+                head = f"[{i}/{total}] {s.name}"
+                bad = [a for a in s.after if status.get(a) not in ("ok", "skipped", "partial")]
+                if bad:
+                    pending.pop(0)
+                    status[s.name] = "blocked"
+                    msg = f"needs {', '.join(bad)}, which did not finish"
+                    rows[s.name] = {"stage": s.name, "status": "blocked", "wall_s": 0.0,
+                                    "reason": msg}
+                    log(f"{head}: blocked ({msg})", flush=True)
                     continue
-                beside = f" (beside {', '.join(running)})" if running else ""
-                log(f"\n{head}: running ({why}){beside}"
-                    f"{' - ' + s.description if s.description else ''}\n"
-                    f"    $ {' '.join(s.argv)}", flush=True)
-                t0 = time.perf_counter()
-                started[s.name] = _now()
-                try:
-                    proc, pump = _start(s, cwd, env, stream, prefix=parallel > 1)
-                except OSError as e:
-                    running[s.name] = (None, None, t0, key, why, head)
-                    finish(s.name, 127, str(e))
+                if running and (len(running) >= parallel or s.exclusive or
+                                any(by_name[n].exclusive for n in running)):
+                    pass  # wait; hashed only once it can start: a running stage may write its inputs
+                else:
+                    pending.pop(0)
+                    key = stage_key(s, cwd)
+                    why = "forced" if (s.name in force or "all" in force) else \
+                        up_to_date(s, key, state["stages"].get(s.name), cwd)
+                    if why is None:
+                        status[s.name] = "skipped"
+                        last = state["stages"][s.name]
+                        rows[s.name] = {"stage": s.name, "status": "skipped", "wall_s": 0.0,
+                                        "reason": "up to date", "last_wall_s": last.get("wall_s")}
+                        log(f"{head}: up to date, skipped (took {last.get('wall_s', 0):.0f} s when "
+                            f"it ran {last.get('finished', '?')})", flush=True)
+                        continue
+                    beside = f" (beside {', '.join(running)})" if running else ""
+                    log(f"\n{head}: running ({why}){beside}"
+                        f"{' - ' + s.description if s.description else ''}\n"
+                        f"    $ {' '.join(s.argv)}", flush=True)
+                    t0 = time.perf_counter()
+                    started[s.name] = _now()
+                    try:
+                        proc, pump = _start(s, cwd, env, stream, prefix=parallel > 1,
+                                            pass_fds=tuple(pass_fds))
+                    except OSError as e:
+                        running[s.name] = (None, None, t0, key, why, head)
+                        finish(s.name, 127, str(e))
+                        continue
+                    running[s.name] = (proc, pump, t0, key, why, head)
                     continue
-                running[s.name] = (proc, pump, t0, key, why, head)
-                continue
-        if not running:  # cannot happen: a stage's deps are earlier stages, started in order
-            raise RuntimeError(f"stage {pending[0][1].name} waits on stages that never ran")
-        # wait for a running stage to finish
-        while True:
-            done = [n for n, r in running.items() if r[0].poll() is not None]
-            if done:
-                for n in done:
-                    finish(n, running[n][0].returncode, None)
-                break
-            time.sleep(0.1)
+            if not running:  # cannot happen: a stage's deps are earlier stages, started in order
+                raise RuntimeError(f"stage {pending[0][1].name} waits on stages that never ran")
+            # wait for a running stage to finish
+            while True:
+                done = [n for n, r in running.items() if r[0].poll() is not None]
+                if done:
+                    for n in done:
+                        finish(n, running[n][0].returncode, None)
+                    break
+                time.sleep(0.1)
+    except BaseException:  # Ctrl-C, SIGTERM (pipeline/__main__ raises on it), a bug here
+        # the stages die with the job: stop them and record them as failed, so the rerun
+        # runs them again (their outputs may be half-written)
+        names = list(running)
+        _stop(running)
+        for n in names:
+            state["stages"][n] = {"status": "failed", "key": None, "started": started.get(n),
+                                  "finished": _now(), "exit_code": None,
+                                  "error": "interrupted: the job was stopped"}
+        save_state(state_path, state)
+        if names:
+            log(f"\njob interrupted: stopped {', '.join(names)}", flush=True)
+        raise
     out = [rows[s.name] for s in stages]
     wall = time.perf_counter() - t_job
     job = {"started": started_job, "finished": _now(), "wall_s": round(wall, 1),

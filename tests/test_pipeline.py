@@ -560,3 +560,69 @@ def test_the_job_gate_passes_and_fails_on_a_users_model(tiny_export, tmp_path):
     # the job's own lines, not TensorFlow's start-up noise
     for noise in ("cuInit", "cudart_stub", "absl::InitializeLog", "oneDNN custom operations"):
         assert noise not in ok.stdout + ok.stderr, noise
+
+
+# --------------------------------------------------------------------------------------------
+# a killed job leaves no stage behind, and one job runs at a time
+# --------------------------------------------------------------------------------------------
+DRIVER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from pipeline.__main__ import on_term
+from pipeline.runner import Stage, job_lock, run_stages
+signal.signal(signal.SIGTERM, on_term)
+slow = ("import os, sys, time; open('stage.pid', 'w').write(str(os.getpid())); "
+        "time.sleep(30); open('out.txt', 'w').write('late')")
+with job_lock('job.lock') as fd:
+    run_stages([Stage('slow', [sys.executable, '-c', slow], outputs=['out.txt'])], 'state.json',
+               cwd='.', pass_fds=(fd,))
+"""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purposes
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _start_driver(tmp_path):
+    import subprocess
+    import time
+
+    from conftest import ROOT
+
+    p = subprocess.Popen([sys.executable, "-c", DRIVER.format(root=ROOT)], cwd=tmp_path,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while not (tmp_path / "stage.pid").exists() or not (tmp_path / "stage.pid").read_text():
+        assert time.time() < deadline and p.poll() is None, p.stderr.read() if p.poll() else ""
+        time.sleep(0.05)
+    return p, int((tmp_path / "stage.pid").read_text())
+
+
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGINT", "SIGTERM"])
+def test_a_stage_dies_with_its_job_and_the_lock_is_then_free(tmp_path, signame):
+    import signal
+    import time
+
+    from pipeline.runner import JobLocked, job_lock
+
+    p, stage_pid = _start_driver(tmp_path)
+    with pytest.raises(JobLocked, match=f"held by pid {p.pid}"):
+        with job_lock(str(tmp_path / "job.lock")):
+            pass
+    p.send_signal(getattr(signal, signame))  # SIGTERM: python -m pipeline's handler
+    p.wait(timeout=20)
+    deadline = time.time() + 10
+    while _alive(stage_pid):
+        assert time.time() < deadline, f"stage {stage_pid} outlived its job ({signame})"
+        time.sleep(0.05)
+    assert not (tmp_path / "out.txt").exists()
+    with job_lock(str(tmp_path / "job.lock")):  # free: the job and its stage are gone
+        pass
+    if signame != "SIGKILL":  # stopped, not killed: the state says so
+        st = load_state(str(tmp_path / "state.json"))["stages"]["slow"]
+        assert st["status"] == "failed" and "interrupted" in st["error"]
