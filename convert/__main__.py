@@ -67,6 +67,12 @@ def main(argv=None) -> int:
                    help="load model files that carry Python code (Lambda layers, arbitrary tf.* calls): "
                         "only for files you trust; refused otherwise")
     args = p.parse_args(argv)
+    if __name__ == "__main__":  # SIGTERM cleans up as Ctrl-C does (work folders, partial files)
+        import signal
+
+        def on_term(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        signal.signal(signal.SIGTERM, on_term)
     if args.unsafe_allow_model_code:
         from train.safe_load import allow_code
 

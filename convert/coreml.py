@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from convert import workdirs
 from convert.tflite import ConvertError, Source
 
 
@@ -332,7 +333,7 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
     from convert import tflite
     from convert.tflite import load_manifest
 
-    os.makedirs(out_dir, exist_ok=True)
+    tflite.start_run(out_dir, log)
     manifest = load_manifest(out_dir)
     artifacts = {a["file"]: a for a in manifest.get("artifacts", [])}
     failures: List[dict] = []
@@ -371,7 +372,7 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
                 bases[key] = base_model(conv_src, v.precision, tgt)
             ml = compress(bases[key], v, calib_pixels)
             set_metadata(ml, src, v, tgt, author, license_, version)
-            work = tempfile.mkdtemp(prefix=".coreml-", dir=out_dir)  # beside: same disk
+            work = workdirs.mkdtemp(".coreml-", dir=out_dir)  # beside: same disk
             pkg = os.path.join(work, fname)
             ml.save(pkg)
             got, runtime = predict_package(pkg, check_x, src)
@@ -397,6 +398,9 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
             log(f"[convert]   FAILED: {msg}", flush=True)
             tflite._drop_superseded(out_dir, artifacts, fname, log)
             continue
+        except BaseException:  # Ctrl-C, SIGTERM: the package being checked goes too
+            shutil.rmtree(work, ignore_errors=True) if "work" in locals() else None
+            raise
         if not check["passed"]:
             shutil.rmtree(work, ignore_errors=True)
             failures.append({"recipe": f"coreml_{v.name}", "source_sha256": src.sha256,
@@ -407,7 +411,7 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
             continue
         old = None
         if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=".old-", dir=out_dir)
+            old = workdirs.mkdtemp(".old-", dir=out_dir)
             os.replace(path, os.path.join(old, fname))
         os.replace(os.path.join(work, fname), path)
         shutil.rmtree(work, ignore_errors=True)
@@ -419,6 +423,7 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
             "deployment_target": tgt, "sha256": tflite.sha256_tree(path),
             "bytes": package_bytes(path), "qat": src.is_qat, "coreml": desc, "check": check,
         }
+        tflite.commit_artifact(out_dir, src, artifacts[fname])
         log(f"[convert]   ok: {package_bytes(path) / 1e6:.2f} MB, top-1 agreement "
             f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e} "
             f"({runtime})", flush=True)

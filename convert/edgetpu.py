@@ -203,7 +203,7 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
     full-integer artifact of a source in ``out_dir/manifest.json``; a compiled model becomes an
     artifact of its own (target ``edgetpu``)."""
     from convert.provenance import sha256_file
-    from convert.tflite import ConvertError, MANIFEST, atomic_write_json, load_manifest
+    from convert.tflite import ConvertError, load_manifest, update_manifest
 
     manifest = load_manifest(out_dir)
     arts = {a["file"]: a for a in manifest.get("artifacts", [])}
@@ -236,6 +236,9 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
                              if rep["split"] else "") + f"; {rep['memory_note']}; compiler: "
             f"{comp['status']}" + (f" ({comp['error']})" if comp.get("error") else ""),
             flush=True)
-    manifest["artifacts"] = sorted(arts.values(), key=lambda x: x["file"])
-    atomic_write_json(os.path.join(out_dir, MANIFEST), manifest)
-    return manifest
+    def change(current):  # this run's entries over what is listed now (merged under the lock)
+        now = {x["file"]: x for x in current.get("artifacts", [])}
+        now.update({k: v for k, v in arts.items()
+                    if k in now or v.get("target") == "edgetpu"})
+        return dict(current, artifacts=sorted(now.values(), key=lambda x: x["file"]))
+    return update_manifest(out_dir, change)

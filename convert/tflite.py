@@ -2,6 +2,8 @@
 source on the same seeded images, written atomically, and listed in ``manifest.json``."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import dataclasses
 import datetime
 import hashlib
@@ -205,7 +207,10 @@ def conversion_dir(src: Source) -> str:
 
         from train.trainer import save_serving
 
-        path = tempfile.mkdtemp(prefix="convert-sm-")
+        from convert import workdirs
+
+        workdirs.sweep(tempfile.gettempdir())  # what a killed run left
+        path = workdirs.mkdtemp("convert-sm-")
         atexit.register(shutil.rmtree, path, True)
         if src.keras_model is not None:
             save_serving(src.keras_model, path, batch=1)
@@ -377,16 +382,19 @@ def self_check(recipe: Recipe, model_bytes: bytes, x: np.ndarray, ref: np.ndarra
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial",
-                               dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+                               suffix=".partial", dir=os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ConvertError(f"the disk is full: could not write {path} ({len(data) / 1e6:.1f} "
+                               f"MB); nothing was left half-written") from None
         raise
 
 
@@ -409,18 +417,77 @@ def tool_versions() -> dict:
 
 def load_manifest(out_dir: str) -> dict:
     path = os.path.join(out_dir, MANIFEST)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConvertError(f"{path} is not valid JSON ({e}): move it aside, or delete the "
+                           "folder, and convert again") from None
+    if not isinstance(m, dict) or not isinstance(m.get("artifacts", []), list):
+        raise ConvertError(f"{path} is not a manifest (expected an object with an "
+                           "'artifacts' list)")
+    return m
+
+
+@contextlib.contextmanager
+def manifest_lock(out_dir: str):
+    """Serializes read-modify-write of ``out_dir/manifest.json`` between processes (flock):
+    two conversions into one folder both end up listed."""
+    import fcntl
+
+    fd = os.open(os.path.join(out_dir, ".manifest.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update_manifest(out_dir: str, change: Callable[[dict], Optional[dict]]) -> dict:
+    """Applies ``change`` to the manifest as it is on disk now, under the lock; ``change``
+    returns the new manifest, or None for no change (nothing is written)."""
+    with manifest_lock(out_dir):
+        current = load_manifest(out_dir)
+        new = change(current)
+        if new is None:
+            return current
+        atomic_write_json(os.path.join(out_dir, MANIFEST), new)
+        return new
+
+
+def _source_entry(src: Source) -> dict:
+    return {"path": os.path.abspath(src.path), "kind": src.kind, "name": src.name,
+            "qat": src.is_qat}
+
+
+def commit_artifact(out_dir: str, src: Source, entry: dict) -> None:
+    """Lists one artifact (already in place) in the manifest at once: a run killed later
+    leaves no file that no manifest lists."""
+    def change(m):
+        arts = {a["file"]: a for a in m.get("artifacts", [])}
+        arts[entry["file"]] = entry
+        return dict(m, schema_version=1, artifacts=sorted(arts.values(), key=lambda a: a["file"]),
+                    sources={**m.get("sources", {}), src.sha256: _source_entry(src)})
+    update_manifest(out_dir, change)
+
+
+def start_run(out_dir: str, log: Callable = print) -> None:
+    """Before converting into ``out_dir``: the folder exists, what killed runs left is gone."""
+    from convert import workdirs
+
+    os.makedirs(out_dir, exist_ok=True)
+    workdirs.sweep(out_dir, log)
 
 
 def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
                    calib: Optional[np.ndarray], check_x: np.ndarray,
                    log: Callable = print, check_from: str = "evaluation split, seeded",
                    metadata: Optional[dict] = None) -> dict:
-    """Converts, checks and writes every recipe; returns the manifest (also written)."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Converts, checks and writes every recipe; returns the manifest (also written). Each
+    artifact is listed in the manifest as soon as it is in place."""
+    start_run(out_dir, log)
     manifest = load_manifest(out_dir)
     ref = src.predict(check_x)
     artifacts = {a["file"]: a for a in manifest.get("artifacts", [])}
@@ -488,6 +555,7 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
             "qat": src.is_qat, **desc, "check": check, "metadata": meta,
         }
+        commit_artifact(out_dir, src, artifacts[fname])
         log(f"[convert]   ok: {len(data) / 1e6:.2f} MB, top-1 agreement "
             f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e}", flush=True)
 
@@ -509,40 +577,45 @@ def finish_manifest(out_dir: str, manifest: dict, src: Source, artifacts: dict,
                     failures: List[dict], ran: set, check_x: np.ndarray, check_from: str) -> dict:
     """Writes preprocessing.json, labels.txt and the manifest after a conversion run (TFLite or
     Core ML): this run's artifacts and failures replace the earlier ones of the same recipes.
-    An unchanged manifest is not rewritten, so a rerun leaves later stages' inputs as they were."""
-    old = manifest
+    The manifest is merged with what is on disk now, under the lock (another conversion may
+    have listed its artifacts meanwhile; ``manifest`` and ``artifacts`` are this run's view). An
+    unchanged manifest is not rewritten, so a rerun leaves later stages' inputs as they were."""
     atomic_write_json(os.path.join(out_dir, PREPROCESSING_FILE), src.spec.to_dict())
     if src.labels:
         atomic_write_bytes(os.path.join(out_dir, "labels.txt"),
                            ("\n".join(src.labels) + "\n").encode())
-    manifest = {
-        "schema_version": 1,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "sources": {**manifest.get("sources", {}),
-                    src.sha256: {"path": os.path.abspath(src.path), "kind": src.kind,
-                                 "name": src.name, "qat": src.is_qat}},
-        "preprocessing": src.spec.to_dict(),
-        "labels": "labels.txt" if src.labels else None,
-        "check_inputs": {"images": int(len(check_x)),
-                         "source": check_from},
-        "tools": tool_versions(), "git": dict(git_state()),
-        "artifacts": sorted(artifacts.values(), key=lambda a: a["file"]),
-        # this run supersedes earlier failures of the same model (by name: a retrained model
-        # has a new hash) for the recipes it ran, and any of an older version of the model
-        "failures": [f for f in manifest.get("failures", [])
-                     if f.get("source_name", src.name) != src.name
-                     or (f.get("source_sha256") == src.sha256
-                         and f.get("recipe") not in ran)] + failures,
-    }
-    used = {a.get("source_sha256") for a in manifest["artifacts"]} | {
-        f.get("source_sha256") for f in manifest["failures"]}
-    manifest["sources"] = {k: v for k, v in manifest["sources"].items() if k in used}
-    volatile = ("created", "git", "tools")
-    if old and {k: v for k, v in old.items() if k not in volatile} == \
-            json.loads(json.dumps({k: v for k, v in manifest.items() if k not in volatile})):
-        return old  # nothing changed: keep the file (and its provenance) as it was
-    atomic_write_json(os.path.join(out_dir, MANIFEST), manifest)
-    return manifest
+
+    def change(current: dict) -> Optional[dict]:
+        # this run's artifacts were listed as they were committed (commit_artifact) and its
+        # superseded ones unlisted (_drop_superseded): the disk's list is the merged one
+        arts = {a["file"]: a for a in current.get("artifacts", [])}
+        new = {
+            "schema_version": 1,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "sources": {**current.get("sources", {}), src.sha256: _source_entry(src)},
+            "preprocessing": src.spec.to_dict(),
+            "labels": "labels.txt" if src.labels else None,
+            "check_inputs": {"images": int(len(check_x)), "source": check_from},
+            "tools": tool_versions(), "git": dict(git_state()),
+            "artifacts": sorted(arts.values(), key=lambda a: a["file"]),
+            # this run supersedes earlier failures of the same model (by name: a retrained
+            # model has a new hash) for the recipes it ran, and any of an older version of it
+            "failures": [f for f in current.get("failures", [])
+                         if f.get("source_name", src.name) != src.name
+                         or (f.get("source_sha256") == src.sha256
+                             and f.get("recipe") not in ran)] + failures,
+        }
+        used = {a.get("source_sha256") for a in new["artifacts"]} | {
+            f.get("source_sha256") for f in new["failures"]}
+        new["sources"] = {k: v for k, v in new["sources"].items() if k in used}
+        volatile = ("created", "git", "tools")
+        if current and {k: v for k, v in current.items() if k not in volatile} == \
+                json.loads(json.dumps({k: v for k, v in new.items() if k not in volatile})):
+            return None  # nothing changed: keep the file (and its provenance) as it was
+        return new
+
+    return update_manifest(out_dir, change)
 
 
 def _drop_superseded(out_dir: str, artifacts: dict, fname: str, log: Callable) -> None:
@@ -550,6 +623,9 @@ def _drop_superseded(out_dir: str, artifacts: dict, fname: str, log: Callable) -
     another version of the model or recipe, and must not be evaluated as if it were current."""
     old = artifacts.pop(fname, None)
     if old is not None:
+        # unlisted first, then removed: the manifest never lists a missing file
+        update_manifest(out_dir, lambda m: dict(m, artifacts=[
+            a for a in m.get("artifacts", []) if a["file"] != fname]))
         path = os.path.join(out_dir, fname)
         if os.path.isdir(path):
             import shutil

@@ -217,6 +217,19 @@ def data_fingerprint(data_cfg) -> str:
     return h.hexdigest()
 
 
+SPACE_MARGIN = 64 << 20  # kept free beyond what a write needs
+
+
+def ensure_free_space(folder: str, need: int, what: str) -> None:
+    """EvalError before a large write that the disk cannot hold: a memory-mapped file on a full
+    disk dies with SIGBUS, not with an error that can be reported."""
+    free = shutil.disk_usage(folder).free
+    if free < need + SPACE_MARGIN:
+        raise EvalError(f"{what} need {need / 1e6:.0f} MB in {folder}, but only "
+                        f"{free / 1e6:.0f} MB are free: free some space, or evaluate fewer "
+                        f"images (--images) or crops")
+
+
 def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optional[int] = None,
                 crops: int = 1, seed: int = 0, log=print):
     """(path of a cached float32 .npy of model inputs, labels, class names, seconds spent).
@@ -252,13 +265,23 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
     grey = (isinstance(raw, np.ndarray) and raw.ndim == 4 and raw.shape[-1] == 1
             and spec.channels == 3)
     stored = dataclasses.replace(spec, channels=1) if grey else spec
-    tmp = x_path + ".tmp.npy"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                    shape=(len(labels) * per, h, w, stored.channels))
-    for i, im in enumerate(raw):
-        out[i * per:(i + 1) * per] = preprocess.crops(np.asarray(im), stored, crops)
-    out.flush()
-    del out
+    need = len(labels) * per * h * w * stored.channels * 4
+    ensure_free_space(cache_dir, need, "the evaluation inputs")
+    from convert import workdirs
+
+    workdirs.sweep(cache_dir)  # what a killed run was writing
+    tmp = x_path + f".tmp-{os.getpid()}.npy"
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=(len(labels) * per, h, w, stored.channels))
+        for i, im in enumerate(raw):
+            out[i * per:(i + 1) * per] = preprocess.crops(np.asarray(im), stored, crops)
+        out.flush()
+        del out
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     meta_tmp = meta_path + f".tmp-{os.getpid()}"
     with open(meta_tmp, "w") as f:
         json.dump({"labels": labels.tolist(), "class_names": names, "skipped": skipped}, f)

@@ -20,7 +20,7 @@ from typing import Iterable, List
 
 import numpy as np
 
-from train.preprocessing import PreprocessingSpec, central_crop_box
+from train.preprocessing import PreprocessingSpec, central_crop_box, image_problem
 
 try:  # OpenCV is the run side's only image library
     import cv2
@@ -47,6 +47,9 @@ def decode(path: str, channels: int = 3) -> np.ndarray:
     data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
     if data is None:
         raise ImageError(f"image not found: {path}")
+    problem = image_problem(path)  # the rule training's pre-flight check applies
+    if problem:
+        raise ImageError(f"corrupt image {path}: {problem}")
     flag = cv.IMREAD_GRAYSCALE if channels == 1 else cv.IMREAD_COLOR
     img = cv.imdecode(data, flag) if data.size else None
     if img is None:

@@ -19,6 +19,8 @@ def _model(kind, marker):
         import tensorflow as tf
 
         x = tf.math.multiply(x, 2.0)
+    x = keras.layers.Conv2D(64, 3, padding="same")(x)  # weights enough for fp16 to halve
+    x = keras.layers.Conv2D(64, 3, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(3, activation="softmax")(x)
     return keras.Model(inp, out)
@@ -242,3 +244,172 @@ def test_bad_manifest_is_one_message(tmp_path, capsys, manifest, message):
     assert main(["accuracy", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
+
+
+# --------------------------------------------------------------------------------------------
+# interrupted and concurrent conversions
+# --------------------------------------------------------------------------------------------
+def _plain_model_folder(tmp_path):
+    folder = tmp_path / "model"
+    if not folder.exists():
+        folder.mkdir()
+        _model("plain", str(tmp_path / "m")).save(str(folder / "small.keras"))
+        PreprocessingSpec(input_size=[8, 8]).save(str(folder))
+    return str(folder / "small.keras")
+
+
+def test_two_conversions_into_one_folder_both_end_up_listed(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    model, x = _plain_model_folder(tmp_path), _npy(tmp_path)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    procs = [subprocess.Popen([sys.executable, "-m", "convert", model, "--out", str(out),
+                               "--recipes", r, "--check-npy", x, "--calib-npy", x], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for r in ("fp32", "fp16")]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stdout.read()[-2000:]
+    listed = sorted(a["file"] for a in json.load(open(out / "manifest.json"))["artifacts"])
+    on_disk = sorted(f for f in os.listdir(out) if f.endswith(".tflite"))
+    assert listed == on_disk == ["small_fp16.tflite", "small_fp32.tflite"]
+    assert not [f for f in os.listdir(out) if f.startswith(".") and f != ".manifest.lock"]
+
+
+def test_an_interrupted_conversion_lists_what_it_finished(tmp_path, monkeypatch):
+    import json
+
+    from convert import tflite
+    from convert.__main__ import main
+
+    model, x = _plain_model_folder(tmp_path), _npy(tmp_path)
+    real = tflite.convert_bytes
+
+    def stop_at_fp16(src, recipe, calib):
+        if recipe.name == "fp16":
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second recipe
+        return real(src, recipe, calib)
+
+    monkeypatch.setattr(tflite, "convert_bytes", stop_at_fp16)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main([model, "--out", str(out), "--recipes", "fp32,fp16", "--check-npy", x,
+              "--calib-npy", x, "--no-metadata"])
+    listed = [a["file"] for a in json.load(open(out / "manifest.json"))["artifacts"]]
+    assert listed == ["small_fp32.tflite"] == sorted(f for f in os.listdir(out)
+                                                     if f.endswith(".tflite"))
+    monkeypatch.setattr(tflite, "convert_bytes", real)  # the rerun finishes
+    assert main([model, "--out", str(out), "--recipes", "fp32,fp16", "--check-npy", x,
+                 "--calib-npy", x, "--no-metadata"]) == 0
+    listed = [a["file"] for a in json.load(open(out / "manifest.json"))["artifacts"]]
+    assert listed == ["small_fp16.tflite", "small_fp32.tflite"]
+
+
+def test_work_files_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from convert import workdirs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        made = {f".coreml-{dead}-abc": "dir", f".old-{dead}-x": "dir",
+                f".m_fp32.tflite.{dead}.k2j3.partial": "file",
+                f"convert-sm-{dead}-q": "dir", f".coreml-{live.pid}-abc": "dir",
+                f".m_fp16.tflite.{live.pid}.zz.partial": "file", "m_fp32.tflite": "file",
+                ".manifest.lock": "file"}
+        for name, kind in made.items():
+            (tmp_path / name).mkdir() if kind == "dir" else (tmp_path / name).write_text("x")
+        gone = workdirs.sweep(str(tmp_path))
+        assert sorted(gone) == sorted(n for n in made if dead in n)
+        assert sorted(os.listdir(tmp_path)) == sorted(n for n in made if dead not in n)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_every_bad_image_is_named_by_one_rule_for_training_and_evaluation(tmp_path):
+    import cv2
+
+    from edge_eval import preprocess
+    from train.data import DataError, scan_image_folder
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    cv2.imwrite(str(root / "a" / "good.jpg"), img)
+    cv2.imwrite(str(root / "b" / "good.png"), img)
+    jpg = (root / "a" / "good.jpg").read_bytes()
+    bad = {"a/truncated.jpg": jpg[:len(jpg) // 2], "b/empty.jpg": b"",
+           "b/not_an_image.png": b"\x89PNG\r\n\x1a\n" + b"garbage" * 10,
+           "a/cut_png.png": (root / "b" / "good.png").read_bytes()[:200]}
+    for name, data in bad.items():
+        (root / name).write_bytes(data)
+    with pytest.raises(DataError) as e:
+        scan_image_folder(str(root))
+    msg = str(e.value)
+    assert f"{len(bad)} corrupt or unreadable image(s)" in msg
+    for name in bad:
+        assert str(root / name) in msg
+    assert "good" not in msg
+    for name in bad:  # edge_eval's reader refuses exactly those
+        with pytest.raises(preprocess.ImageError, match="corrupt image|cannot decode"):
+            preprocess.decode(str(root / name))
+    assert preprocess.decode(str(root / "a" / "good.jpg")).shape == (40, 40, 3)
+    assert preprocess.decode(str(root / "b" / "good.png")).shape == (40, 40, 3)
+
+
+def test_a_full_disk_is_one_message_and_leaves_nothing(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    import cv2
+
+    from convert import tflite
+    from edge_eval import harness
+    from train.data import DataConfig, Source
+
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((20, 20, 3), 9 * i, np.uint8))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 10 << 20, 1 << 20))
+    cache = tmp_path / "cache"
+    with pytest.raises(harness.EvalError, match="only 1 MB are free"):
+        harness.eval_inputs(DataConfig(source=Source.IMAGE_FOLDER, path=str(tmp_path / "imgs")),
+                            PreprocessingSpec(input_size=[16, 16]), str(cache),
+                            log=lambda *a, **k: None)
+    assert os.listdir(cache) == []
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: (
+        _FullFile(real_fdopen(fd, mode, *a, **k)) if "w" in mode else real_fdopen(fd, mode)))
+    with pytest.raises(tflite.ConvertError, match="the disk is full: could not write"):
+        tflite.atomic_write_bytes(str(tmp_path / "m.tflite"), b"x" * 1000)
+    assert sorted(os.listdir(tmp_path)) == ["cache", "imgs"]
+
+
+class _FullFile:
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        raise OSError(28, "No space left on device")

@@ -58,6 +58,9 @@ def test_train_exports_everything_a_later_stage_needs(tmp_path):
     assert pre["input_size"] == [75, 75] and pre["input_range"] == [-1.0, 1.0]
     assert json.load(open(os.path.join(run, "config.json")))["name"] == "tiny_test"
     assert not [d for d in os.listdir(run) if ".tmp-" in d]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(exp).st_mode & 0o777 == 0o755 & ~mask  # readable by others, as a mkdir
 
     # the SavedModel has one signature and gives the Keras model's outputs
     import tensorflow as tf
@@ -187,3 +190,16 @@ def test_saved_configs_compare_after_defaults_and_stale_backups_are_set_aside(tm
     assert len(kept) == 1  # never deleted
     (tmp_path / "bad.json").write_text("{not json")
     assert not same_config(str(tmp_path / "bad.json"), cfg)
+
+
+def test_a_damaged_config_stops_training_and_keeps_the_backup(tmp_path):
+    from train.trainer import _set_aside_stale_backup
+
+    cfg = resolve("tiny_test")
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "ckpt").write_text("progress")
+    (tmp_path / "config.json").write_text('{"name": "tiny_te')  # cut off mid-write
+    with pytest.raises(ValueError, match="config.json is damaged .* is kept"):
+        _set_aside_stale_backup(str(tmp_path), str(tmp_path / "backup"), cfg, print)
+    assert (tmp_path / "backup" / "ckpt").read_text() == "progress"
+    assert sorted(os.listdir(tmp_path)) == ["backup", "config.json"]  # nothing set aside

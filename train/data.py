@@ -145,15 +145,15 @@ def scan_image_folder(root: str, verify: bool = True) -> Tuple[List[str], List[i
                 labels.append(i)
     if not files:
         raise DataError(f"{root}: no {'/'.join(IMAGE_EXTENSIONS)} images in {classes}")
-    if verify:
-        from PIL import Image
+    if verify:  # every image decoded in full before training starts; every bad one named
+        from train.preprocessing import image_problem
 
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    im.verify()
-            except Exception as e:  # noqa: BLE001 - any decoder failure means a corrupt file
-                raise DataError(f"corrupt or unreadable image: {f} ({e})") from None
+        bad = [(f, why) for f in files for why in [image_problem(f)] if why]
+        if bad:
+            shown = "\n  ".join(f"{f}: {why}" for f, why in bad[:10])
+            more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise DataError(f"{len(bad)} corrupt or unreadable image(s) in {root}:\n  {shown}"
+                            f"{more}\nremove or replace them")
     return files, labels, classes
 
 

@@ -145,6 +145,39 @@ class PreprocessingSpec:
         raise FileNotFoundError(f"no {FILENAME} found for {path} (looked at {candidates})")
 
 
+def image_problem(path: str):
+    """None if the image file decodes completely, else why not: the one rule training's
+    pre-flight check and edge_eval's reader both apply. Every pixel is decoded (a header
+    check passes a truncated file that training would then die on), a truncated file is an
+    error rather than grey padding, and a JPEG must end with its end-of-image marker."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    if not data:
+        return "empty file"
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return "truncated JPEG (no end-of-image marker)"
+    try:
+        import io
+
+        from PIL import Image, ImageFile
+
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except ImportError:  # a board without Pillow: OpenCV decodes the whole image or fails
+        import cv2
+        import numpy as np
+
+        if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+            return "cannot be decoded"
+    except Exception as e:  # noqa: BLE001 - any decoder failure means a corrupt file
+        return f"cannot be decoded ({type(e).__name__}: {str(e)[:120]})"
+    return None
+
+
 LABELS_FILENAME = "labels.txt"
 
 

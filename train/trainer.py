@@ -157,7 +157,15 @@ def _one_hot(n_out, num_classes):
 def _atomic_dir(final: str):
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+    os.chmod(tmp, 0o755 & ~_umask())  # mkdtemp's 0700 would hide the export from other users
+    return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def commit_dir(tmp: str, final: str) -> None:
@@ -246,6 +254,13 @@ def _set_aside_stale_backup(run_dir: str, backup_dir: str, cfg: ExperimentConfig
     saved = os.path.join(run_dir, "config.json")
     if not os.path.isdir(backup_dir) or not os.path.isfile(saved):
         return
+    try:
+        with open(saved, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError) as e:  # damaged, not different: keep the progress
+        raise ValueError(f"{saved} is damaged ({e}); the training state in {backup_dir} is "
+                         f"kept. Restore config.json (or delete it to resume under the current "
+                         f"config), or train into a new run folder") from None
     if not same_config(saved, cfg):
         aside = f"{backup_dir}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
         os.replace(backup_dir, aside)
