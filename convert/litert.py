@@ -19,24 +19,32 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
                    info.max).astype(dtype)
 
 
-def interpreter_class():
+def runtime():
+    """The interpreter module this machine has: ``ai_edge_litert.interpreter`` (LiteRT), else
+    ``tflite_runtime.interpreter`` (what Coral boards and older images ship). Everything the run
+    side needs - ``Interpreter``, ``load_delegate``, ``OpResolverType`` - comes from it."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter as mod
     except ImportError:
         try:
-            from tflite_runtime.interpreter import Interpreter
+            from tflite_runtime import interpreter as mod
         except ImportError:
             raise ImportError("no LiteRT interpreter: pip install ai-edge-litert "
                               "(or tflite-runtime on a board)") from None
-    return Interpreter
+    return mod
+
+
+def runtime_name() -> str:
+    """``ai_edge_litert`` or ``tflite_runtime``: the package that runs the models here."""
+    return runtime().__name__.split(".")[0]
+
+
+def interpreter_class():
+    return runtime().Interpreter
 
 
 def load_delegate(library: str, options: Optional[dict] = None):
-    try:
-        from ai_edge_litert.interpreter import load_delegate as ld
-    except ImportError:
-        from tflite_runtime.interpreter import load_delegate as ld
-    return ld(library, options or {})
+    return runtime().load_delegate(library, options or {})
 
 
 class TFLiteModel:
@@ -48,11 +56,9 @@ class TFLiteModel:
         kw = dict(num_threads=num_threads)
         if delegates:
             kw["experimental_delegates"] = delegates
-        if not xnnpack:
-            from ai_edge_litert.interpreter import OpResolverType
-
+        if not xnnpack:  # the built-in kernels alone (tflite-runtime has the same enum)
             kw["experimental_op_resolver_type"] = \
-                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                runtime().OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         if model_content is not None:
             self.interp = Interpreter(model_content=model_content, **kw)
         else:

@@ -46,6 +46,12 @@ def validity(runs: int, seconds: float, min_runs: int = MIN_VALID_RUNS,
     return None
 
 
+def _runtime_label() -> str:
+    from convert.litert import runtime_name
+
+    return "litert" if runtime_name() == "ai_edge_litert" else runtime_name()
+
+
 def timed_runs(invoke, x, runs: int, min_seconds: float, max_seconds: float) -> list:
     """Per-run milliseconds of ``invoke(x)``, until both ``runs`` runs and ``min_seconds`` of
     timed runs are reached (or ``max_seconds``). Stopping and ``validity`` count the same
@@ -128,7 +134,7 @@ def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup:
            "latency_ms": None if why else latency_stats(times), "init_ms": init_ms,
            "first_inference_ms": first_ms, "warmup_runs": warmup, "runs": len(times),
            "duration_s": sum(times) / 1e3, "threads": threads, "batch_size": shape[0],
-           "delegate": delegate, "runtime": "litert", "peak_memory_mb": _peak_rss_mb()}
+           "delegate": delegate, "runtime": _runtime_label(), "peak_memory_mb": _peak_rss_mb()}
     if why:
         out["raw_latency_ms"] = latency_stats(times)  # kept for debugging, never reported
     return out

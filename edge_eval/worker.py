@@ -81,7 +81,9 @@ def _predict(job: dict) -> dict:
             delegates = [edgetpu_delegate()]
         model = TFLiteModel(job["model"], num_threads=int(job.get("threads", 2)),
                             xnnpack=delegate == "xnnpack", delegates=delegates)
-        runtime = "litert"
+        from edge_eval.bench import _runtime_label
+
+        runtime = _runtime_label()
         load_s = time.perf_counter() - t
         bs = int(job.get("batch_size", 50))
         probs = model.predict_batches(iter_chunks(job["inputs"], bs, channels, expand=False))

@@ -797,3 +797,54 @@ def test_failed_rows_give_an_exit_status(tmp_path, monkeypatch, capsys, flags, c
     err = capsys.readouterr().err
     assert ("1 of 1 rows failed" in err) == (rc == 4)
     assert ("missing.tflite" in err) == (rc == 4)
+
+
+BOARD = r"""
+import importlib.abc, json, sys, types
+sys.path.insert(0, {root!r})
+# a stand-in tflite_runtime: the board's package, here backed by LiteRT's kernels
+from ai_edge_litert import interpreter as real
+board = types.ModuleType("tflite_runtime")
+board_interp = types.ModuleType("tflite_runtime.interpreter")
+for name in ("Interpreter", "load_delegate", "OpResolverType"):
+    setattr(board_interp, name, getattr(real, name))
+board.interpreter = board_interp
+sys.modules.update({{"tflite_runtime": board, "tflite_runtime.interpreter": board_interp}})
+# ... and ai_edge_litert made unimportable, as on a Coral board
+for m in [m for m in sys.modules if m.split(".")[0] == "ai_edge_litert"]:
+    del sys.modules[m]
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "ai_edge_litert":
+            raise ImportError("no ai_edge_litert on this board")
+sys.meta_path.insert(0, Block())
+from convert.litert import TFLiteModel, runtime_name
+from edge_eval.bench import bench_tflite
+import numpy as np
+out = {{"runtime": runtime_name()}}
+for xnn in (True, False):
+    m = TFLiteModel({model!r}, xnnpack=xnn)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, *m.input["shape"][1:])).astype("float32")
+    out[f"p_{{xnn}}"] = m.predict(x).tolist()
+r = bench_tflite({model!r}, delegate="none", runs=10, min_seconds=0.2)
+out.update(status=r["status"], rec_runtime=r["runtime"])
+print(json.dumps(out))
+"""
+
+
+def test_the_board_path_runs_on_tflite_runtime_alone(converted):
+    """With only tflite_runtime (no ai_edge_litert), the interpreter, the XNNPACK-off resolver
+    and the benchmark all work, and the records say which runtime ran."""
+    import subprocess
+
+    art, manifest = converted
+    model = os.path.join(art, next(a["file"] for a in manifest["artifacts"]
+                                   if a["recipe"] == "static_wi8_ai8"))
+    r = subprocess.run([sys.executable, "-c", BOARD.format(root=ROOT, model=model)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["runtime"] == "tflite_runtime" and out["rec_runtime"] == "tflite_runtime"
+    assert out["status"] == "ok"
+    a, b = np.asarray(out["p_True"]), np.asarray(out["p_False"])
+    assert a.shape == (2, 10) and np.abs(a - b).max() < 0.05  # XNNPACK on and off agree
