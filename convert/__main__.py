@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                    help="evaluation images each artifact is checked on (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--targets", default="tflite",
-                   help="comma-separated: tflite, coreml, edgetpu (default: tflite). edgetpu: "
+                   help="comma-separated: tflite, coreml, edgetpu, or all (default: tflite). edgetpu: "
                         "the uint8-I/O full-integer model, its Edge TPU report, and the "
                         "compiled model when edgetpu_compiler is installed")
     p.add_argument("--require-edgetpu-compiler", action="store_true",
@@ -63,6 +63,19 @@ def main(argv=None) -> int:
     p.add_argument("--model-version", default="", help="model metadata (TFLite and Core ML)")
     p.add_argument("--no-metadata", action="store_true",
                    help="do not embed TFLite metadata (labels, normalization) in .tflite files")
+    g = p.add_argument_group(
+        "a model trained elsewhere (no preprocessing.json beside it)",
+        "name its preprocessing, or give the numbers; the input size comes from the model, and "
+        "what you give is written into the artifacts as preprocessing.json")
+    g.add_argument("--preprocessing", metavar="NAME",
+                   help="inception ([-1, 1], keras.applications.InceptionV3), unit ([0, 1]); "
+                        "caffe and torch are named, and refused with the reason")
+    g.add_argument("--scale", type=float, help="model input = pixel * scale + offset")
+    g.add_argument("--offset", type=float)
+    g.add_argument("--crop-fraction", type=float, help="central crop before resizing "
+                   "(default 0.875, the paper's)")
+    g.add_argument("--color-order", choices=["RGB", "BGR"])
+    g.add_argument("--labels", help="labels.txt for the model's outputs (one per line)")
     p.add_argument("--unsafe-allow-model-code", action="store_true",
                    help="load model files that carry Python code (Lambda layers, arbitrary tf.* calls): "
                         "only for files you trust; refused otherwise")
@@ -81,6 +94,8 @@ def main(argv=None) -> int:
     from quantize.recipes import RecipeError, parse_recipes
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if targets == ["all"]:
+        targets = list(TARGETS)
     bad = [t for t in targets if t not in TARGETS]
     if bad or not targets:
         print(f"error: unknown target(s) {bad or targets}; valid: {', '.join(TARGETS)}",
@@ -115,7 +130,13 @@ def main(argv=None) -> int:
     from train.data import DataError
 
     try:
-        src = load_source(args.model)
+        given = {"crop_fraction": args.crop_fraction, "scale": args.scale,
+                 "offset": args.offset, "color_order": args.color_order}
+        pre = None
+        if args.preprocessing or any(v is not None for v in given.values()):
+            pre = dict({k: v for k, v in given.items() if v is not None},
+                       name=args.preprocessing or "inception")
+        src = load_source(args.model, pre, args.labels)
         over = {"path": args.data_path} if args.data_path else None
         calib = None
         if (any(r.calibrate for r in recipes) and not src.is_qat) or \
@@ -153,7 +174,14 @@ def main(argv=None) -> int:
                 metadata=None if args.no_metadata else {
                     "author": args.author, "license": args.license,
                     "version": args.model_version})
-        if "edgetpu" in targets:
+        this_run_failed = {f["recipe"] for f in (manifest or {}).get("failures", [])
+                           if f.get("source_sha256") == src.sha256}
+        if "edgetpu" in targets and "static_wi8_ai8_uint8io" in this_run_failed:
+            # the model the Edge TPU needs failed its own check: that failure is reported
+            # (exit PARTIAL) and the other artifacts stand; there is nothing to compile
+            print("[convert] Edge TPU: skipped, static_wi8_ai8_uint8io failed its check",
+                  file=sys.stderr)
+        elif "edgetpu" in targets:
             from convert.edgetpu import annotate
 
             manifest = annotate(args.out, src.sha256, args.require_edgetpu_compiler)

@@ -84,9 +84,48 @@ def load_keras(path: str):
             return load_keras_model(path)
 
 
-def load_source(path: str) -> Source:
-    """MODEL: an export folder (model.keras + preprocessing.json), a ``.keras``/``.h5`` file, or a
-    SavedModel folder; the preprocessing file is found beside it."""
+def is_keras3_file(path: str) -> bool:
+    """A ``.keras`` archive written by Keras 3 (tf_keras cannot read those)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        if "metadata.json" not in z.namelist():
+            return False
+        try:
+            meta = json.loads(z.read("metadata.json").decode("utf-8"))
+        except ValueError:
+            return False
+    return str(meta.get("keras_version", "")).startswith("3")
+
+
+def _keras3_as_saved_model(path: str) -> str:
+    """A Keras 3 model file, loaded in safe mode, exported as a SavedModel the converters read
+    (its serving signature is the model's function). The folder is removed at exit."""
+    import atexit
+    import shutil
+
+    import keras  # Keras 3: the package itself, whatever TF_USE_LEGACY_KERAS says
+
+    from convert import workdirs
+    from train.safe_load import check_model_file, code_allowed
+
+    check_model_file(path)
+    model = keras.saving.load_model(path, compile=False, safe_mode=not code_allowed())
+    out = workdirs.mkdtemp("convert-sm-")
+    atexit.register(shutil.rmtree, out, True)
+    os.rmdir(out)
+    model.export(out, format="tf_saved_model", verbose=False)
+    return out
+
+
+def load_source(path: str, preprocessing: Optional[dict] = None,
+                labels_file: Optional[str] = None) -> Source:
+    """MODEL: an export folder (model.keras + preprocessing.json), a ``.keras``/``.h5`` file
+    (tf_keras or Keras 3), or a SavedModel folder. The preprocessing is the file beside it, or
+    ``preprocessing`` ({"name": "inception", ...overrides}: ``train.preprocessing.named_spec``)
+    for a model trained elsewhere; the labels are labels.txt beside it, or ``labels_file``."""
     if not os.path.exists(path):
         raise ConvertError(f"model not found: {path}")
     folder = path if os.path.isdir(path) else os.path.dirname(path)
@@ -103,15 +142,9 @@ def load_source(path: str) -> Source:
     else:
         raise ConvertError(f"{path} is not a model: expected an export folder, a .keras/.h5 file "
                            "or a SavedModel folder (with saved_model.pb)")
-    try:
-        spec = PreprocessingSpec.load(os.path.join(folder, PREPROCESSING_FILE))
-    except ValueError as e:  # PreprocessingError: names the field
-        raise ConvertError(str(e)) from None
-    except FileNotFoundError:
-        raise ConvertError(f"no {PREPROCESSING_FILE} next to {path}: write one (see "
-                           "train/preprocessing.py) so every artifact carries the model's "
-                           "preprocessing") from None
-    labels_path = os.path.join(folder, "labels.txt")
+    labels_path = labels_file or os.path.join(folder, "labels.txt")
+    if labels_file and not os.path.isfile(labels_file):
+        raise ConvertError(f"--labels {labels_file}: no such file")
     try:
         labels = read_labels(labels_path) if os.path.isfile(labels_path) else []
     except ValueError as e:
@@ -123,26 +156,37 @@ def load_source(path: str) -> Source:
         raise ConvertError(f"{cfg_path} is not valid JSON: {e}") from None
     if config is not None and not isinstance(config, dict):
         raise ConvertError(f"{cfg_path} is not a JSON object")
-    src = Source(path, kind, model_file, spec, labels, config,
+    src = Source(path, kind, model_file, None, labels, config,
                  sha256_file(model_file) if kind == "keras" else sha256_tree(model_file))
     try:
         src.name  # noqa: B018 - a name from config.json must be a safe file name
     except ValueError as e:
         raise ConvertError(f"{path}: {e}") from None
     try:
-        if kind == "keras":
+        if kind == "keras" and is_keras3_file(model_file):
+            import tensorflow as tf
+
+            src.saved_model = tf.saved_model.load(_keras3_as_saved_model(model_file))
+            kind = src.kind = "keras3"
+        elif kind == "keras":
             src.keras_model = load_keras(model_file)
             from train.model import is_quantization_aware
 
             src.is_qat = is_quantization_aware(src.keras_model)
-            shape = list(src.keras_model.input_shape[1:])
-            n_out = int(src.keras_model.output_shape[-1])
         else:
             import tensorflow as tf
 
             src.saved_model = tf.saved_model.load(model_file)
+        if src.keras_model is not None:
+            shape = list(src.keras_model.input_shape[1:])
+            n_out = int(src.keras_model.output_shape[-1])
+        else:
             fn = src.saved_model.signatures["serving_default"]
-            shape = list(list(fn.structured_input_signature[1].values())[0].shape[1:])
+            inputs = fn.structured_input_signature[1]
+            if len(inputs) != 1:
+                raise ConvertError(f"{model_file} has {len(inputs)} inputs "
+                                   f"({sorted(inputs)}): an image classifier takes one image")
+            shape = list(list(inputs.values())[0].shape[1:])
             n_out = int(list(fn.structured_outputs.values())[0].shape[-1])
     except ConvertError:
         raise
@@ -151,12 +195,34 @@ def load_source(path: str) -> Source:
     except Exception as e:  # noqa: BLE001 - any loader failure: not a readable model
         raise ConvertError(f"{model_file} could not be loaded as a model: "
                            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    if len(shape) != 3 or shape[-1] not in (1, 3) or None in shape:
+        raise ConvertError(f"{model_file} takes input {shape}: expected one image, [height, "
+                           "width, 1 or 3 channels] with a fixed size")
+    src.spec = _source_spec(path, folder, preprocessing, shape)
     if shape != src.input_shape:
         raise ConvertError(f"the model takes {shape} but {PREPROCESSING_FILE} says "
                            f"{src.input_shape}")
     if labels and len(labels) != n_out:
-        raise ConvertError(f"labels.txt has {len(labels)} labels but the model has {n_out} outputs")
+        raise ConvertError(f"{os.path.basename(labels_path)} has {len(labels)} labels but the "
+                           f"model has {n_out} outputs")
     return src
+
+
+def _source_spec(path, folder, preprocessing, shape) -> PreprocessingSpec:
+    from train.preprocessing import named_spec
+
+    try:
+        if preprocessing:
+            opts = dict(preprocessing)
+            return named_spec(opts.pop("name", None) or "inception", shape[:2], shape[2], **opts)
+        return PreprocessingSpec.load(os.path.join(folder, PREPROCESSING_FILE))
+    except ValueError as e:  # PreprocessingError: names the field
+        raise ConvertError(str(e)) from None
+    except FileNotFoundError:
+        raise ConvertError(f"no {PREPROCESSING_FILE} next to {path}: name the model's "
+                           "preprocessing (--preprocessing inception for [-1, 1] inputs, as "
+                           "keras.applications.InceptionV3 expects), give --scale/--offset, or "
+                           "write the file (see train/preprocessing.py)") from None
 
 
 # --------------------------------------------------------------------------------------------

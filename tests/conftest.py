@@ -75,13 +75,12 @@ def tiny_export(tmp_path_factory):
     from train.trainer import train
 
     run = str(tmp_path_factory.mktemp("tiny_run"))
-    # enough steps (and BN moving averages quick enough) for the eval-mode model to compute a
-    # real function: 59 % top-1 and varied probabilities, where 512 images at lr 0.01 gave a
-    # constant or saturated one-hot output that made quantized-vs-float comparisons degenerate;
-    # batches in order (data.deterministic), so every session tests the same model
-    cfg = resolve("tiny_test", None, ("model.aux_logits=false", "train.epochs=3",
-                                      "data.max_train_examples=2048", "model.bn_momentum=0.9",
-                                      "optim.base_learning_rate=0.002", "data.deterministic=true"))
+    # the tiny job's training (pipeline.job.TINY_TRAIN_SETS): enough steps for the eval-mode
+    # model to compute a real function (59 % top-1, varied probabilities; 512 images at lr 0.01
+    # gave a constant or saturated output that made quantized-vs-float comparisons degenerate)
+    from pipeline.job import TINY_TRAIN_SETS
+
+    cfg = resolve("tiny_test", None, tuple(TINY_TRAIN_SETS))
     train(cfg, run, log=lambda *a, **k: None)
     return os.path.join(run, "export")
 

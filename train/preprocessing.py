@@ -178,6 +178,42 @@ def image_problem(path: str):
     return None
 
 
+# preprocessing conventions by name (``python -m convert --preprocessing NAME``): what a model
+# trained elsewhere expects, so its user need not write preprocessing.json by hand
+NAMED = {
+    # Inception / TF-slim / keras.applications.inception_v3.preprocess_input: [-1, 1]
+    "inception": dict(scale=1.0 / 127.5, offset=-1.0, crop_fraction=0.875, color_order="RGB"),
+    # pixels scaled to [0, 1] (many Keras and TF Hub models)
+    "unit": dict(scale=1.0 / 255.0, offset=0.0, crop_fraction=0.875, color_order="RGB"),
+}
+# per-channel conventions the contract cannot express yet (one scale and offset for all
+# channels): named so the message can say why
+PER_CHANNEL = {
+    "caffe": "BGR with per-channel mean subtraction [103.939, 116.779, 123.68]",
+    "torch": "per-channel mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225]",
+}
+
+
+def named_spec(name: str, input_size, channels: int = 3, **overrides) -> "PreprocessingSpec":
+    """The spec of a named convention for a model of ``input_size`` [h, w], with overrides
+    (crop_fraction, scale, offset, color_order...), validated like a preprocessing.json."""
+    if name in PER_CHANNEL:
+        raise PreprocessingError(
+            f"--preprocessing {name} ({PER_CHANNEL[name]}) needs per-channel normalisation, "
+            f"which preprocessing.json cannot express yet (one scale and offset for all "
+            f"channels); fold the per-channel part into the model's first layer, or give "
+            f"--scale/--offset for a single-scale approximation")
+    if name not in NAMED:
+        raise PreprocessingError(f"unknown --preprocessing {name!r}: choose from "
+                                 f"{sorted(NAMED)} (or give --scale and --offset)")
+    d = PreprocessingSpec().to_dict()
+    d.update(NAMED[name], input_size=[int(v) for v in input_size], channels=channels)
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    for k in ("mean", "std", "input_range", "schema_version"):
+        d.pop(k, None)
+    return PreprocessingSpec.from_dict(d, source=f"--preprocessing {name}")
+
+
 LABELS_FILENAME = "labels.txt"
 
 

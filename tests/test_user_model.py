@@ -1,0 +1,122 @@
+"""A model trained elsewhere converts with one flag: preprocessing by name or by numbers, labels
+from a file, Keras 3 files, tf_keras files and SavedModels."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+
+def _keras3_model(path, classes=4):
+    import keras
+
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, activation="relu")(inp)
+    x = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(classes, activation="softmax")(x)
+    m = keras.Model(inp, out)
+    m.save(path)
+    return m
+
+
+def _tf_keras_model(path, classes=4):
+    import tf_keras as keras
+
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, activation="relu")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(classes, activation="softmax")(x)
+    m = keras.Model(inp, out)
+    if path.endswith("saved_model"):
+        m.save(path, save_format="tf")
+    else:
+        m.save(path)
+    return m
+
+
+def _run(tmp_path, model, *flags):
+    from convert.__main__ import main
+
+    out = tmp_path / "out"
+    rc = main([model, "--out", str(out), "--recipes", "fp32", "--check-images", "16", *flags])
+    return rc, out
+
+
+@pytest.mark.parametrize("kind", ["keras3", "tf_keras", "saved_model"])
+def test_a_model_from_elsewhere_converts_with_one_flag(tmp_path, kind):
+    path = str(tmp_path / {"keras3": "m.keras", "tf_keras": "m.h5",
+                           "saved_model": "saved_model"}[kind])
+    (_keras3_model if kind == "keras3" else _tf_keras_model)(path)
+    (tmp_path / "names.txt").write_text("cat\ndog\nbird\nfish\n")
+    rc, out = _run(tmp_path, path, "--preprocessing", "inception", "--labels",
+                   str(tmp_path / "names.txt"))
+    assert rc == 0
+    man = json.load(open(out / "manifest.json"))
+    (art,) = man["artifacts"]
+    assert art["check"]["passed"] and art["check"]["max_abs_diff"] < 1e-5
+    pre = json.load(open(out / "preprocessing.json"))
+    assert pre["input_size"] == [32, 32] and pre["input_range"] == [-1.0, 1.0]
+    assert pre["crop_fraction"] == 0.875
+    assert (out / "labels.txt").read_text().split() == ["cat", "dog", "bird", "fish"]
+    assert art["metadata"]["labels"] == 4
+
+
+def test_preprocessing_by_numbers(tmp_path):
+    path = str(tmp_path / "m.keras")
+    _keras3_model(path)
+    rc, out = _run(tmp_path, path, "--scale", str(1 / 255), "--offset", "0",
+                   "--crop-fraction", "1.0")
+    assert rc == 0
+    pre = json.load(open(out / "preprocessing.json"))
+    assert pre["input_range"] == pytest.approx([0.0, 1.0]) and pre["crop_fraction"] == 1.0
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "--preprocessing inception"),  # no preprocessing.json: the message says what to do
+    (["--preprocessing", "fancy"], "unknown --preprocessing 'fancy'"),
+    (["--preprocessing", "caffe"], "needs per-channel normalisation"),
+    (["--preprocessing", "inception", "--crop-fraction", "2"], "crop_fraction"),
+    (["--preprocessing", "inception", "--labels", "three.txt"],
+     "three.txt has 3 labels but the model has 4 outputs"),
+    (["--preprocessing", "inception", "--labels", "missing.txt"], "no such file"),
+])
+def test_a_model_from_elsewhere_bad_input(tmp_path, capsys, flags, message):
+    path = str(tmp_path / "m.keras")
+    _keras3_model(path)
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    flags = [str(tmp_path / f) if f.endswith(".txt") else f for f in flags]
+    rc, out = _run(tmp_path, path, *flags)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err, err
+    assert not out.exists() or not [f for f in os.listdir(out) if f.endswith(".tflite")]
+
+
+def test_a_model_that_is_not_an_image_classifier_is_named(tmp_path, capsys):
+    import keras
+
+    inp = keras.Input((10,))
+    keras.Model(inp, keras.layers.Dense(3)(inp)).save(str(tmp_path / "tab.keras"))
+    rc, _ = _run(tmp_path, str(tmp_path / "tab.keras"), "--preprocessing", "inception")
+    err = capsys.readouterr().err
+    assert rc == 2 and "expected one image" in err and "Traceback" not in err, err
+
+
+def test_a_keras3_file_that_carries_code_is_refused(tmp_path, capsys, monkeypatch):
+    import keras
+
+    from train.safe_load import ENV
+
+    monkeypatch.delenv(ENV, raising=False)
+    marker = tmp_path / "RAN"
+    where = str(marker)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: (open(where, "a").close(), t)[1])(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inp, keras.layers.Dense(4)(x)).save(str(tmp_path / "m.keras"))
+    marker.unlink()
+    rc, _ = _run(tmp_path, str(tmp_path / "m.keras"), "--preprocessing", "inception")
+    err = capsys.readouterr().err
+    assert rc == 2 and "Lambda: Python code" in err and not marker.exists(), err
