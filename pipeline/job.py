@@ -34,7 +34,10 @@ class JobConfig:
     model: Optional[str] = None  # a trained model: no training stage
     # quantization-aware fine-tuning (quantize/)
     qat: bool = True
-    qat_preset: str = "inception_v3_fashion_mnist_demo_qat"
+    # a QAT preset, or None: the float run's own config with qat_settings on top (any model,
+    # any data); a job that changes the training keys and not this one gets None
+    qat_preset: Optional[str] = "inception_v3_fashion_mnist_demo_qat"
+    qat_settings: str = "finetune"
     qat_sets: List[str] = dataclasses.field(default_factory=list)
     # conversion (convert/)
     recipes: List[str] = dataclasses.field(default_factory=lambda: [
@@ -168,7 +171,12 @@ def resolve(preset: str = "fashion_mnist_demo", config_file: Optional[str] = Non
         if k not in cfg:
             raise ValueError(f"unknown job key {k!r}; keys: {', '.join(cfg)}")
         cfg[k] = _coerce(cfg[k], v)
+    if "qat_preset" not in over and any(k in over for k in TRAINING_KEYS):
+        cfg["qat_preset"] = None  # the preset's QAT was tuned for its own model and data
     return JobConfig(**cfg)
+
+
+TRAINING_KEYS = ("train_preset", "train_config", "train_sets", "model")
 
 
 def _train_config(job: JobConfig):
@@ -227,8 +235,9 @@ def plan(job: JobConfig) -> List[Stage]:
     fname = source_name(float_name, job.float_model)
     art = job.artifacts_dir
     if job.qat:
-        argv = [PY, "-m", "quantize", "qat", "--preset", job.qat_preset, "--float",
-                job.float_model, "--run-dir", job.qat_run_dir]
+        argv = [PY, "-m", "quantize", "qat", *(["--preset", job.qat_preset] if job.qat_preset
+                                                else ["--settings", job.qat_settings]),
+                "--float", job.float_model, "--run-dir", job.qat_run_dir]
         for s in job.qat_sets:
             argv += ["--set", s]
         stages.append(Stage(
@@ -255,7 +264,8 @@ def plan(job: JobConfig) -> List[Stage]:
             code=["convert", "train"], after=float_after + ["convert"], partial_codes=(CONVERT_PARTIAL,),
             description="Core ML packages, checked by the ML Program reference evaluator"))
     if job.qat and job.qat_recipes:
-        qname = source_name(_qat_name(job), os.path.join(job.qat_run_dir, "export"), qat=True)
+        qname = source_name(_qat_name(job, float_name),
+                            os.path.join(job.qat_run_dir, "export"), qat=True)
         stages.append(Stage(
             "convert_qat", [PY, "-m", "convert", os.path.join(job.qat_run_dir, "export"),
                             "--out", art, "--recipes", ",".join(job.qat_recipes)]
@@ -267,7 +277,8 @@ def plan(job: JobConfig) -> List[Stage]:
                 ["convert_coreml"] if job.coreml_variants else []), partial_codes=(CONVERT_PARTIAL,),
             description="int8 TFLite from the QAT model"))
     if job.qat and job.qat_coreml_variants:
-        qname = source_name(_qat_name(job), os.path.join(job.qat_run_dir, "export"), qat=True)
+        qname = source_name(_qat_name(job, float_name),
+                            os.path.join(job.qat_run_dir, "export"), qat=True)
         stages.append(Stage(
             "convert_coreml_qat", [PY, "-m", "convert", os.path.join(job.qat_run_dir, "export"),
                                    "--out", art, "--targets", "coreml", "--coreml-variants",
@@ -324,10 +335,18 @@ def plan(job: JobConfig) -> List[Stage]:
     return stages
 
 
-def _qat_name(job: JobConfig) -> Optional[str]:
+def _qat_name(job: JobConfig, float_name: Optional[str]) -> Optional[str]:
+    """The QAT run's name: its preset's, or the float run's with ``_qat`` (what
+    quantize.qat.qat_config_from_float names it)."""
     import quantize.qat  # noqa: F401  (registers the QAT presets)
     from train.config import resolve as resolve_train
 
+    names = [s.split("=", 1)[1] for s in job.qat_sets if s.startswith("name=")]
+    if names:
+        return names[-1]
+    if job.qat_preset is None:
+        return None if float_name is None else (
+            float_name if float_name.endswith("_qat") else float_name + "_qat")
     try:
         return resolve_train(job.qat_preset, None, tuple(job.qat_sets)).name
     except ValueError:

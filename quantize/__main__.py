@@ -14,7 +14,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m quantize", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("qat", help="fine-tune a float export with QAT (train/'s loop) and export")
-    q.add_argument("--preset", default="inception_v3_fashion_mnist_demo_qat")
+    q.add_argument("--preset", help="a QAT preset (e.g. inception_v3_fashion_mnist_demo_qat); "
+                   "default: the float run's own config with --settings on top")
+    q.add_argument("--settings", default="finetune",
+                   help="QAT settings applied to the float run's config (quantize/qat.py "
+                        "QAT_SETTINGS; default finetune)")
     q.add_argument("--float", dest="float_export", help="the float export folder "
                    "(default: the preset's quantization.float_checkpoint)")
     q.add_argument("--config")
@@ -42,7 +46,12 @@ def main(argv=None) -> int:
             import quantize.qat as qat
             from train.config import resolve
 
-            cfg = resolve(args.preset, args.config, tuple(args.sets))
+            if args.preset or not args.float_export:
+                cfg = resolve(args.preset or "inception_v3_fashion_mnist_demo_qat", args.config,
+                              tuple(args.sets))
+            else:  # the float model's own run config: any preset, any dataset
+                cfg = qat.qat_config_from_float(args.float_export, args.settings, args.config,
+                                                tuple(args.sets))
             qat.train_qat(cfg, args.run_dir or f"runs/{cfg.name}", args.float_export)
         else:
             from convert.tflite import ConvertError, dataset_images, load_source

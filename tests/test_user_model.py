@@ -120,3 +120,68 @@ def test_a_keras3_file_that_carries_code_is_refused(tmp_path, capsys, monkeypatc
     rc, _ = _run(tmp_path, str(tmp_path / "m.keras"), "--preprocessing", "inception")
     err = capsys.readouterr().err
     assert rc == 2 and "Lambda: Python code" in err and not marker.exists(), err
+
+
+def _colour_folder(root, classes=3, per_split=(18, 9), size=48):
+    """Colour images a small network can tell apart: each class its own dominant channel and
+    stripe direction, with noise."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "test"), per_split):
+        for c in range(classes):
+            d = root / split / f"class_{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+                img[..., c] = np.clip(img[..., c] + 150, 0, 255)
+                if c % 2:
+                    img[::4] = 255
+                else:
+                    img[:, ::4] = 255
+                cv2.imwrite(str(d / f"{i}.png"), img)
+
+
+@pytest.mark.slow
+def test_a_users_job_on_an_image_folder_runs_every_stage(tmp_path):
+    """The README's "your own job" shape, small: another training preset, an image folder of
+    colour images, QAT derived from the float run's own config (not the demo's), conversion,
+    evaluation on the folder's test split, the choice and the report, from one job file."""
+    import subprocess
+    import sys
+
+    _colour_folder(tmp_path / "photos")
+    (tmp_path / "job.yaml").write_text(
+        "name: photos\n"
+        "train_preset: tiny_test\n"
+        f"train_sets: [data.source=image_folder, data.path={tmp_path / 'photos'}, "
+        "model.num_classes=3, model.aux_logits=false, train.epochs=3, "
+        "optim.base_learning_rate=0.002, model.bn_momentum=0.9]\n"
+        "recipes: [fp32, static_wi8_ai8]\n"
+        "qat_recipes: [static_wi8_ai8]\n"
+        "coreml_variants: []\n"
+        "qat_coreml_variants: []\n"
+        "edgetpu: false\n"
+        "calib_images: 16\n"
+        "bench_runs: 5\n"
+        "eval_workers: 1\n"
+        "choice_max_steps: 0\n"
+        "budget_points: 100\n")
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    r = subprocess.run([sys.executable, "-m", "pipeline", "--config", str(tmp_path / "job.yaml")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    state = json.load(open(tmp_path / "reports" / "photos" / "pipeline.json"))["stages"]
+    assert {n: s["status"] for n, s in state.items()} == {
+        n: "ok" for n in ("train", "qat", "convert", "convert_qat", "evaluate", "benchmark",
+                          "choose", "report")}
+    qat_cfg = json.load(open(tmp_path / "runs" / "photos_qat" / "config.json"))
+    assert qat_cfg["name"] == "tiny_test_qat" or qat_cfg["name"].endswith("_qat")
+    assert qat_cfg["data"]["source"] == "image_folder"  # the float run's data, not the demo's
+    assert qat_cfg["model"]["num_classes"] == 3 and qat_cfg["quantization"]["enabled"]
+    rows = [json.loads(line) for line in open(tmp_path / "reports" / "photos" / "accuracy.jsonl")]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 4  # float, fp32, int8, QAT int8
+    assert all(r["accuracy"]["examples"] == 27 for r in ok)  # the folder's test split
+    labels = (tmp_path / "artifacts" / "photos" / "labels.txt").read_text().split()
+    assert labels == ["class_0", "class_1", "class_2"]

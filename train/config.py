@@ -247,8 +247,12 @@ def load_file(path: str) -> Dict[str, Any]:
 
 
 def resolve(preset_name: Optional[str], config_file: Optional[str] = None,
-            sets: Tuple[str, ...] = ()) -> ExperimentConfig:
-    if preset_name is None:
+            sets: Tuple[str, ...] = (), base: Optional[ExperimentConfig] = None
+            ) -> ExperimentConfig:
+    """preset (or ``base``, a config already made) -> ``config_file`` -> ``--set`` overrides."""
+    if base is not None:
+        cfg = base
+    elif preset_name is None:
         cfg = ExperimentConfig()
     elif preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; presets: {', '.join(PRESETS)}")
