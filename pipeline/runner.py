@@ -212,6 +212,7 @@ NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     r"|I\d{4} [\d:.]+ +\d+ \S+\] "
     r"|E\d{4} [\d:.]+ +\d+ cuda_(platform|driver|executor)\.cc:\d+\] failed call to cuInit"
+    r"|E\d{4} [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports DT_HALF only on platforms with"
     r"|W\d{4} [\d:.]+ +\d+ \S+\] (TF-TRT Warning: Could not find TensorRT|Could not find cuda))")
 
 

@@ -188,6 +188,8 @@ def test_failure_beside_a_running_stage_blocks_only_its_dependents(tmp_path):
      "your machine, GPU will not be used.\n", True),
     ("E0000 00:00:1796175905.039236   24621 cuda_platform.cc:52] failed call to cuInit: "
      "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n", True),
+    ("E0000 00:00:1796179266.436594   11231 util.cc:131] oneDNN supports DT_HALF only on "
+     "platforms with AVX-512. Falling back to the default Eigen-based implementation\n", True),
     # what users must still see
     ("W0000 00:00:1796175905.1   24621 tf_tfl_flatbuffer_helpers.cc:365] Ignored "
      "output_format.\n", False),

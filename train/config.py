@@ -13,7 +13,7 @@ import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from train.data import DataConfig, Source
-from train.model import ModelConfig, Regime
+from train.model_config import ModelConfig, Regime
 
 
 class Optimizer(str, enum.Enum):

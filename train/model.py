@@ -19,7 +19,6 @@ models; ``TF_USE_LEGACY_KERAS=1`` must be set before TensorFlow is imported (``t
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Dict, Optional
 
 from train import keras_env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
@@ -28,48 +27,9 @@ import tensorflow as tf
 import tf_keras as keras
 from tf_keras import layers
 
-BLOCK_NAMES = tuple(f"mixed{i}" for i in range(11))
-
-
-class Regime(str, enum.Enum):
-    """The receptive-field regimes of the paper's section 9 / Table 2 (the stem's first layers)."""
-
-    #: 299 x 299 receptive field: stride 2 in the first conv, max-pool after the first 3 convs.
-    R299 = "r299"
-    #: 151 x 151: stride 1 in the first conv, max-pool kept.
-    R151 = "r151"
-    #: 79 x 79: stride 1 in the first conv, no max-pool after the first layers.
-    R79 = "r79"
-
-    @property
-    def first_stride(self) -> int:
-        return 2 if self is Regime.R299 else 1
-
-    @property
-    def first_pool(self) -> bool:
-        return self is not Regime.R79
-
-    @property
-    def min_input(self) -> int:
-        # the smallest input whose 17x17 stage still has a 3x3 grid (Keras' minimum is 75 at r299)
-        return {Regime.R299: 75, Regime.R151: 38, Regime.R79: 20}[self]
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    num_classes: int = 1000
-    input_size: int = 299
-    depth_multiplier: float = 1.0
-    min_depth: int = 16
-    aux_logits: bool = False
-    regime: Regime = Regime.R299
-    dropout_rate: float = 0.2  # the paper's keep probability 0.8
-    sync_batch_norm: bool = False  # cross-replica BN statistics (small per-replica batches)
-    bn_momentum: float = 0.99
-    bn_epsilon: float = 1e-3
-
-    def __post_init__(self):
-        self.regime = Regime(self.regime)
+# the configuration lives without TensorFlow (train/model_config.py), so planning a job or
+# reading a config does not load TensorFlow; re-exported here
+from train.model_config import BLOCK_NAMES, ModelConfig, Regime, check_config  # noqa: E402,F401
 
 
 class _Builder:
@@ -154,17 +114,6 @@ class _Builder:
         a = layers.Flatten(name="aux_flatten")(a)
         a = layers.Dense(self.cfg.num_classes, name="aux_logits")(a)
         return layers.Activation("softmax", dtype="float32", name="aux_predictions")(a)
-
-
-def check_config(cfg: ModelConfig) -> None:
-    if cfg.num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2. Received: num_classes={cfg.num_classes}")
-    if cfg.input_size < cfg.regime.min_input:
-        raise ValueError(
-            f"input_size must be >= {cfg.regime.min_input} for regime {cfg.regime.value}. "
-            f"Received: input_size={cfg.input_size}")
-    if not 0.0 < cfg.depth_multiplier:
-        raise ValueError(f"depth_multiplier must be > 0. Received: {cfg.depth_multiplier}")
 
 
 def build_inception_v3(cfg: Optional[ModelConfig] = None, training_heads: bool = False,
