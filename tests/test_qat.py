@@ -135,8 +135,11 @@ def test_core_ml_int8_from_the_qat_weights(qat_export, tmp_path):
     # and compute the QAT model's function up to its fake quantization
     assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.85 and np.abs(got - ref).max() < 0.25
     out = str(tmp_path / "cm")
+    # 64 calibration images: with 16 the activation ranges missed outliers and the check's
+    # max |p - p_source| sat at 0.298-0.303 against its 0.3 tolerance, passing or failing
+    # with the CPU's kernels; with 64 it was 0.140 (oneDNN on, 1 thread)
     assert main([qat_export, "--out", out, "--targets", "coreml", "--coreml-variants",
-                 "wi8_ai8", "--calib-images", "16", "--check-images", "32"]) == 0
+                 "wi8_ai8", "--calib-images", "64", "--check-images", "32"]) == 0
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     arts = {a["recipe"]: a for a in manifest["artifacts"]}
     assert set(arts) == {"coreml_wi8_ai8"}
