@@ -93,8 +93,8 @@ def check_model_file(path: str) -> None:
     try:
         arch = read_architecture(path)
     except (OSError, ValueError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as e:
-        raise UnsafeModelError(f"{path}: its architecture cannot be read as data "
-                               f"({type(e).__name__}: {e}); not loaded") from None
+        raise UnsafeModelError(f"{path} could not be loaded as a model: its architecture "
+                               f"cannot be read as data ({type(e).__name__}: {e})") from None
     bad = code_layers(arch) if arch else []
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
