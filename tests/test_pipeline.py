@@ -573,6 +573,9 @@ sys.path.insert(0, {root!r})
 from pipeline.__main__ import on_term
 from pipeline.runner import Stage, job_lock, run_stages
 signal.signal(signal.SIGTERM, on_term)
+# as in a terminal: a shell that starts jobs in the background (CI, `cmd &`) hands them SIGINT
+# ignored, and Python then leaves it ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 slow = ("import os, sys, time; open('stage.pid', 'w').write(str(os.getpid())); "
         "time.sleep(30); open('out.txt', 'w').write('late')")
 with job_lock('job.lock') as fd:

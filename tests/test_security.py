@@ -78,13 +78,19 @@ def _npy(tmp_path):
     return str(p)
 
 
+def _hostile_h5(tmp_path, name="m.h5"):
+    """An .h5 model whose Lambda layer creates ``marker`` when the model is rebuilt on load."""
+    marker = str(tmp_path / "RAN")
+    path = str(tmp_path / name)
+    _model("lambda", marker).save(path)
+    os.remove(marker)  # building it here ran the code once, on purpose
+    return path, marker
+
+
 def test_the_opt_in_is_explicit_and_then_the_file_loads(tmp_path, monkeypatch):
     from train import safe_load
 
-    marker = str(tmp_path / "RAN")
-    path = str(tmp_path / "m.h5")
-    _model("lambda", marker).save(path)
-    os.remove(marker)
+    path, marker = _hostile_h5(tmp_path)
     monkeypatch.delenv(safe_load.ENV, raising=False)
     with pytest.raises(safe_load.UnsafeModelError, match="Lambda"):
         safe_load.load_keras_model(path)
@@ -98,10 +104,7 @@ def test_qat_float_weights_go_through_the_same_check(tmp_path, monkeypatch):
     from quantize.qat import load_float_weights
     from train import safe_load
 
-    marker = str(tmp_path / "RAN")
-    path = str(tmp_path / "model.h5")
-    _model("lambda", marker).save(path)
-    os.remove(marker)
+    path, marker = _hostile_h5(tmp_path, "model.h5")
     monkeypatch.delenv(safe_load.ENV, raising=False)
     with pytest.raises(safe_load.UnsafeModelError):
         load_float_weights(_model("plain", marker), path)
