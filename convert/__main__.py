@@ -83,9 +83,9 @@ def main(argv=None) -> int:
     if __name__ == "__main__":  # SIGTERM cleans up as Ctrl-C does (work folders, partial files)
         import signal
 
-        def on_term(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
-        signal.signal(signal.SIGTERM, on_term)
+        from edge_eval.proc import term_as_interrupt
+
+        signal.signal(signal.SIGTERM, term_as_interrupt)
     if args.unsafe_allow_model_code:
         from train.safe_load import allow_code
 

@@ -39,3 +39,9 @@ def child_setup():
     """A ``preexec_fn`` for subprocess: dies with the current process."""
     me = os.getpid()
     return lambda: die_with_parent(me)
+
+
+def term_as_interrupt(signum, frame):
+    """A SIGTERM handler: take Ctrl-C's path (``KeyboardInterrupt``), so the clean-up that
+    runs on Ctrl-C - work folders removed, stages stopped and recorded - runs on SIGTERM too."""
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -20,10 +20,7 @@ import os
 import signal
 import sys
 
-
-def on_term(signum, frame):
-    """SIGTERM takes Ctrl-C's path: the runner stops the stages and records them."""
-    raise KeyboardInterrupt(f"signal {signum}")
+from edge_eval.proc import term_as_interrupt as on_term  # SIGTERM takes Ctrl-C's path
 
 
 def main(argv=None) -> int:
