@@ -3,6 +3,8 @@
   accuracy ARTIFACTS   top-1/top-5 and drift of every artifact against the float model
   bench ARTIFACTS      host latency (LiteRT, XNNPACK on/off, threads, Edge TPU if present)
   android ARTIFACTS    latency (and on-device accuracy) over adb: benchmark_model or the app
+  app-assets ARTIFACTS the chosen (or --model) TFLite model + labels + preprocessing into the
+                       Android app's assets (android_demo/app/src/main/assets/model)
   report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI,
                        --require-choice gates on the recipe choice (the main job's gate)
 
@@ -88,6 +90,15 @@ def main(argv=None) -> int:
     d.add_argument("--only", type=_csv)
     d.add_argument("--out")
 
+    m = sub.add_parser("app-assets", help="one model + labels + preprocessing into the app")
+    m.add_argument("artifacts", help="folder with manifest.json (python -m convert --out)")
+    m.add_argument("--model", help="a .tflite file (or recipe) of the folder; default: the "
+                                   "main job's choice")
+    m.add_argument("--choice", help="folder with the job's choice.json (default: "
+                                    "reports/<artifacts folder name>)")
+    m.add_argument("--into", help="assets folder to (re)write (default: "
+                                  "android_demo/app/src/main/assets/model)")
+
     r = sub.add_parser("report", help="CSV + Markdown + plots from a results folder")
     r.add_argument("results")
     r.add_argument("--title", default="edge_eval report")
@@ -110,6 +121,15 @@ def main(argv=None) -> int:
         allow_code()  # for this process and the workers it starts
     from edge_eval import harness, report
 
+    if args.cmd == "app-assets":
+        from edge_eval import app_assets
+
+        try:
+            app_assets.install(args.artifacts, args.into, args.model, args.choice)
+        except (harness.EvalError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     rows = []
     try:
         if args.cmd == "accuracy":

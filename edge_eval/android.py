@@ -313,24 +313,29 @@ def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, r
               "delegates": ",".join(app_delegates[RECORD_DELEGATE[d]] for d in delegates),
               "threads": threads, "warmup": warmup, "runs": runs, "eval_dir": eval_remote,
               "output": output, "run_id": run_id}
-    dev.shell(*app_start_args(extras))
+    started = dev.shell(*app_start_args(extras), check=False)
+    if re.search(r"^\s*(Error|Exception|java\.lang\.\w+)", started, re.M):
+        rec = records.new_record("latency", **records.artifact_fields(entry),
+                                 runtime="android-app", device=info)
+        return [_fill(rec, {"status": "failed", "error": (
+            f"the app's benchmark mode did not start ({started.strip()[-200:]}): build and "
+            "install it (android_demo: ./gradlew copyModel installDebug)")})]
     deadline = time.time() + timeout
+    done = True
     while not dev.exists(output + proto["done_suffix"]):
         if time.time() > deadline:
-            rec = records.new_record("latency", **records.artifact_fields(entry),
-                                     runtime="android-app", device=info)
-            return [_fill(rec, {"status": "failed", "error": (
-                f"the app wrote no result in {timeout:.0f} s (is it installed? "
-                f"`./gradlew installDebug` in android_demo)")})]
+            done = False
+            break
         time.sleep(1.0)
-    tmp = tempfile.mkdtemp(prefix="pull-")
-    try:
-        local = os.path.join(tmp, "result.json")
-        dev.pull(output, local)
-        with open(local) as f:
-            got = json.load(f)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # the app rewrites its records after every delegate: without the done marker, what it
+    # wrote before stopping (a delegate that crashed the process) is still its result
+    got = _pull_json(dev, output) if done or dev.exists(output) else None
+    if not isinstance(got, (list, dict)):
+        rec = records.new_record("latency", **records.artifact_fields(entry),
+                                 runtime="android-app", device=info)
+        return [_fill(rec, {"status": "failed", "error": (
+            f"the app wrote no result in {timeout:.0f} s (see `adb logcat -s "
+            "InceptionEdgeBench`)" if not done else "the app's result is not valid JSON")})]
     out = []
     for r in got if isinstance(got, list) else [got]:
         problems = records.validate(r)
@@ -345,4 +350,29 @@ def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, r
         r["device"] = dict(info, **(r.get("device") or {}))
         log(f"[android] {entry['file']} {r['delegate']} ({r['kind']}): {r['status']}", flush=True)
         out.append(r)
+    if not done:  # the delegates the app never reported
+        seen = {r.get("requested_delegate") or r.get("delegate") for r in out
+                if r.get("kind") == "latency"}
+        for d in delegates:
+            if RECORD_DELEGATE[d] not in seen:
+                rec = records.new_record("latency", **records.artifact_fields(entry),
+                                         runtime="android-app", delegate=RECORD_DELEGATE[d],
+                                         device=info, threads=threads)
+                out.append(_fill(rec, {"status": "failed", "error": (
+                    f"the app stopped before reporting {d} (no {proto['done_suffix']} marker "
+                    f"in {timeout:.0f} s: it may have crashed on this delegate; see `adb "
+                    "logcat -s InceptionEdgeBench`)")}))
     return out
+
+
+def _pull_json(dev: Adb, remote: str):
+    tmp = tempfile.mkdtemp(prefix="pull-")
+    try:
+        local = os.path.join(tmp, "result.json")
+        dev.pull(remote, local)
+        with open(local, encoding="utf-8") as f:
+            return json.load(f)
+    except (AndroidError, OSError, ValueError):
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,8 @@ Implements the contract of ``train/preprocessing.py`` exactly as ``train/data.py
 TensorFlow: central crop of ``crop_fraction`` (the same integer box as ``tf.image.central_crop``),
 bilinear resize with half-pixel centres and no antialiasing (OpenCV's ``INTER_LINEAR`` on float32
 equals ``tf.image.resize(..., 'bilinear')`` when enlarging, and to within a few 1e-4 when shrinking
-by less than 2x), grey -> RGB after resizing, then ``x * scale + offset``. ``tests/test_edge_eval.py``
+by less than 2x), grey -> RGB after resizing, RGB -> BGR for a ``color_order`` BGR model, then
+``x * scale + offset``. ``tests/test_edge_eval.py``
 checks the two against each other.
 
 Multi-crop evaluation (the paper's Table 4): ``10`` = 4 corners + centre, each also mirrored, of a
@@ -70,9 +71,12 @@ def resize(image: np.ndarray, size) -> np.ndarray:
 
 
 def finish(image: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
-    """Resized float image -> model input: grey to RGB, then scale and offset."""
+    """Resized float image -> model input: grey to RGB, RGB to BGR for a BGR model, then scale
+    and offset."""
     if image.shape[-1] == 1 and spec.channels == 3:
         image = np.repeat(image, 3, axis=-1)
+    if spec.color_order == "BGR" and image.shape[-1] == 3:
+        image = image[..., ::-1]
     return (image * np.float32(spec.scale) + np.float32(spec.offset)).astype(np.float32)
 
 

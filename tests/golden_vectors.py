@@ -46,17 +46,25 @@ def cases() -> list:
     from edge_eval import preprocess
     from train.preprocessing import PreprocessingSpec
 
+    import cv2
+
     grey, stripes, colour, big = _images()
     # small inputs keep the file small; the arithmetic is the same at 299 px
     demo = PreprocessingSpec(input_size=[40, 40], crop_fraction=1.0, source_channels=1)
-    table = [("grey_enlarge", grey, demo),
-             ("grey_stripes", stripes, PreprocessingSpec(input_size=[33, 33], crop_fraction=1.0,
-                                                         source_channels=1)),
-             ("colour_enlarge_crop", colour, PreprocessingSpec(input_size=[48, 48])),
-             ("colour_shrink_crop", big, PreprocessingSpec(input_size=[40, 40]))]
+    # (name, the image the app has, what the Python side decodes of it, spec): a grey-trained
+    # model reads a colour photo as grey (OpenCV's RGB -> grey), a BGR model gets BGR
+    table = [("grey_enlarge", grey, grey, demo),
+             ("grey_stripes", stripes, stripes, PreprocessingSpec(
+                 input_size=[33, 33], crop_fraction=1.0, source_channels=1)),
+             ("colour_enlarge_crop", colour, colour, PreprocessingSpec(input_size=[48, 48])),
+             ("colour_shrink_crop", big, big, PreprocessingSpec(input_size=[40, 40])),
+             ("colour_to_grey", colour, cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)[..., None],
+              PreprocessingSpec(input_size=[36, 36], source_channels=1)),
+             ("colour_bgr", colour, colour, PreprocessingSpec(input_size=[48, 48],
+                                                              color_order="BGR"))]
     out = []
-    for name, img, spec in table:
-        f = np.round(preprocess.central(img, spec), FLOAT_DIGITS).astype(np.float32)
+    for name, img, decoded, spec in table:
+        f = np.round(preprocess.central(decoded, spec), FLOAT_DIGITS).astype(np.float32)
         rgb = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
         quant = [{"dtype": dt, "scale": scale, "zero_point": zp,
                   "values": quantize(f, scale, zp, dt).astype(int).ravel().tolist()}

@@ -101,21 +101,26 @@ def test_bootstrap_ci_matches_the_normal_approximation():
 PREP_TOL = {"enlarge": 1e-5, "shrink": 2e-3, "jpeg": 2e-3}  # in model-input units ([-1, 1])
 
 
-@pytest.mark.parametrize("src_hw,size,crop,case", [
-    ((28, 28, 1), 75, 1.0, "enlarge"), ((28, 28, 1), 75, 0.875, "enlarge"),
-    ((40, 52, 3), 96, 0.875, "enlarge"), ((151, 120, 3), 96, 0.875, "shrink")])
-def test_opencv_preprocessing_matches_tf(src_hw, size, crop, case):
+@pytest.mark.parametrize("src_hw,size,crop,case,order", [
+    ((28, 28, 1), 75, 1.0, "enlarge", "RGB"), ((28, 28, 1), 75, 0.875, "enlarge", "RGB"),
+    ((40, 52, 3), 96, 0.875, "enlarge", "RGB"), ((151, 120, 3), 96, 0.875, "shrink", "RGB"),
+    ((40, 52, 3), 96, 0.875, "enlarge", "BGR")])
+def test_opencv_preprocessing_matches_tf(src_hw, size, crop, case, order):
     from edge_eval import preprocess
     from train.data import batch_preprocess
     from train.preprocessing import PreprocessingSpec
 
     spec = PreprocessingSpec(input_size=[size, size], crop_fraction=crop,
-                             source_channels=src_hw[-1])
+                             source_channels=src_hw[-1], color_order=order)
     imgs = np.random.default_rng(0).integers(0, 256, (3, *src_hw), dtype=np.uint8)
     tf_out = batch_preprocess(imgs, spec).numpy()
     cv_out = preprocess.preprocess_batch(imgs, spec)
     assert cv_out.shape == tf_out.shape == (3, size, size, 3)
     assert np.max(np.abs(cv_out - tf_out)) <= PREP_TOL[case]
+    if order == "BGR":  # a BGR model gets the channels reversed, on both sides
+        rgb = preprocess.preprocess_batch(imgs, PreprocessingSpec(
+            input_size=[size, size], crop_fraction=crop))
+        np.testing.assert_array_equal(cv_out, rgb[..., ::-1])
 
 
 def test_opencv_decode_and_preprocess_match_tf_on_a_jpeg(tmp_path):
@@ -517,17 +522,25 @@ def device(cmd):
                 i += 3
             else:
                 i += 1
+        if os.environ.get("FAKE_APP_MISSING"):  # what am prints for an app not installed
+            print("Starting: Intent {{ cmp=" + cmd[4] + " }}")
+            print("Error type 3")
+            print("Error: Activity class {{" + cmd[4] + "}} does not exist.")
+            sys.exit(0)
         if "output" not in ex:  # as the real app: no output path, no result (it would die)
             sys.exit(0)
         recs = []
+        crash = os.environ.get("FAKE_APP_CRASH_ON")
+        out = local(ex["output"])
+        os.makedirs(os.path.dirname(out), exist_ok=True)
         for d in ex["delegates"].split(","):
+            if d == crash:  # the process dies here: what was written stays, no .done
+                sys.exit(0)
             r = json.load(open(os.environ["FAKE_APP_RECORD"]))
             r["delegate"] = {{"CPU": "xnnpack", "GPU": "gpu", "NNAPI": "nnapi"}}[d]
             r["threads"] = int(ex["threads"])
             recs.append(r)
-        out = local(ex["output"])
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        json.dump(recs, open(out, "w"))
+            json.dump(recs, open(out, "w"))  # as the app: rewritten after every delegate
         open(out + ".done", "w").close()
         with open(os.path.join(dev, "app_extras.json"), "w") as f:
             json.dump(ex, f)

@@ -306,6 +306,8 @@ def _scale(images, spec: PreprocessingSpec):
     images = tf.cast(images, tf.float32)
     if images.shape[-1] == 1 and spec.channels == 3:
         images = tf.repeat(images, 3, axis=-1)
+    if spec.color_order == "BGR" and images.shape[-1] == 3:
+        images = tf.reverse(images, axis=[-1])
     return images * spec.scale + spec.offset
 
 

@@ -33,18 +33,27 @@ public final class LiteRtClassifier implements Classifier {
   private final ByteBuffer outBuf;
   private final int classes;
 
-  /** Builds for the requested delegate; falls back to CPU with the reason when it cannot. */
+  /**
+   * Builds for the requested delegate; falls back to CPU with the reason when it cannot: the
+   * GPU's compatibility list says no (asked only for a GPU request), or building the interpreter
+   * with the delegate throws - an exception, or a LinkageError when a delegate's native library
+   * is missing for this ABI.
+   */
   public static LiteRtClassifier create(MappedByteBuffer model, Delegate requested, int threads,
       int apiLevel) {
-    boolean gpuOk;
-    try (CompatibilityList compat = new CompatibilityList()) {
-      gpuOk = compat.isDelegateSupportedOnThisDevice();
+    boolean gpuOk = false;
+    if (DelegatePolicy.needsGpuCheck(requested)) {
+      try (CompatibilityList compat = new CompatibilityList()) {
+        gpuOk = compat.isDelegateSupportedOnThisDevice();
+      } catch (RuntimeException | LinkageError e) {
+        Log.w(TAG, "GPU compatibility check failed: " + e);
+      }
     }
     DelegatePolicy.Decision d = DelegatePolicy.choose(requested,
         new DelegatePolicy.DeviceSupport(gpuOk, apiLevel));
     try {
       return new LiteRtClassifier(model, d, threads);
-    } catch (RuntimeException e) {
+    } catch (RuntimeException | LinkageError e) {
       DelegatePolicy.Decision fb = DelegatePolicy.afterFailure(d.chosen, e);
       Log.w(TAG, "delegate fallback: " + fb);
       return new LiteRtClassifier(model, fb, threads);
@@ -59,11 +68,12 @@ public final class LiteRtClassifier implements Classifier {
     AutoCloseable handle = null;
     switch (d.chosen) {
       case GPU:
+        GpuDelegate g;
         try (CompatibilityList compat = new CompatibilityList()) {
-          GpuDelegate g = new GpuDelegate(compat.getBestOptionsForThisDevice());
-          opts.addDelegate(g);
-          handle = g;
+          g = new GpuDelegate(compat.getBestOptionsForThisDevice());
         }
+        opts.addDelegate(g);
+        handle = g;
         break;
       case NNAPI:
         NnApiDelegate n = new NnApiDelegate();
@@ -73,7 +83,12 @@ public final class LiteRtClassifier implements Classifier {
       default:
         opts.setUseXNNPACK(true);
     }
-    this.interpreter = new Interpreter(model, opts);
+    try {
+      this.interpreter = new Interpreter(model, opts);
+    } catch (RuntimeException | LinkageError e) {
+      closeQuietly(handle);  // a delegate whose interpreter failed to build is not leaked
+      throw e;
+    }
     this.delegateHandle = handle;
     this.decision = d;
     Tensor in = interpreter.getInputTensor(0);
@@ -123,11 +138,20 @@ public final class LiteRtClassifier implements Classifier {
   }
 
   @Override
+  public String note() {
+    return decision.note;
+  }
+
+  @Override
   public void close() {
     interpreter.close();
-    if (delegateHandle != null) {
+    closeQuietly(delegateHandle);
+  }
+
+  private static void closeQuietly(AutoCloseable handle) {
+    if (handle != null) {
       try {
-        delegateHandle.close();
+        handle.close();
       } catch (Exception e) {
         Log.w(TAG, "closing the delegate: " + e);
       }

@@ -3,11 +3,11 @@ package org.inceptionedge.demo;
 import android.Manifest;
 import android.content.pm.PackageManager;
 import android.graphics.Bitmap;
+import android.graphics.BitmapFactory;
 import android.graphics.ImageDecoder;
 import android.net.Uri;
 import android.os.Build;
 import android.os.Bundle;
-import android.provider.MediaStore;
 import android.util.Log;
 import android.view.View;
 import android.widget.AdapterView;
@@ -15,6 +15,7 @@ import android.widget.ArrayAdapter;
 import android.widget.Spinner;
 import android.widget.TextView;
 import androidx.activity.result.ActivityResultLauncher;
+import androidx.activity.result.PickVisualMediaRequest;
 import androidx.activity.result.contract.ActivityResultContracts;
 import androidx.appcompat.app.AppCompatActivity;
 import androidx.camera.core.CameraSelector;
@@ -26,26 +27,33 @@ import androidx.camera.view.PreviewView;
 import androidx.core.content.ContextCompat;
 import com.google.common.util.concurrent.ListenableFuture;
 import java.io.IOException;
-import java.util.List;
+import java.io.InputStream;
 import java.util.Locale;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import org.inceptionedge.core.ClassificationSession;
+import org.inceptionedge.core.Classifier;
 import org.inceptionedge.core.Delegate;
 import org.inceptionedge.core.Preprocessor;
 import org.inceptionedge.core.TopK;
 
 /**
- * Live camera classification and a photo picker with the model convert/ wrote: top-5 with scores,
- * preprocessing and inference times apart, delegate and thread choice, any fallback on screen.
+ * Live camera classification and the photo picker with the model convert/ wrote and
+ * `./gradlew copyModel` put in the assets: top-5 with scores, preprocessing and inference times
+ * apart, delegate and thread choice, any fallback or error on screen. The loop itself
+ * (preprocess -> classify -> top-k) is the core's ClassificationSession, tested on the JVM; this
+ * class is camera, picker and UI.
  */
-public final class MainActivity extends AppCompatActivity {
+public final class MainActivity extends AppCompatActivity
+    implements ClassificationSession.Listener {
   private static final String TAG = "InceptionEdge";
   private static final Integer[] THREADS = {1, 2, 4, 8};
+  /** Photos are decoded subsampled to at most this many pixels on the longer side. */
+  private static final int MAX_PHOTO_SIDE = 2048;
 
   private final ExecutorService worker = Executors.newSingleThreadExecutor();
   private ModelFiles files;
-  private Preprocessor pre;
-  private volatile LiteRtClassifier classifier;
+  private ClassificationSession session;
   private TextView status;
   private TextView results;
   private Delegate delegate = Delegate.CPU;
@@ -60,8 +68,10 @@ public final class MainActivity extends AppCompatActivity {
         }
       });
 
-  private final ActivityResultLauncher<String> pickPhoto = registerForActivityResult(
-      new ActivityResultContracts.GetContent(), uri -> {
+  // the system photo picker (no storage permission; backported by Google Play services on
+  // Android 4.4+), not the document chooser
+  private final ActivityResultLauncher<PickVisualMediaRequest> pickPhoto =
+      registerForActivityResult(new ActivityResultContracts.PickVisualMedia(), uri -> {
         if (uri != null) {
           worker.execute(() -> classifyPhoto(uri));
         }
@@ -75,11 +85,15 @@ public final class MainActivity extends AppCompatActivity {
     results = findViewById(R.id.results);
     try {
       files = ModelFiles.fromAssets(this);
-    } catch (IOException e) {
+    } catch (IOException | RuntimeException e) {
       status.setText(e.getMessage());
+      Log.e(TAG, "cannot load the model", e);
       return;
     }
-    pre = new Preprocessor(files.spec);
+    final int api = Build.VERSION.SDK_INT;
+    Classifier.Factory factory = (d, n) -> LiteRtClassifier.create(files.model, d, n, api);
+    session = new ClassificationSession(factory, files.spec, files.labels, 5, System::nanoTime,
+        this);
     Spinner d = findViewById(R.id.delegate);
     d.setAdapter(new ArrayAdapter<>(this, android.R.layout.simple_spinner_dropdown_item,
         Delegate.values()));
@@ -95,7 +109,9 @@ public final class MainActivity extends AppCompatActivity {
       threads = THREADS[pos];
       rebuild();
     }));
-    findViewById(R.id.pick).setOnClickListener(v -> pickPhoto.launch("image/*"));
+    findViewById(R.id.pick).setOnClickListener(v -> pickPhoto.launch(
+        new PickVisualMediaRequest.Builder()
+            .setMediaType(ActivityResultContracts.PickVisualMedia.ImageOnly.INSTANCE).build()));
     rebuild();
     if (ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA)
         == PackageManager.PERMISSION_GRANTED) {
@@ -121,24 +137,45 @@ public final class MainActivity extends AppCompatActivity {
     };
   }
 
-  /** (Re)builds the interpreter on the worker thread; a fallback is shown and logged. */
+  /** (Re)builds the interpreter on the worker thread; the session reports what runs. */
   private void rebuild() {
     final Delegate want = delegate;
     final int n = threads;
-    worker.execute(() -> {
-      if (classifier != null) {
-        classifier.close();
-      }
-      classifier = LiteRtClassifier.create(files.model, want, n, Build.VERSION.SDK_INT);
-      String msg = classifier.fallbackReason() == null
-          ? files.modelName + " on " + classifier.delegate() + ", " + n + " threads"
-          : "FALLBACK " + want + " -> " + classifier.delegate() + ": "
-              + classifier.fallbackReason();
-      if (classifier.fallbackReason() != null) {
-        Log.w(TAG, msg);
-      }
-      runOnUiThread(() -> status.setText(msg));
-    });
+    worker.execute(() -> session.configure(want, n));
+  }
+
+  @Override
+  public void onReady(Delegate requested, Classifier running) {
+    String msg = running.fallbackReason() == null
+        ? files.modelName + " on " + running.delegate() + ", " + threads + " threads"
+        : "FALLBACK " + requested + " -> " + running.delegate() + ": "
+            + running.fallbackReason();
+    if (running.note() != null) {
+      msg += "\n" + running.note();
+    }
+    if (running.fallbackReason() != null || running.note() != null) {
+      Log.w(TAG, msg);
+    }
+    final String text = msg;
+    runOnUiThread(() -> status.setText(text));
+  }
+
+  @Override
+  public void onResult(ClassificationSession.Result r) {
+    StringBuilder b = new StringBuilder();
+    for (TopK.Entry e : r.top) {
+      b.append(String.format(Locale.ROOT, "%-22s %5.1f %%%n", e.label, 100 * e.score));
+    }
+    b.append(String.format(Locale.ROOT, "preprocessing %.1f ms, inference %.1f ms (%s)",
+        r.preprocessUs / 1e3, r.inferenceUs / 1e3, r.delegate));
+    String text = b.toString();
+    runOnUiThread(() -> results.setText(text));
+  }
+
+  @Override
+  public void onError(String message) {
+    Log.e(TAG, message);
+    runOnUiThread(() -> status.setText("ERROR: " + message));
   }
 
   private void startCamera() {
@@ -170,52 +207,52 @@ public final class MainActivity extends AppCompatActivity {
         m.postRotate(rot);
         bmp = Bitmap.createBitmap(bmp, 0, 0, bmp.getWidth(), bmp.getHeight(), m, true);
       }
-      classify(bmp);
+      session.classify(Pixels.argb(bmp), bmp.getWidth(), bmp.getHeight());
+    } catch (RuntimeException | OutOfMemoryError e) {
+      onError("camera frame: " + e);
     } finally {
       image.close();
     }
   }
 
+  /** A picked photo, decoded subsampled (a 12 MP photo would be ~96 MB as pixels twice over). */
   private void classifyPhoto(Uri uri) {
     try {
-      Bitmap bmp = Build.VERSION.SDK_INT >= 28
-          ? ImageDecoder.decodeBitmap(ImageDecoder.createSource(getContentResolver(), uri),
-              (dec, info, src) -> dec.setAllocator(ImageDecoder.ALLOCATOR_SOFTWARE))
-          : MediaStore.Images.Media.getBitmap(getContentResolver(), uri);
-      classify(bmp);
-    } catch (IOException e) {
-      runOnUiThread(() -> status.setText("cannot read the photo: " + e.getMessage()));
+      Bitmap bmp;
+      if (Build.VERSION.SDK_INT >= 28) {
+        bmp = ImageDecoder.decodeBitmap(ImageDecoder.createSource(getContentResolver(), uri),
+            (dec, info, src) -> {
+              dec.setAllocator(ImageDecoder.ALLOCATOR_SOFTWARE);
+              dec.setTargetSampleSize(Preprocessor.sampleSize(info.getSize().getWidth(),
+                  info.getSize().getHeight(), MAX_PHOTO_SIDE));
+            });
+      } else {
+        BitmapFactory.Options bounds = new BitmapFactory.Options();
+        bounds.inJustDecodeBounds = true;
+        try (InputStream in = getContentResolver().openInputStream(uri)) {
+          BitmapFactory.decodeStream(in, null, bounds);
+        }
+        BitmapFactory.Options opts = new BitmapFactory.Options();
+        opts.inSampleSize = Preprocessor.sampleSize(bounds.outWidth, bounds.outHeight,
+            MAX_PHOTO_SIDE);
+        try (InputStream in = getContentResolver().openInputStream(uri)) {
+          bmp = BitmapFactory.decodeStream(in, null, opts);
+        }
+        if (bmp == null) {
+          throw new IOException("not an image this device can decode");
+        }
+      }
+      session.classify(Pixels.argb(bmp), bmp.getWidth(), bmp.getHeight());
+    } catch (IOException | RuntimeException | OutOfMemoryError e) {
+      onError("cannot read the photo: " + e.getMessage());
     }
-  }
-
-  private void classify(Bitmap bmp) {
-    LiteRtClassifier c = classifier;
-    if (c == null) {
-      return;
-    }
-    long t0 = System.nanoTime();
-    float[] x = pre.toFloat(Pixels.argb(bmp), bmp.getWidth(), bmp.getHeight());
-    long t1 = System.nanoTime();
-    float[] p = c.classify(x);
-    long t2 = System.nanoTime();
-    List<TopK.Entry> top = TopK.of(p, files.labels, 5);
-    StringBuilder b = new StringBuilder();
-    for (TopK.Entry e : top) {
-      b.append(String.format(Locale.ROOT, "%-22s %5.1f %%%n", e.label, 100 * e.score));
-    }
-    b.append(String.format(Locale.ROOT, "preprocessing %.1f ms, inference %.1f ms (%s)",
-        (t1 - t0) / 1e6, (t2 - t1) / 1e6, c.delegate()));
-    String text = b.toString();
-    runOnUiThread(() -> results.setText(text));
   }
 
   @Override
   protected void onDestroy() {
-    worker.execute(() -> {
-      if (classifier != null) {
-        classifier.close();
-      }
-    });
+    if (session != null) {
+      worker.execute(session::close);
+    }
     worker.shutdown();
     super.onDestroy();
   }

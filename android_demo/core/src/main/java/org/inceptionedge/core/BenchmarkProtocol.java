@@ -40,4 +40,24 @@ public final class BenchmarkProtocol {
   public static final String[] INT_EXTRAS = {EXTRA_THREADS, EXTRA_WARMUP, EXTRA_RUNS};
 
   private BenchmarkProtocol() {}
+
+  /**
+   * Why a path extra cannot be used, or null: every file the benchmark reads or writes lies under
+   * {@link #DEVICE_DIR} (where edge_eval pushes them), with no "." or ".." segment. The activity
+   * also requires android.permission.DUMP of its caller (the adb shell holds it; apps do not).
+   */
+  public static String pathProblem(String extra, String path) {
+    if (path == null || path.isEmpty()) {
+      return "the '" + extra + "' extra is missing";
+    }
+    if (!path.startsWith(DEVICE_DIR + "/")) {
+      return "the '" + extra + "' extra must be a path under " + DEVICE_DIR + ", is " + path;
+    }
+    for (String seg : path.substring(DEVICE_DIR.length() + 1).split("/", -1)) {
+      if (seg.isEmpty() || seg.equals(".") || seg.equals("..")) {
+        return "the '" + extra + "' extra must not contain empty, '.' or '..' segments: " + path;
+      }
+    }
+    return null;
+  }
 }

@@ -37,56 +37,96 @@ public final class BenchmarkRunner {
     this.device = device;
   }
 
+  /** Told after each delegate with every record so far (the app writes them out at once). */
+  public interface Sink {
+    void recordsSoFar(List<BenchmarkRecord> records);
+  }
+
+  /** Peak memory of the process in MB so far (the app: VmHWM), or null when unknown. */
+  public interface MemoryProbe {
+    Double peakMb();
+  }
+
   public List<BenchmarkRecord> run(List<Delegate> delegates, int threads, int warmup, int runs,
       float[] input, List<EvalItem> eval, Map<String, Object> common) {
+    return run(delegates, threads, warmup, runs, input, eval, common, null, () -> null);
+  }
+
+  /**
+   * Every delegate in turn; one that cannot be built, or that fails while running (an Exception,
+   * or a LinkageError such as a missing native library), gives a failed record and the next one
+   * still runs. {@code sink} hears the records after each delegate, so a crash of the process
+   * later loses nothing measured before it.
+   */
+  public List<BenchmarkRecord> run(List<Delegate> delegates, int threads, int warmup, int runs,
+      float[] input, List<EvalItem> eval, Map<String, Object> common, Sink sink,
+      MemoryProbe memory) {
     List<BenchmarkRecord> out = new ArrayList<>();
     for (Delegate d : delegates) {
       BenchmarkRecord lat = base("latency", d, threads, common).put("warmup_runs", warmup);
+      int first = out.size();
+      out.add(lat);
       long t0 = clock.nanos();
-      Classifier c;
+      Classifier c = null;
       try {
         c = factory.create(d, threads);
-      } catch (Exception e) {
-        out.add(lat.fail("failed", d + " could not be initialised: " + e));
-        continue;
+      } catch (Exception | LinkageError e) {
+        lat.fail("failed", d + " could not be initialised: " + e);
       }
-      try {
-        lat.put("delegate", c.delegate().recordName);
-        if (c.fallbackReason() != null) {
-          lat.put("requested_delegate", d.recordName).put("fallback", c.fallbackReason());
+      if (c != null) {
+        try {
+          measure(c, d, lat, t0, warmup, runs, input);
+          if (eval != null && !eval.isEmpty()) {
+            out.add(accuracy(c, d, threads, eval, common));
+          }
+        } catch (Exception | LinkageError e) {
+          lat.fail("failed", d + " failed while running: " + e);
+        } finally {
+          c.close();
         }
-        lat.put("init_ms", (clock.nanos() - t0) / 1e6);
-        long t = clock.nanos();
-        c.classify(input);
-        lat.put("first_inference_ms", (clock.nanos() - t) / 1e6);
-        for (int i = 0; i < warmup; i++) {
-          c.classify(input);
-        }
-        double[] times = new double[runs];
-        double total = 0;
-        for (int i = 0; i < runs; i++) {
-          t = clock.nanos();
-          c.classify(input);
-          times[i] = (clock.nanos() - t) / 1e6;
-          total += times[i];
-        }
-        lat.put("runs", runs).put("duration_s", total / 1e3);
-        String why = runs > 0 ? LatencyStats.invalidReason(runs, total / 1e3, 0.2)
-            : "no timed runs";
-        if (why != null) {
-          lat.fail("invalid", why);
-        } else {
-          lat.put("latency_ms", LatencyStats.of(times));
-        }
-        out.add(lat);
-        if (eval != null && !eval.isEmpty()) {
-          out.add(accuracy(c, d, threads, eval, common));
-        }
-      } finally {
-        c.close();
+      }
+      Double peak = memory.peakMb();  // the process's peak so far: VmHWM only grows
+      for (BenchmarkRecord r : out.subList(first, out.size())) {
+        r.put("peak_memory_mb", peak);
+      }
+      if (sink != null) {
+        sink.recordsSoFar(new ArrayList<>(out));
       }
     }
     return out;
+  }
+
+  private void measure(Classifier c, Delegate d, BenchmarkRecord lat, long t0, int warmup,
+      int runs, float[] input) {
+    lat.put("delegate", c.delegate().recordName);
+    if (c.fallbackReason() != null) {
+      lat.put("requested_delegate", d.recordName).put("fallback", c.fallbackReason());
+    }
+    if (c.note() != null) {
+      lat.put("note", c.note());
+    }
+    lat.put("init_ms", (clock.nanos() - t0) / 1e6);
+    long t = clock.nanos();
+    c.classify(input);
+    lat.put("first_inference_ms", (clock.nanos() - t) / 1e6);
+    for (int i = 0; i < warmup; i++) {
+      c.classify(input);
+    }
+    double[] times = new double[runs];
+    double total = 0;
+    for (int i = 0; i < runs; i++) {
+      t = clock.nanos();
+      c.classify(input);
+      times[i] = (clock.nanos() - t) / 1e6;
+      total += times[i];
+    }
+    lat.put("runs", runs).put("duration_s", total / 1e3);
+    String why = runs > 0 ? LatencyStats.invalidReason(runs, total / 1e3, 0.2) : "no timed runs";
+    if (why != null) {
+      lat.fail("invalid", why);
+    } else {
+      lat.put("latency_ms", LatencyStats.of(times));
+    }
   }
 
   private BenchmarkRecord accuracy(Classifier c, Delegate d, int threads, List<EvalItem> eval,
@@ -109,8 +149,12 @@ public final class BenchmarkRunner {
     acc.put("top1", (double) top1 / eval.size());
     acc.put("top5", (double) top5 / eval.size());
     acc.put("examples", eval.size());
-    return base("accuracy", d, threads, common).put("delegate", c.delegate().recordName)
-        .put("accuracy", acc);
+    BenchmarkRecord r = base("accuracy", d, threads, common)
+        .put("delegate", c.delegate().recordName).put("accuracy", acc);
+    if (c.fallbackReason() != null) {
+      r.put("requested_delegate", d.recordName).put("fallback", c.fallbackReason());
+    }
+    return r;
   }
 
   private BenchmarkRecord base(String kind, Delegate d, int threads, Map<String, Object> common) {

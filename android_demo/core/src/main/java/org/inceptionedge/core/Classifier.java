@@ -14,6 +14,11 @@ public interface Classifier extends AutoCloseable {
   /** Why the requested delegate is not the one running, or null. */
   String fallbackReason();
 
+  /** Something the user should know that is not a fallback (NNAPI's deprecation), or null. */
+  default String note() {
+    return null;
+  }
+
   @Override
   void close();
 

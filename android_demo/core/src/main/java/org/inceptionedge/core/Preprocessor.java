@@ -25,13 +25,18 @@ public final class Preprocessor {
 
   /**
    * ARGB pixels (as Android's Bitmap.getPixels returns them), row-major, to the float model input
-   * [height][width][3] flattened, RGB.
+   * [height][width][3] flattened, in the spec's channel order. A grey-trained model
+   * (source_channels 1) gets the image made grey first, as the Python side decodes it grey.
    */
   public float[] toFloat(int[] argb, int width, int height) {
     if (argb.length != width * height) {
       throw new IllegalArgumentException("expected " + width * height + " pixels, got "
           + argb.length);
     }
+    if (spec.sourceChannels == 1) {
+      argb = grey(argb);
+    }
+    boolean bgr = "BGR".equals(spec.colorOrder);
     int[] box = centralCropBox(height, width, spec.cropFraction);
     int top = box[0];
     int left = box[1];
@@ -75,7 +80,7 @@ public final class Preprocessor {
         int d = argb[r1 + x1[x]];
         int o = (y * ow + x) * 3;
         for (int k = 0; k < 3; k++) {
-          int shift = 16 - 8 * k;
+          int shift = bgr ? 8 * k : 16 - 8 * k;
           float pa = (a >> shift) & 0xff;
           float pb = (b >> shift) & 0xff;
           float pc = (c >> shift) & 0xff;
@@ -87,6 +92,38 @@ public final class Preprocessor {
       }
     }
     return out;
+  }
+
+  /**
+   * RGB -> grey exactly as OpenCV 4's COLOR_RGB2GRAY (BT.601 luma in 15-bit fixed point,
+   * rounded), repeated into all three channels.
+   */
+  public static int[] grey(int[] argb) {
+    int[] out = new int[argb.length];
+    for (int i = 0; i < argb.length; i++) {
+      int p = argb[i];
+      int y = (((p >> 16) & 0xff) * 9798 + ((p >> 8) & 0xff) * 19235 + (p & 0xff) * 3735
+          + (1 << 14)) >> 15;
+      out[i] = 0xff000000 | (y << 16) | (y << 8) | y;
+    }
+    return out;
+  }
+
+  /**
+   * The power-of-two decode subsampling that keeps a photo's longer side at most {@code maxSide}
+   * (a 12 MP photo is 48 MB as ARGB pixels, and as many again as the int[] copy; the model sees
+   * a few hundred pixels of it).
+   */
+  public static int sampleSize(int width, int height, int maxSide) {
+    if (width <= 0 || height <= 0 || maxSide <= 0) {
+      throw new IllegalArgumentException("image size " + width + "x" + height
+          + " or limit " + maxSide + " is not positive");
+    }
+    int n = 1;
+    while (Math.max(width, height) / n > maxSide) {
+      n *= 2;
+    }
+    return n;
   }
 
   /** Float model input to an int8 (signed) or uint8 input with the model's scale/zero point. */

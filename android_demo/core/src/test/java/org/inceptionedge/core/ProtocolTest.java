@@ -48,6 +48,11 @@ class ProtocolTest {
     for (Delegate d : Delegate.values()) {
       assertEquals(delegates.get(d.name()), d.recordName, d.name());
     }
+    Map<String, Object> assets = (Map<String, Object>) proto.get("assets");
+    assertEquals(assets.get("dir"), AppModel.DIR);
+    assertEquals(assets.get("pointer"), AppModel.POINTER);
+    assertEquals(((Number) assets.get("pointer_schema_version")).intValue(),
+        AppModel.SCHEMA_VERSION);
   }
 
   @Test

@@ -1,0 +1,25 @@
+package org.inceptionedge.core;
+
+import java.util.concurrent.atomic.AtomicReference;
+
+/**
+ * One benchmark at a time: a second start while one runs is refused (timing two runs that share
+ * the CPU and GPU measures neither), with the running one's id in the message.
+ */
+public final class SingleRun {
+  private final AtomicReference<String> running = new AtomicReference<>();
+
+  /** null when the run may start, else why not. */
+  public String tryStart(String runId) {
+    String id = runId == null ? "(no run_id)" : runId;
+    if (running.compareAndSet(null, id)) {
+      return null;
+    }
+    return "another benchmark is running (run_id " + running.get()
+        + "): wait for its .done marker, then start again";
+  }
+
+  public void finish() {
+    running.set(null);
+  }
+}
