@@ -351,7 +351,11 @@ def test_every_bad_image_is_named_by_one_rule_for_training_and_evaluation(tmp_pa
     cv2.imwrite(str(root / "a" / "good.jpg"), img)
     cv2.imwrite(str(root / "b" / "good.png"), img)
     jpg = (root / "a" / "good.jpg").read_bytes()
+    garbled = bytearray(jpg)  # scan bytes overwritten, markers and end-of-image intact
+    mid = len(jpg) // 2
+    garbled[mid:mid + 40] = bytes((b * 7 + 13) & 0x7f for b in jpg[mid:mid + 40])
     bad = {"a/truncated.jpg": jpg[:len(jpg) // 2], "b/empty.jpg": b"",
+           "a/garbled.jpg": bytes(garbled),
            "b/not_an_image.png": b"\x89PNG\r\n\x1a\n" + b"garbage" * 10,
            "a/cut_png.png": (root / "b" / "good.png").read_bytes()[:200]}
     for name, data in bad.items():
@@ -363,6 +367,7 @@ def test_every_bad_image_is_named_by_one_rule_for_training_and_evaluation(tmp_pa
     for name in bad:
         assert str(root / name) in msg
     assert "good" not in msg
+    assert "corrupt JPEG data (libjpeg: Corrupt JPEG data" in msg
     for name in bad:  # edge_eval's reader refuses exactly those
         with pytest.raises(preprocess.ImageError, match="corrupt image|cannot decode"):
             preprocess.decode(str(root / name))

@@ -15,6 +15,8 @@ import dataclasses
 import json
 import math
 import os
+import sys
+import threading
 from typing import List
 
 FILENAME = "preprocessing.json"
@@ -175,7 +177,48 @@ def image_problem(path: str):
             return "cannot be decoded"
     except Exception as e:  # noqa: BLE001 - any decoder failure means a corrupt file
         return f"cannot be decoded ({type(e).__name__}: {str(e)[:120]})"
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_warnings(data)
     return None
+
+
+_STDERR_LOCK = threading.Lock()
+# what libjpeg says of a damaged scan it still decodes (garbled bytes, a lost marker)
+_LIBJPEG_CORRUPT = ("Corrupt JPEG data", "Premature end of JPEG", "Invalid JPEG", "Bogus ")
+
+
+def _jpeg_warnings(data: bytes):
+    """libjpeg decodes a garbled JPEG to a picture with garbage in it and only warns, on file
+    descriptor 2 ("Corrupt JPEG data: 62 extraneous bytes before marker 0xd9"); Pillow and
+    TensorFlow do not report it at all. Decodes with OpenCV's libjpeg while fd 2 goes to a
+    temporary file, and turns such a warning into the problem; any other text written there
+    meanwhile is passed on to stderr."""
+    try:
+        import cv2
+        import numpy as np
+    except ImportError:
+        return None
+    import tempfile
+
+    with _STDERR_LOCK, tempfile.TemporaryFile() as cap:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(cap.fileno(), 2)
+            try:
+                cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+        cap.seek(0)
+        text = cap.read().decode("utf-8", "replace")
+    said = [line for line in text.splitlines() if line.strip()]
+    bad = [line for line in said if line.startswith(_LIBJPEG_CORRUPT)]
+    rest = [line for line in said if line not in bad]
+    if rest:
+        sys.stderr.write("\n".join(rest) + "\n")
+    return f"corrupt JPEG data (libjpeg: {bad[0].strip()[:120]})" if bad else None
 
 
 # preprocessing conventions by name (``python -m convert --preprocessing NAME``): what a model
