@@ -1,5 +1,6 @@
-"""Provenance helpers shared by convert/, edge_eval/ and pipeline/: file hashes, the git state and
-the name artifacts of a source model carry.
+"""Provenance helpers shared by convert/, edge_eval/ and pipeline/: file hashes, the git state,
+tool versions, the name artifacts of a source model carry, and the one reader of an artifacts
+folder's manifest.json.
 
 Standard library only (edge_eval's run side imports it on boards without TensorFlow).
 """
@@ -7,11 +8,57 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import subprocess
+from typing import Dict, Iterable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANIFEST = "manifest.json"
+
+
+class ManifestError(ValueError):
+    """A manifest.json that is missing (when required), not JSON, or not a manifest."""
+
+
+def read_manifest(folder: str, required: bool = True) -> dict:
+    """The manifest of an artifacts folder, checked to be an object with an ``artifacts`` list of
+    objects. A missing file is ManifestError when ``required`` (a folder to read from), else ``{}``
+    (a folder convert/ is about to write into). convert/ and edge_eval/ both read through here and
+    wrap the message in their own error type."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        if required:
+            raise ManifestError(f"{folder} has no {MANIFEST}: point at a folder written by "
+                                "`python -m convert`")
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            m = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path} is not valid JSON ({e}): move it aside, or delete the "
+                            "folder, and convert again") from None
+    arts = m.get("artifacts") if isinstance(m, dict) else None
+    if arts is None and isinstance(m, dict) and not required:
+        arts = []  # a manifest convert/ started without artifacts yet
+    if not isinstance(arts, list) or not all(isinstance(a, dict) for a in arts):
+        raise ManifestError(f"{path} lists no artifacts (expected an object with an 'artifacts' "
+                            "list of objects)")
+    return m
+
+
+def tool_versions(packages: Iterable[str]) -> Dict[str, Optional[str]]:
+    """Installed version of each distribution, None for one that is not installed."""
+    from importlib import metadata
+
+    out: Dict[str, Optional[str]] = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def sha256_file(path: str) -> str:

@@ -19,11 +19,12 @@ from train import keras_env  # noqa: F401
 from train.preprocessing import FILENAME as PREPROCESSING_FILE
 from train.preprocessing import PreprocessingSpec, read_labels
 from train.safe_load import UnsafeModelError
+from convert.provenance import MANIFEST, ManifestError, read_manifest  # noqa: F401
+from convert.provenance import tool_versions as provenance_tool_versions
 from convert.provenance import (git_state, sha256_file, sha256_tree,  # noqa: F401 (re-exported)
                                 source_name)
 from quantize.recipes import Recipe
 
-MANIFEST = "manifest.json"
 
 
 class ConvertError(ValueError):
@@ -468,33 +469,21 @@ def atomic_write_json(path: str, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def tool_versions() -> dict:
-    from importlib import metadata
+CONVERT_TOOLS = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
+                 "coremltools", "numpy")
 
-    out = {}
-    for pkg in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
-                "coremltools", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+
+def tool_versions() -> dict:
+    """The converters' versions, as every manifest records them."""
+    return provenance_tool_versions(CONVERT_TOOLS)
 
 
 def load_manifest(out_dir: str) -> dict:
-    path = os.path.join(out_dir, MANIFEST)
-    if not os.path.isfile(path):
-        return {}
+    """The folder's manifest, ``{}`` when there is none yet (ConvertError when it is damaged)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            m = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConvertError(f"{path} is not valid JSON ({e}): move it aside, or delete the "
-                           "folder, and convert again") from None
-    if not isinstance(m, dict) or not isinstance(m.get("artifacts", []), list):
-        raise ConvertError(f"{path} is not a manifest (expected an object with an "
-                           "'artifacts' list)")
-    return m
+        return read_manifest(out_dir, required=False)
+    except ManifestError as e:
+        raise ConvertError(str(e)) from None
 
 
 @contextlib.contextmanager

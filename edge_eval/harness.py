@@ -21,13 +21,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from convert.provenance import sha256_file, sha256_tree
+from convert.provenance import MANIFEST, ManifestError, read_manifest, sha256_file, sha256_tree
 from edge_eval import preprocess, records, stats
 from edge_eval.proc import child_setup
 from train.preprocessing import PreprocessingSpec
 
 ROOT = records.ROOT
-MANIFEST = "manifest.json"
 
 
 class EvalError(ValueError):
@@ -71,20 +70,12 @@ def run_worker(job: dict, timeout: float, workdir: str) -> dict:
 # manifest
 # --------------------------------------------------------------------------------------------
 def load_manifest(artifacts_dir: str) -> dict:
-    path = os.path.join(artifacts_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise EvalError(f"{artifacts_dir} has no {MANIFEST}: point at a folder written by "
-                        f"`python -m convert`")
+    """The folder's manifest (convert.provenance.read_manifest); EvalError when it is missing or
+    damaged."""
     try:
-        with open(path, encoding="utf-8") as f:
-            m = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise EvalError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(m, dict) or not isinstance(m.get("artifacts"), list) or not all(
-            isinstance(a, dict) for a in m["artifacts"]):
-        raise EvalError(f"{path} lists no artifacts (expected an object with an 'artifacts' "
-                        "list of objects)")
-    return m
+        return read_manifest(artifacts_dir)
+    except ManifestError as e:
+        raise EvalError(str(e)) from None
 
 
 def artifact_path(artifacts_dir: str, name) -> str:

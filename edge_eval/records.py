@@ -55,18 +55,17 @@ def validate(record: dict, sch: Optional[dict] = None) -> List[str]:
     return problems
 
 
+RUN_TOOLS = ("ai-edge-litert", "tflite-runtime", "numpy", "opencv-python-headless", "tensorflow",
+             "coremltools")
+
+
 @functools.lru_cache(maxsize=None)
 def tool_versions() -> dict:
-    from importlib import metadata
+    """Python and the run side's packages that are installed (records leave out the others)."""
+    from convert.provenance import tool_versions as versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("ai-edge-litert", "tflite-runtime", "numpy", "opencv-python-headless",
-                "tensorflow", "coremltools"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return {"python": platform.python_version(),
+            **{k: v for k, v in versions(RUN_TOOLS).items() if v is not None}}
 
 
 @functools.lru_cache(maxsize=None)

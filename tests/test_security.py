@@ -421,3 +421,23 @@ class _FullFile:
 
     def write(self, data):
         raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("text", ["{cut off", "[1]", '{"artifacts": "x"}', '{"artifacts": [3]}',
+                                  "\xff\xfe"])
+def test_convert_and_edge_eval_read_a_manifest_by_one_rule(tmp_path, text):
+    """One reader (convert.provenance.read_manifest): the same message from both stages, each in
+    its own error type; a folder without a manifest is empty to convert and an error to edge_eval."""
+    from convert.tflite import ConvertError, load_manifest as convert_reads
+    from edge_eval.harness import EvalError, load_manifest as eval_reads
+
+    assert convert_reads(str(tmp_path)) == {}
+    with pytest.raises(EvalError, match="has no manifest.json"):
+        eval_reads(str(tmp_path))
+    (tmp_path / "manifest.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConvertError) as c:
+        convert_reads(str(tmp_path))
+    with pytest.raises(EvalError) as e:
+        eval_reads(str(tmp_path))
+    assert str(c.value) == str(e.value)
+    assert "is not valid JSON" in str(c.value) or "lists no artifacts" in str(c.value)
