@@ -55,11 +55,14 @@ def _chosen(artifacts_dir: str, choice_dir: str) -> tuple:
         raise AndroidError(f"{path} is not valid JSON ({e}): run the job again, or name the "
                            "model with --model") from None
     chosen = choice.get("chosen") if isinstance(choice, dict) else None
+    if chosen is not None and not isinstance(chosen, dict):
+        raise AndroidError(f"{path}: 'chosen' is not an object: run the job again, or name the "
+                           "model with --model")
     if not chosen:
         raise AndroidError(f"the job chose no artifact ({path}: "
                            f"{(choice.get('why') if isinstance(choice, dict) else None) or 'none'}"
                            "): name one with --model")
-    name = chosen.get("artifact") if isinstance(chosen, dict) else None
+    name = chosen.get("artifact")
     if chosen.get("target", "tflite") != "tflite":
         raise AndroidError(f"the job chose {name!r} for {chosen.get('target')}, not a TFLite "
                            "model: name a .tflite with --model")

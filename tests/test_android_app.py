@@ -136,6 +136,8 @@ def _tampered(art):
     ("nothing chosen", lambda t, a: (t / "choice.json").write_text(json.dumps(
         {"chosen": None, "why": "no artifact is within 0.3 points"})), {"choice_dir": "T"},
      "chose no artifact .*within 0.3 points"),
+    ("chosen not an object", lambda t, a: (t / "choice.json").write_text(json.dumps(
+        {"chosen": "m.tflite"})), {"choice_dir": "T"}, "'chosen' is not an object"),
     ("chosen elsewhere", lambda t, a: (t / "choice.json").write_text(json.dumps(
         {"chosen": {"artifact": "gone.tflite", "target": "tflite"}})), {"choice_dir": "T"},
      "is in neither"),
