@@ -203,3 +203,44 @@ def test_a_damaged_config_stops_training_and_keeps_the_backup(tmp_path):
         _set_aside_stale_backup(str(tmp_path), str(tmp_path / "backup"), cfg, print)
     assert (tmp_path / "backup" / "ckpt").read_text() == "progress"
     assert sorted(os.listdir(tmp_path)) == ["backup", "config.json"]  # nothing set aside
+
+
+@pytest.mark.parametrize("mode", ["l2", "decoupled"])
+def test_weight_decay_is_slims_l2_loss_or_the_optimizers_decoupled_decay(mode):
+    """"l2" (the ImageNet preset's, as slim's Inception recipe): weight_decay * sum(l2_loss) of the
+    conv/dense kernels joins the loss and the optimizer decays nothing; "decoupled": no loss term,
+    the optimizer decays the kernels (and not BN or biases)."""
+    import tensorflow as tf
+    from train.trainer import build_for_training, kernels
+
+    cfg = resolve("tiny_test", None, (f"optim.weight_decay=0.001",
+                                      f"optim.weight_decay_mode={mode}"))
+    model = build_for_training(cfg, steps_per_epoch=10)
+    ks = kernels(model)
+    assert ks and not any("batch_normalization" in k.name or "bias" in k.name for k in ks)
+    assert len(ks) == sum(1 for w in model.trainable_weights if w.name.endswith("kernel:0"))
+    if mode == "l2":
+        want = 0.001 * sum(float(np.sum(np.square(k.numpy()))) / 2 for k in ks)
+        assert len(model.losses) == 1
+        assert float(tf.add_n(model.losses)) == pytest.approx(want, rel=1e-5)
+        assert not model.optimizer.weight_decay
+    else:
+        assert model.losses == []
+        assert model.optimizer.weight_decay == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="weight_decay_mode must be one of"):
+        resolve("tiny_test", None, ("optim.weight_decay_mode=l1",))
+
+
+def test_a_rate_scaled_above_the_papers_batch_warms_up():
+    from train.config import PRESETS
+
+    img = PRESETS["inception_v3_imagenet"]()
+    assert img.train.batch_size > img.optim.base_batch_size  # the rate is scaled 8x
+    assert img.optim.weight_decay_mode == "l2" and img.optim.weight_decay == 4e-5
+    assert img.optim.warmup(img.train.batch_size, img.train.epochs) == 5.0
+    assert img.optim.warmup(img.optim.base_batch_size, 100) == 0.0  # the paper's batch: none
+    assert img.optim.warmup(256, 20) == pytest.approx(1.0)  # at most 5 % of a short run
+    tiny = resolve("tiny_test", None, ("optim.warmup_epochs=0.5",))
+    assert tiny.optim.warmup(4096, 2) == 0.5  # an explicit warm-up is kept
+    off = resolve("tiny_test", None, ("optim.auto_warmup=false",))
+    assert off.optim.warmup(4096, 2) == 0.0

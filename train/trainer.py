@@ -67,9 +67,11 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
 def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int):
     o = cfg.optim
     peak = o.base_learning_rate * cfg.train.batch_size / o.base_batch_size
-    lr = LearningRate(peak, steps_per_epoch, steps_per_epoch * cfg.train.epochs, o.warmup_epochs,
-                      o.schedule, o.decay_rate, o.decay_epochs)
-    common = dict(global_clipnorm=o.clip_norm, weight_decay=o.weight_decay or None,
+    lr = LearningRate(peak, steps_per_epoch, steps_per_epoch * cfg.train.epochs,
+                      o.warmup(cfg.train.batch_size, cfg.train.epochs), o.schedule, o.decay_rate,
+                      o.decay_epochs)
+    decoupled = o.weight_decay if o.weight_decay_mode == "decoupled" else 0.0
+    common = dict(global_clipnorm=o.clip_norm, weight_decay=decoupled or None,
                   use_ema=o.ema_momentum is not None, ema_momentum=o.ema_momentum or 0.99)
     if o.optimizer is Optimizer.RMSPROP:
         opt = keras.optimizers.RMSprop(lr, rho=o.rmsprop_rho, momentum=o.momentum,
@@ -78,7 +80,7 @@ def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int):
         opt = keras.optimizers.SGD(lr, momentum=o.momentum, nesterov=True, **common)
     else:
         opt = keras.optimizers.Adam(lr, epsilon=o.epsilon, **common)
-    if o.weight_decay:  # decoupled decay on kernels only
+    if decoupled:  # decoupled decay on kernels only
         opt.exclude_from_weight_decay(var_names=["batch_normalization", "bias", "beta", "gamma",
                                                  "moving_"])
     return opt
@@ -136,6 +138,7 @@ def build_for_training(cfg: ExperimentConfig, steps_per_epoch: int,
         load_keras_weights(model, cfg.train.weights)
     if model_transform is not None:
         model = model_transform(model)
+    add_l2_loss(model, cfg.optim)
     n_out = len(model.outputs)
     ce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.optim.label_smoothing)
     model.compile(
@@ -145,6 +148,21 @@ def build_for_training(cfg: ExperimentConfig, steps_per_epoch: int,
         metrics=[["accuracy"]] + [[]] * (n_out - 1),
         jit_compile=cfg.train.xla)
     return model
+
+
+def kernels(model) -> list:
+    """The conv and dense kernels (what weight decay applies to; not BN, biases or quantizers)."""
+    return [w for w in model.trainable_weights
+            if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")]
+
+
+def add_l2_loss(model, optim) -> None:
+    """slim's weight decay: ``weight_decay * sum(l2_loss(kernel))`` added to the model's loss
+    (``weight_decay_mode`` "l2"); Keras scales it for the replicas as any model loss."""
+    if optim.weight_decay and optim.weight_decay_mode == "l2":
+        ks = kernels(model)
+        wd = float(optim.weight_decay)
+        model.add_loss(lambda: wd * tf.add_n([tf.nn.l2_loss(k) for k in ks]))
 
 
 def _one_hot(n_out, num_classes):
