@@ -158,3 +158,38 @@ def test_config_layering(tmp_path):
         resolve("tiny_test", None, ("model.regime=r42",))
     with pytest.raises(ValueError, match="unknown config key 'optim.lr'"):
         apply_overrides(cfg, {"optim.lr": 1})
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_colour_distortion_as_slims_inception_preprocessing(tmp_path, mode):
+    """Training photos get slim's distort_color when asked (the ImageNet preset: "fast"): the
+    same crop and flip with other colours, still pixels in the model's range, repeatable from a
+    seed; evaluation is never distorted."""
+    import cv2
+    import tensorflow as tf
+
+    from train.config import PRESETS
+    from train.data import DataConfig, image_preprocess
+    from train.preprocessing import PreprocessingSpec
+
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), (5, 5), 2)
+    path = str(tmp_path / "a.png")
+    cv2.imwrite(path, img)
+    enc = tf.io.read_file(path)
+    spec = PreprocessingSpec(input_size=[32, 32])
+    seed = tf.constant([3, 4], tf.int64)
+    plain = image_preprocess(enc, spec, DataConfig(source="image_folder"), seed).numpy()
+    cfg = DataConfig(source="image_folder", color_distortion=mode)
+    a = image_preprocess(enc, spec, cfg, seed).numpy()
+    b = image_preprocess(enc, spec, cfg, seed).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - plain).mean() > 0.01  # the colours moved ...
+    assert a.min() >= -1.0 - 1e-6 and a.max() <= 1.0 + 1e-6  # ... inside [-1, 1]
+    other = image_preprocess(enc, spec, cfg, tf.constant([5, 6], tf.int64)).numpy()
+    assert np.abs(other - a).mean() > 0.01
+    np.testing.assert_array_equal(image_preprocess(enc, spec, None).numpy(),
+                                  image_preprocess(enc, spec, None).numpy())
+    assert PRESETS["inception_v3_imagenet"]().data.color_distortion == "fast"
+    with pytest.raises(ValueError, match="color_distortion must be one of"):
+        DataConfig(color_distortion="strong")

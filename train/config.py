@@ -158,7 +158,7 @@ def inception_v3_imagenet() -> ExperimentConfig:
     return ExperimentConfig(
         name="inception_v3_imagenet",
         model=ModelConfig(num_classes=1000, input_size=299, aux_logits=True),
-        data=DataConfig(source=Source.IMAGENET, area_range=(0.05, 1.0)),
+        data=DataConfig(source=Source.IMAGENET, area_range=(0.05, 1.0), color_distortion="fast"),
         # slim's decay (4e-5 as an L2 loss term); batch 256 scales the rate 8x, so a warm-up
         # (auto_warmup: 5 epochs) precedes the paper's exponential decay
         optim=OptimConfig(weight_decay_mode="l2"),

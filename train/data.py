@@ -40,6 +40,9 @@ class Source(str, enum.Enum):
     IMAGENET = "imagenet"
 
 
+COLOR_DISTORTIONS = ("off", "fast", "full")
+
+
 class DataError(ValueError):
     """Bad or missing data; the message says what was found and how to fix it."""
 
@@ -54,6 +57,10 @@ class DataConfig:
     area_range: Tuple[float, float] = (0.05, 1.0)  # random distorted crop (paper / TF-slim)
     aspect_range: Tuple[float, float] = (0.75, 1.333)
     flip: bool = True
+    # slim's Inception colour distortion on training photos (image_folder, imagenet): "fast"
+    # (slim's default, fast_mode): random brightness (32/255) then saturation (0.5-1.5); "full":
+    # then hue (0.2) and contrast (0.5-1.5), in that one order (slim also draws among 4 orders)
+    color_distortion: str = "off"
     crop_fraction: float = 0.875  # evaluation central crop (the paper's); 1.0 keeps the whole image
     shuffle_buffer: int = 10000
     # None: training batches may come out of order (parallel preprocessing, faster), evaluation
@@ -63,6 +70,9 @@ class DataConfig:
 
     def __post_init__(self):
         self.source = Source(self.source)
+        if self.color_distortion not in COLOR_DISTORTIONS:
+            raise ValueError(f"data.color_distortion must be one of {list(COLOR_DISTORTIONS)}. "
+                             f"Received: {self.color_distortion!r}")
         self.area_range = tuple(self.area_range)
         self.aspect_range = tuple(self.aspect_range)
 
@@ -362,6 +372,25 @@ def batch_preprocess(images, spec: PreprocessingSpec, augment: Optional[DataConf
     return _scale(images, spec)
 
 
+def _distort_color(image, mode: str, seed, stateless: bool):
+    """slim's ``distort_color`` (ordering 0) on a float [H, W, 3] image in [0, 255]: on [0, 1]
+    values, brightness then saturation ("fast"), then hue and contrast ("full"), clipped."""
+    import tensorflow as tf
+
+    x = image / 255.0
+    ops = [("brightness", dict(max_delta=32.0 / 255.0)),
+           ("saturation", dict(lower=0.5, upper=1.5))]
+    if mode == "full":
+        ops += [("hue", dict(max_delta=0.2)), ("contrast", dict(lower=0.5, upper=1.5))]
+    for i, (name, kw) in enumerate(ops):
+        if stateless:
+            x = getattr(tf.image, f"stateless_random_{name}")(x, seed=seed + 2 + i, **kw)
+        else:
+            x = getattr(tf.image, f"random_{name}")(
+                x, seed=None if seed is None else seed + 2 + i, **kw)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
 def image_preprocess(encoded, spec: PreprocessingSpec, augment: Optional[DataConfig] = None,
                      seed=None):
     """One encoded JPEG/PNG -> model input [H, W, 3] (the paper's Inception preprocessing)."""
@@ -388,6 +417,8 @@ def image_preprocess(encoded, spec: PreprocessingSpec, augment: Optional[DataCon
         if augment.flip:
             image = (tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
                      if stateless else tf.image.random_flip_left_right(image, seed=seed))
+        if augment.color_distortion != "off":
+            image = _distort_color(image, augment.color_distortion, seed, stateless)
         return _scale(image, spec)
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
