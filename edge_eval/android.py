@@ -263,9 +263,7 @@ def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str
                         "(benchmark_model prints no predictions): drop --benchmark-binary")}))
         else:
             if problem:
-                out.append(_fill(records.new_record("latency", **records.artifact_fields(e),
-                                                    runtime="android-app", device=info),
-                                 {"status": "failed", "error": problem}))
+                out.append(_app_failure(e, info, problem))
                 continue
             out.extend(_run_app(dev, e, model_remote, remote_dir, delegates, threads, warmup,
                                 runs, eval_remote, timeout, info, log))
@@ -315,11 +313,9 @@ def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, r
               "output": output, "run_id": run_id}
     started = dev.shell(*app_start_args(extras), check=False)
     if re.search(r"^\s*(Error|Exception|java\.lang\.\w+)", started, re.M):
-        rec = records.new_record("latency", **records.artifact_fields(entry),
-                                 runtime="android-app", device=info)
-        return [_fill(rec, {"status": "failed", "error": (
+        return [_app_failure(entry, info, (
             f"the app's benchmark mode did not start ({started.strip()[-200:]}): build and "
-            "install it (android_demo: ./gradlew copyModel installDebug)")})]
+            "install it (android_demo: ./gradlew copyModel installDebug)"))]
     deadline = time.time() + timeout
     done = True
     while not dev.exists(output + proto["done_suffix"]):
@@ -331,19 +327,15 @@ def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, r
     # wrote before stopping (a delegate that crashed the process) is still its result
     got = _pull_json(dev, output) if done or dev.exists(output) else None
     if not isinstance(got, (list, dict)):
-        rec = records.new_record("latency", **records.artifact_fields(entry),
-                                 runtime="android-app", device=info)
-        return [_fill(rec, {"status": "failed", "error": (
+        return [_app_failure(entry, info, (
             f"the app wrote no result in {timeout:.0f} s (see `adb logcat -s "
-            "InceptionEdgeBench`)" if not done else "the app's result is not valid JSON")})]
+            "InceptionEdgeBench`)" if not done else "the app's result is not valid JSON"))]
     out = []
     for r in got if isinstance(got, list) else [got]:
         problems = records.validate(r)
         if problems:
-            rec = records.new_record(r.get("kind") or "latency", **records.artifact_fields(entry),
-                                     runtime="android-app", device=info)
-            out.append(_fill(rec, {"status": "failed", "error": "the app's record breaks the "
-                                   "schema: " + "; ".join(problems)}))
+            out.append(_app_failure(entry, info, "the app's record breaks the schema: "
+                                    + "; ".join(problems), kind=r.get("kind") or "latency"))
             continue
         r.update({k: v for k, v in records.artifact_fields(entry).items() if v is not None})
         r["git"] = dict(records.git_state())
@@ -355,14 +347,19 @@ def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, r
                 if r.get("kind") == "latency"}
         for d in delegates:
             if RECORD_DELEGATE[d] not in seen:
-                rec = records.new_record("latency", **records.artifact_fields(entry),
-                                         runtime="android-app", delegate=RECORD_DELEGATE[d],
-                                         device=info, threads=threads)
-                out.append(_fill(rec, {"status": "failed", "error": (
+                out.append(_app_failure(entry, info, (
                     f"the app stopped before reporting {d} (no {proto['done_suffix']} marker "
                     f"in {timeout:.0f} s: it may have crashed on this delegate; see `adb "
-                    "logcat -s InceptionEdgeBench`)")}))
+                    "logcat -s InceptionEdgeBench`)"), delegate=RECORD_DELEGATE[d],
+                    threads=threads))
     return out
+
+
+def _app_failure(entry: dict, info: dict, error: str, kind: str = "latency", **fields) -> dict:
+    """A failed record of the app's benchmark mode for ``entry`` on this device."""
+    rec = records.new_record(kind, **records.artifact_fields(entry), runtime="android-app",
+                             device=info, **fields)
+    return _fill(rec, {"status": "failed", "error": error})
 
 
 def _pull_json(dev: Adb, remote: str):

@@ -24,12 +24,12 @@ import shutil
 from typing import List, Optional
 
 from convert import workdirs
+from convert.provenance import MANIFEST, ROOT
 from edge_eval.android import AndroidError, protocol
 from edge_eval.harness import artifact_path, load_manifest, verify
 from train.preprocessing import (FILENAME as PREPROCESSING, LABELS_FILENAME as LABELS,
                                  PreprocessingError, PreprocessingSpec, read_labels)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_ASSETS = os.path.join(ROOT, "android_demo", "app", "src", "main", "assets")
 
 
@@ -43,7 +43,7 @@ def _tflite_files(manifest: dict) -> List[str]:
 
 
 def _chosen(artifacts_dir: str, choice_dir: str) -> tuple:
-    """(folder, file name) of the artifact the job chose."""
+    """(folder, file name, the folder's manifest) of the artifact the job chose."""
     path = os.path.join(choice_dir, "choice.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -68,9 +68,10 @@ def _chosen(artifacts_dir: str, choice_dir: str) -> tuple:
                            "model: name a .tflite with --model")
     # a selective-int8 step lives in <artifacts>_choice (pipeline/choose.py)
     for folder in (artifacts_dir, os.path.normpath(artifacts_dir) + "_choice"):
-        if os.path.isfile(os.path.join(folder, "manifest.json")) and name in _tflite_files(
-                load_manifest(folder)):
-            return folder, name
+        if os.path.isfile(os.path.join(folder, MANIFEST)):
+            manifest = load_manifest(folder)
+            if name in _tflite_files(manifest):
+                return folder, name, manifest
     raise AndroidError(f"the chosen artifact {name!r} ({path}) is in neither {artifacts_dir} nor "
                        f"{os.path.normpath(artifacts_dir)}_choice: run the job again")
 
@@ -114,8 +115,7 @@ def install(artifacts_dir: str, into: Optional[str] = None, model: Optional[str]
     else:
         choice_dir = choice_dir or os.path.join(
             "reports", os.path.basename(os.path.normpath(artifacts_dir)))
-        folder, model = _chosen(artifacts_dir, choice_dir)
-        manifest = load_manifest(folder)
+        folder, model, manifest = _chosen(artifacts_dir, choice_dir)
     entry = next(a for a in manifest["artifacts"]
                  if a.get("target") == "tflite" and a.get("file") == model)
     problem = verify(folder, entry)
