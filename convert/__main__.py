@@ -42,6 +42,9 @@ def main(argv=None) -> int:
                                        "already preprocessed (instead of the training data)")
     p.add_argument("--data-path", help="where the model's dataset lives, if not where it was "
                                        "trained (overrides config.json's data.path)")
+    p.add_argument("--data-source", choices=["fashion_mnist", "image_folder", "imagenet"],
+                   help="the dataset's kind, for a model with no config.json (with --data-path; "
+                        "imagenet: TFRecord shards, train-* calibrate and validation-* check)")
     p.add_argument("--check-npy", help="preprocessed images [N, H, W, 3] to check against "
                                        "(default: the model's evaluation split)")
     p.add_argument("--check-images", type=int, default=64,
@@ -137,7 +140,11 @@ def main(argv=None) -> int:
             pre = dict({k: v for k, v in given.items() if v is not None},
                        name=args.preprocessing or "inception")
         src = load_source(args.model, pre, args.labels)
-        over = {"path": args.data_path} if args.data_path else None
+        over = {k: v for k, v in (("path", args.data_path), ("source", args.data_source)) if v}
+        if args.data_source and not args.data_path:
+            raise ConvertError("--data-source needs --data-path (the dataset's folder)")
+        if args.data_source == "imagenet":  # the model's outputs are the records' classes
+            over["num_classes"] = src.num_outputs
         calib = None
         if (any(r.calibrate for r in recipes) and not src.is_qat) or \
                 any(v.activations == "int8" for v in variants):
@@ -158,7 +165,7 @@ def main(argv=None) -> int:
             check_x = check_images_array(np.load(args.check_npy, allow_pickle=False), src, 1,
                                          args.check_npy)
             check_from = args.check_npy
-        elif src.config or args.data_path:
+        elif src.config or over:
             check_x = dataset_images(src, "test", args.check_images, args.seed + 1, over)
             check_from = "evaluation split, seeded"
         else:  # a user's model with no dataset config: seeded noise in the input range

@@ -46,6 +46,7 @@ class Source:
     keras_model: object = None
     saved_model: object = None
     is_qat: bool = False
+    num_outputs: Optional[int] = None  # classes
 
     @property
     def name(self) -> str:
@@ -203,6 +204,7 @@ def load_source(path: str, preprocessing: Optional[dict] = None,
     if shape != src.input_shape:
         raise ConvertError(f"the model takes {shape} but {PREPROCESSING_FILE} says "
                            f"{src.input_shape}")
+    src.num_outputs = n_out
     if labels and len(labels) != n_out:
         raise ConvertError(f"{os.path.basename(labels_path)} has {len(labels)} labels but the "
                            f"model has {n_out} outputs")

@@ -3,7 +3,7 @@
 Every temporary thing convert/ writes (a package being checked, a file being written, the lean
 SavedModel) is named with the pid of the process that made it: ``.coreml-<pid>-...``,
 ``.<file>.<pid>.<random>.partial``, ``convert-sm-<pid>-...``, edge_eval's cached inputs
-being written (``inputs-<key>.npy.tmp-<pid>.npy``) and the app's assets being assembled
+being written (``inputs-<key>.npy.tmp-<pid>.npy``, ``items-``, ``raw-``) and the app's assets being assembled
 (``.app-<pid>-...``). Each is removed on every exit path
 its process takes; what ``kill -9`` leaves behind is removed by the next run's ``sweep`` (it skips
 what a live process owns, so two conversions side by side leave each other alone).
@@ -16,7 +16,8 @@ import shutil
 import tempfile
 
 OWNED = re.compile(r"^(?:\.coreml-|\.old-|\.app-|convert-sm-)(\d+)-|^\..+\.(\d+)\.[^.]+\.partial$"
-                   r"|^inputs-[0-9a-f]+\.(?:npy|json)\.tmp-(\d+)(?:\.npy)?$")
+                   r"|^(?:inputs|items|raw)-[0-9a-f]+\.(?:npy|json|meta\.json)\.tmp-(\d+)"
+                   r"(?:\.npy(?:\.short\.npy)?)?$")
 
 
 def _alive(pid: int) -> bool:

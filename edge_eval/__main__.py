@@ -44,12 +44,17 @@ def main(argv=None) -> int:
     a.add_argument("--unsafe-allow-model-code", action="store_true",
                    help="load model files that carry Python code (Lambda layers, arbitrary tf.* calls): "
                         "only for files you trust; refused otherwise")
-    a.add_argument("--data-source", choices=["fashion_mnist", "image_folder"],
-                   help="evaluation data (default: the reference's training data)")
+    a.add_argument("--data-source", choices=["fashion_mnist", "image_folder", "imagenet"],
+                   help="evaluation data (default: the reference's training data); imagenet: "
+                        "TFRecord shards (read without TensorFlow)")
     a.add_argument("--data-path", help="dataset folder")
+    a.add_argument("--split", choices=["test", "holdout"], default="test",
+                   help="test: what reports quote (default); holdout: the held-out images the "
+                        "recipe choice decides on (never the test split)")
     a.add_argument("--images", type=int, help="evaluate a seeded sample of N images")
     a.add_argument("--crops", type=int, default=1, choices=[1, 10, 144],
-                   help="1: central crop; 10 or 144: the paper's multi-crop schemes")
+                   help="1: central crop; 10 or 144: the paper's multi-crop schemes, streamed "
+                        "through each model an image at a time (memory stays flat)")
     a.add_argument("--threads", type=int, default=2, help="threads per worker")
     a.add_argument("--workers", type=int, default=1,
                    help="artifacts evaluated at once, each in its own process")
@@ -136,7 +141,8 @@ def main(argv=None) -> int:
             out = _out(args)
             rows = harness.evaluate(args.artifacts, out, args.reference, args.data_source,
                              args.data_path, args.images, args.crops, args.threads, args.timeout,
-                             args.bootstrap, only=args.only, workers=args.workers)
+                             args.bootstrap, only=args.only, workers=args.workers,
+                             split=args.split)
             path, failures = report.write(out, max_top1_drift=args.max_top1_drift)
         elif args.cmd == "bench":
             out = _out(args)

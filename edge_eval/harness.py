@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -146,41 +146,42 @@ def data_config(reference: str, source: Optional[str] = None, path: Optional[str
     return DataConfig(**{k: v for k, v in data.items() if k in known})
 
 
-def load_raw(data_cfg, split: str = "test", images: Optional[int] = None, seed: int = 0):
-    """(list of uint8 images or an array [N,h,w,c], labels int32 [N], class names)."""
+def eval_items(data_cfg, split: str = "test", images: Optional[int] = None, seed: int = 0):
+    """(the set's Items, class names, which split it is): ``split`` of the data, or a seeded
+    sample of ``images`` of it (train.data.Dataset.sample, the rule calibration uses too)."""
     from train import data as tdata
 
-    if data_cfg.source is tdata.Source.FASHION_MNIST:
-        x, y = tdata.load_fashion_mnist(split, data_cfg.path)
-        names = list(tdata.FASHION_MNIST_CLASSES)
-        files = None
-    elif data_cfg.source is tdata.Source.IMAGE_FOLDER:
-        root = tdata.image_folder_split(data_cfg.path, split)
-        files, y, names = tdata.scan_image_folder(root, verify=False)
-        y = np.asarray(y, np.int32)
-        x = None
-    else:
-        raise EvalError("ImageNet TFRecords are read with TensorFlow: evaluate them with "
-                        "--data-source image_folder on extracted images, or use train.data")
-    n = len(y)
-    idx = np.arange(n)
-    if images and images < n:
-        idx = np.sort(np.random.default_rng(seed).choice(n, images, replace=False))
-    skipped = []
-    if files is not None:
-        imgs, keep = [], []
-        for i in idx:
-            try:
-                imgs.append(preprocess.decode(files[i]))
-                keep.append(i)
-            except preprocess.ImageError as e:  # the rest of the set is still evaluated
-                skipped.append(str(e))
-        idx = np.asarray(keep, int)
-        if not keep:
-            raise EvalError(f"no readable image in {root}: " + "; ".join(skipped[:3]))
-    else:
-        imgs = x[idx]
-    return imgs, y[idx], names, skipped
+    ds = tdata.Dataset(data_cfg, split, verify=False)
+    if images and images < ds.num_examples:
+        ds = ds.sample(images, seed)
+    return preprocess.Items.from_dataset(ds), ds.class_names, ds.note
+
+
+def _readable(items, channels: int, each=None):
+    """(positions of the images that decode, their labels, what was skipped); ``each(i, image)``
+    sees every decoded image once."""
+    keep, labels, skipped = [], [], []
+    for i in range(len(items)):
+        try:
+            im, label = items.load(i, channels)
+        except preprocess.ImageError as e:  # the rest of the set is still evaluated
+            skipped.append(str(e))
+            continue
+        if each is not None:
+            each(len(keep), im)
+        keep.append(i)
+        labels.append(label)
+    return keep, np.asarray(labels, np.int32), skipped
+
+
+def load_raw(data_cfg, split: str = "test", images: Optional[int] = None, seed: int = 0):
+    """(list of uint8 images, labels int32 [N], class names, skipped) of a small set."""
+    items, names, _ = eval_items(data_cfg, split, images, seed)
+    imgs: list = []
+    keep, labels, skipped = _readable(items, 3, lambda k, im: imgs.append(im))
+    if not keep:
+        raise EvalError("no readable image in the evaluation set: " + "; ".join(skipped[:3]))
+    return imgs, labels, names, skipped
 
 
 def data_fingerprint(data_cfg) -> str:
@@ -221,77 +222,114 @@ def ensure_free_space(folder: str, need: int, what: str) -> None:
                         f"images (--images) or crops")
 
 
-def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optional[int] = None,
-                crops: int = 1, seed: int = 0, log=print):
-    """(path of a cached float32 .npy of model inputs, labels, class names, seconds spent).
+class EvalSet(NamedTuple):
+    """What ``eval_inputs`` prepared: ``job`` (the worker's ``inputs`` or ``items`` key), the
+    labels, class names, seconds spent, images skipped, and which split it is (in words)."""
+    job: dict
+    labels: np.ndarray
+    class_names: list
+    seconds: float
+    skipped: list
+    split_is: str
 
-    The cache is keyed by the data's contents (``data_fingerprint``), the sample, the crops and
-    the preprocessing; its labels file is committed before the inputs file, each atomically, and
-    an unreadable one is a cache miss, never an error."""
+    @property
+    def path(self) -> str:
+        return next(iter(self.job.values()))
+
+
+def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optional[int] = None,
+                crops: int = 1, seed: int = 0, log=print, split: str = "test"):
+    """The EvalSet a worker reads: ``{"inputs": .npy}`` or ``{"items": .json}``.
+
+    One crop: a cached float32 .npy of model inputs, shared by every worker, written one image
+    at a time (nothing else is held in memory). Multi-crop: the readable images' list (files,
+    records or a small uint8 array), from which each worker crops one image at a time and
+    averages its crops' outputs (``edge_eval.worker``): memory stays flat however many images
+    and crops there are. The cache is keyed by the data's contents (``data_fingerprint``), the
+    split, the sample, the crops and the preprocessing; its labels file is committed before the
+    inputs file, each atomically, and an unreadable one is a cache miss, never an error."""
     key = hashlib.sha256(json.dumps(
         {"data": {"source": data_cfg.source.value, "path": data_cfg.path,
-                  "contents": data_fingerprint(data_cfg)}, "images": images,
-         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 3},
+                  "holdout_path": data_cfg.holdout_path,
+                  "contents": data_fingerprint(data_cfg)}, "images": images, "split": split,
+         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 4},
         sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
-    x_path = os.path.join(cache_dir, f"inputs-{key}.npy")
-    meta_path = os.path.join(cache_dir, f"inputs-{key}.json")
+    streamed = crops > 1
+    x_path = os.path.join(cache_dir, f"{'items' if streamed else 'inputs'}-{key}."
+                          + ("json" if streamed else "npy"))
+    meta_path = os.path.join(cache_dir, f"inputs-{key}.json" if not streamed
+                             else f"items-{key}.meta.json")
+    what = {"items" if streamed else "inputs": x_path}
     t = time.perf_counter()
     if os.path.isfile(x_path) and os.path.isfile(meta_path):
         try:
             with open(meta_path) as f:
                 meta = json.load(f)
-            return (x_path, np.asarray(meta["labels"], np.int32), meta["class_names"], 0.0,
-                    meta["skipped"])
+            return EvalSet(what, np.asarray(meta["labels"], np.int32), meta["class_names"],
+                           0.0, meta["skipped"], meta["note"])
         except (ValueError, KeyError, TypeError, OSError):
             log(f"[eval] the cached inputs' labels ({meta_path}) are damaged: preprocessing "
                 "again", flush=True)
-    raw, labels, names, skipped = load_raw(data_cfg, "test", images, seed)
-    for msg in skipped:
-        log(f"[eval] skipped: {msg}", flush=True)
-    per = crops  # a scheme's number is its crops per image
-    h, w = spec.input_size
-    # grey sources are stored before the grey -> RGB repeat (a third of the bytes); the workers
-    # expand them batch by batch
-    grey = (isinstance(raw, np.ndarray) and raw.ndim == 4 and raw.shape[-1] == 1
-            and spec.channels == 3)
-    stored = dataclasses.replace(spec, channels=1) if grey else spec
-    need = len(labels) * per * h * w * stored.channels * 4
-    ensure_free_space(cache_dir, need, "the evaluation inputs")
+    items, names, note = eval_items(data_cfg, split, images, seed)
     from convert import workdirs
 
     workdirs.sweep(cache_dir)  # what a killed run was writing
-    tmp = x_path + f".tmp-{os.getpid()}.npy"
+    h, w = spec.input_size
+    # grey sources are stored before the grey -> RGB repeat (a third of the bytes); the workers
+    # expand them batch by batch
+    grey = items.kind == "array" and items.array.ndim == 4 and items.array.shape[-1] == 1 \
+        and spec.channels == 3
+    stored = dataclasses.replace(spec, channels=1) if grey else spec
+    tmp = x_path + f".tmp-{os.getpid()}" + ("" if streamed else ".npy")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=(len(labels) * per, h, w, stored.channels))
-        for i, im in enumerate(raw):
-            out[i * per:(i + 1) * per] = preprocess.crops(np.asarray(im), stored, crops)
-        out.flush()
-        del out
+        if streamed:  # each image decoded once here, to settle the set the workers all use
+            keep, labels, skipped = _readable(items, spec.channels)
+            with open(tmp, "w") as f:
+                json.dump(items.subset(keep).to_json(
+                    os.path.join(cache_dir, f"raw-{key}.npy")), f)
+        else:
+            need = len(items) * h * w * stored.channels * 4
+            ensure_free_space(cache_dir, need, "the evaluation inputs")
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(len(items), h, w, stored.channels))
+
+            def write(k, im):
+                out[k] = preprocess.central(np.asarray(im), stored)
+
+            keep, labels, skipped = _readable(items, spec.channels, write)
+            out.flush()
+            del out
+            if len(keep) < len(items):  # some did not decode: the file holds the rest only
+                whole = np.load(tmp, mmap_mode="r")
+                short = tmp + ".short.npy"
+                np.save(short, whole[:len(keep)])
+                del whole
+                os.replace(short, tmp)
+        if not keep:
+            raise EvalError("no readable image in the evaluation set: " + "; ".join(skipped[:3]))
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    for msg in skipped:
+        log(f"[eval] skipped: {msg}", flush=True)
     meta_tmp = meta_path + f".tmp-{os.getpid()}"
     with open(meta_tmp, "w") as f:
-        json.dump({"labels": labels.tolist(), "class_names": names, "skipped": skipped}, f)
+        json.dump({"labels": labels.tolist(), "class_names": names, "skipped": skipped,
+                   "note": note}, f)
     os.replace(meta_tmp, meta_path)
     os.replace(tmp, x_path)  # the inputs last: both files are there only when both are whole
     took = time.perf_counter() - t
-    log(f"[eval] {len(labels)} images x {per} crop(s) preprocessed in {took:.1f} s", flush=True)
-    return x_path, labels, names, took, skipped
+    log(f"[eval] {len(labels)} images of {note} "
+        + ("checked (crops are made by each worker)" if streamed else "preprocessed")
+        + f" in {took:.1f} s", flush=True)
+    return EvalSet(what, labels, names, took, skipped, note)
 
 
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
-def _probs(path: str, crops: int) -> np.ndarray:
-    p = np.load(path)
-    per = crops  # a scheme's number is its crops per image
-    return p.reshape(-1, per, p.shape[-1]).mean(axis=1) if per > 1 else p
-
-
 def _expected_cost(job: Optional[dict], manifest: dict) -> int:
     """A rank (lower: start sooner) of how long a job runs: LiteRT's int16-activation kernels
     are reference code (~20x slower than XNNPACK's int8), Core ML programs run through the
@@ -309,8 +347,10 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
              data_source: Optional[str] = None, data_path: Optional[str] = None,
              images: Optional[int] = None, crops: int = 1, threads: int = 2,
              timeout: float = 900.0, bootstrap_rounds: int = 2000, seed: int = 0,
-             only: Optional[Sequence[str]] = None, workers: int = 1, log=print) -> List[dict]:
-    """Accuracy + drift records for the reference and every artifact; written to
+             only: Optional[Sequence[str]] = None, workers: int = 1, log=print,
+             split: str = "test") -> List[dict]:
+    """Accuracy + drift records for the reference and every artifact on ``split`` of the data
+    (``test``: what reports quote; ``holdout``: what the recipe choice decides on); written to
     ``out_dir/accuracy.jsonl``. Failures are rows, not exceptions.
 
     ``workers`` artifacts are evaluated at once, each in its own process with ``threads``
@@ -337,8 +377,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         from train.data import DataError
 
         try:
-            x_path, labels, names, prep_s, skipped = eval_inputs(dcfg, spec, os.path.join(out_dir, "cache"),
-                                                        images, crops, seed, log)
+            what, labels, names, prep_s, skipped, note = eval_inputs(
+                dcfg, spec, os.path.join(out_dir, "cache"), images, crops, seed, log, split)
         except (DataError, preprocess.ImageError, FileNotFoundError) as e:
             raise EvalError(str(e)) from None
         n_inputs = len(labels) * crops
@@ -370,8 +410,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         out, ref_probs = [], None
         for i, (fields, job, preset) in enumerate(jobs):
             if job is not None and not preset:
-                jobs[i] = (fields, dict(job, inputs=x_path,
-                                        output=os.path.join(work, f"p{i}.npy")), preset)
+                jobs[i] = (fields, dict(job, **what, output=os.path.join(work, f"p{i}.npy"),
+                                        spec=spec.to_dict(), scheme=crops), preset)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         futures = [None] * len(jobs)
         # the slowest first, so that with several workers none is left running alone at the end
@@ -390,7 +430,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                 continue
             res = fut.result()
             rec.update(runtime=res.get("runtime"), wall_s=res.get("wall_s"),
-                       images_per_s=res.get("images_per_s"), batch_size=job.get("batch_size"))
+                       images_per_s=res.get("images_per_s"), batch_size=job.get("batch_size"),
+                       peak_memory_mb=res.get("peak_memory_mb"))
             if res["status"] != "ok":
                 rec.update(status=res["status"], error=res["error"])
             elif res["classes"] != len(names):
@@ -398,7 +439,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                     f"the model has {res['classes']} outputs but the evaluation set has "
                     f"{len(names)} classes: labels do not match the model"))
             else:
-                p = _probs(job["output"], crops)
+                p = np.load(job["output"])  # one row per image (crops averaged)
                 rec["accuracy"] = dict(stats.accuracy(p, labels), crops=crops)
                 if job["kind"] == "keras":  # the reference (always the first job)
                     ref_probs = p
@@ -419,7 +460,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             else:
                 log(f"[eval] {fields['artifact']}: {rec['status']}: {rec['error']}", flush=True)
             out.append(rec)
-        summary = {"images": len(labels), "inputs": n_inputs, "crops": crops,
+        summary = {"images": len(labels), "inputs": n_inputs, "crops": crops, "split": split,
+                   "split_is": note,
                    "preprocess_s": prep_s, "wall_s": time.perf_counter() - t_all,
                    "skipped_images": skipped}
         for r in out:

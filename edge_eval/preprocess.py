@@ -21,7 +21,7 @@ from typing import Iterable, List
 
 import numpy as np
 
-from train.preprocessing import PreprocessingSpec, central_crop_box, image_problem
+from train.preprocessing import PreprocessingSpec, central_crop_box, image_bytes_problem
 
 try:  # OpenCV is the run side's only image library
     import cv2
@@ -44,20 +44,95 @@ def _cv2():
 
 def decode(path: str, channels: int = 3) -> np.ndarray:
     """An image file -> uint8 [H, W, channels] in RGB (or [H, W, 1] grey)."""
-    cv = _cv2()
-    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-    if data is None:
+    if not os.path.isfile(path):
         raise ImageError(f"image not found: {path}")
-    problem = image_problem(path)  # the rule training's pre-flight check applies
+    return decode_bytes(np.fromfile(path, np.uint8).tobytes(), path, channels)
+
+
+def decode_bytes(data: bytes, name: str, channels: int = 3) -> np.ndarray:
+    """Encoded JPEG/PNG bytes -> uint8 [H, W, channels] in RGB (or [H, W, 1] grey); ``name``
+    says where they came from in the message of a corrupt one."""
+    cv = _cv2()
+    problem = image_bytes_problem(data)  # the rule training's pre-flight check applies
     if problem:
-        raise ImageError(f"corrupt image {path}: {problem}")
+        raise ImageError(f"corrupt image {name}: {problem}")
     flag = cv.IMREAD_GRAYSCALE if channels == 1 else cv.IMREAD_COLOR
-    img = cv.imdecode(data, flag) if data.size else None
+    img = cv.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
     if img is None:
-        raise ImageError(f"cannot decode image {path} (corrupt or not a JPEG/PNG)")
+        raise ImageError(f"cannot decode image {name} (corrupt or not a JPEG/PNG)")
     if channels == 1:
         return img[..., None]
     return cv.cvtColor(img, cv.COLOR_BGR2RGB)
+
+
+class Items:
+    """The images of an evaluation set by position, readable in any process without
+    TensorFlow: an in-memory uint8 array (``array``), image files (``files``) or TFRecord
+    records (``records``, train.tfrecord.ImageRecords). ``to_json`` hands them to a worker,
+    which reads and crops each image itself (multi-crop evaluation streams, it stores nothing)."""
+
+    def __init__(self, kind: str, array=None, labels=None, files=None, records=None):
+        self.kind, self.array, self.files, self.records = kind, array, files, records
+        self.labels = None if labels is None else np.asarray(labels, np.int32)
+
+    @classmethod
+    def from_dataset(cls, ds) -> "Items":
+        if ds.arrays is not None:
+            return cls("array", array=ds.arrays[0], labels=ds.arrays[1])
+        if ds.records is not None:
+            return cls("records", records=ds.records)
+        return cls("files", files=list(ds.files), labels=ds.labels)
+
+    def __len__(self) -> int:
+        return len(self.array if self.kind == "array" else
+                   self.files if self.kind == "files" else self.records)
+
+    def load(self, i: int, channels: int = 3):
+        """(uint8 image [H, W, C], label); ImageError for an image that does not decode."""
+        if self.kind == "array":
+            return np.asarray(self.array[i]), int(self.labels[i])
+        if self.kind == "files":
+            return decode(self.files[i], channels), int(self.labels[i])
+        from train.tfrecord import RecordError
+
+        try:
+            data, label = self.records.item(i)
+        except RecordError as e:
+            raise ImageError(str(e)) from None
+        s, off, _ = self.records.refs[i]
+        return decode_bytes(data, f"{self.records.shards[s]} (record at byte {off - 12})",
+                            channels), label
+
+    def subset(self, keep) -> "Items":
+        keep = list(keep)
+        if self.kind == "records":
+            return Items("records", records=self.records.subset(keep))
+        lab = self.labels[keep]
+        if self.kind == "array":
+            return Items("array", array=self.array[keep], labels=lab)
+        return Items("files", files=[self.files[i] for i in keep], labels=lab)
+
+    def to_json(self, array_path: str) -> dict:
+        """What a worker needs to read these images; an ``array`` set's pixels are saved to
+        ``array_path`` (atomically) for it."""
+        if self.kind == "array":
+            tmp = f"{array_path}.tmp-{os.getpid()}.npy"
+            np.save(tmp, np.ascontiguousarray(self.array))
+            os.replace(tmp, array_path)
+            return {"kind": "array", "path": array_path, "labels": self.labels.tolist()}
+        if self.kind == "files":
+            return {"kind": "files", "files": self.files, "labels": self.labels.tolist()}
+        return {"kind": "records", **self.records.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Items":
+        if d["kind"] == "array":
+            return cls("array", array=np.load(d["path"], mmap_mode="r"), labels=d["labels"])
+        if d["kind"] == "files":
+            return cls("files", files=d["files"], labels=d["labels"])
+        from train.tfrecord import ImageRecords
+
+        return cls("records", records=ImageRecords.from_json(d))
 
 
 def resize(image: np.ndarray, size) -> np.ndarray:

@@ -7,7 +7,9 @@ float reference (``kind: keras``/``savedmodel``) imports TensorFlow.
 
 Job keys: ``op`` (predict | bench), ``model``, ``kind`` (tflite | coreml | keras | savedmodel), ``result``
 (where the worker writes its JSON answer); predict: ``inputs`` (.npy, float32, model input range;
-grey inputs stay one channel and are expanded to ``channels`` batch by batch),
+grey inputs stay one channel and are expanded to ``channels`` batch by batch) or, for multi-crop,
+``items`` (edge_eval.preprocess.Items as JSON) with ``spec`` and ``scheme``: the worker crops each
+image itself and writes one averaged row per image (memory: one image's crops at a time),
 ``output`` (.npy of float32 probabilities), ``batch_size``, ``threads``, ``delegate``; bench: the
 keyword arguments of ``edge_eval.bench.bench_tflite``.
 """
@@ -63,11 +65,64 @@ def _tf_threads(job: dict) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(n)
 
 
+def _crop_batches(job: dict, batch: int):
+    """Multi-crop inputs, one image at a time: for each image of the job's ``items``, its
+    ``scheme`` crops through the job's ``spec`` in chunks of at most ``batch`` (a divisor of the
+    crop count, so every chunk has one shape), then ``None`` to close the image."""
+    from edge_eval import preprocess
+    from train.preprocessing import PreprocessingSpec
+
+    with open(job["items"]) as f:
+        items = preprocess.Items.from_json(json.load(f))
+    spec = PreprocessingSpec.from_dict(job["spec"])
+    per = int(job["scheme"])
+    chunk = max(d for d in range(1, min(batch, per) + 1) if per % d == 0)
+    for i in range(len(items)):
+        image, _ = items.load(i, spec.channels)
+        crops = preprocess.crops(image, spec, per)
+        for j in range(0, per, chunk):
+            yield crops[j:j + chunk]
+        del crops
+        yield None
+
+
+def _per_image(run, batches, n: int):
+    """Averages ``run``'s outputs over each image's crops (batches up to a ``None``)."""
+    import numpy as np
+
+    out, acc, count = None, None, 0
+    k = 0
+    for b in batches:
+        if b is None:
+            if out is None:
+                out = np.empty((n, acc.shape[0]), np.float32)
+            out[k] = acc / count
+            k, acc, count = k + 1, None, 0
+            continue
+        p = np.asarray(run(b), np.float64)
+        acc = p.sum(axis=0) if acc is None else acc + p.sum(axis=0)
+        count += len(p)
+    return out if out is not None else np.empty((0, 0), np.float32)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
 def _predict(job: dict) -> dict:
     import numpy as np
 
     channels = int(job.get("channels", 3))
-    n = _count(job["inputs"])
+    streamed = "items" in job
+    if streamed:
+        with open(job["items"]) as f:
+            from edge_eval.preprocess import Items
+
+            n = len(Items.from_json(json.load(f)))
+    else:
+        n = _count(job["inputs"])
     kind = job.get("kind", "tflite")
     t = time.perf_counter()
     if kind == "tflite":
@@ -84,9 +139,10 @@ def _predict(job: dict) -> dict:
         from edge_eval.bench import _runtime_label
 
         runtime = _runtime_label()
-        load_s = time.perf_counter() - t
         bs = int(job.get("batch_size", 50))
-        probs = model.predict_batches(iter_chunks(job["inputs"], bs, channels, expand=False))
+        run = lambda c: model.predict_batches([c])  # noqa: E731
+        chunks = lambda: iter_chunks(job["inputs"], bs, channels, expand=False)  # noqa: E731
+        whole = lambda: model.predict_batches(chunks())  # noqa: E731
     elif kind in ("keras", "savedmodel"):
         from train import keras_env  # noqa: F401  (before TensorFlow)
         _tf_threads(job)
@@ -94,10 +150,10 @@ def _predict(job: dict) -> dict:
 
         src = load_source(job["model"])
         runtime = "tensorflow"
-        load_s = time.perf_counter() - t
         bs = int(job.get("batch_size", 256))
-        probs = np.concatenate([src.predict(c, batch_size=bs)
-                                for c in iter_chunks(job["inputs"], bs, channels)])
+        run = lambda c: src.predict(c, batch_size=bs)  # noqa: E731
+        whole = lambda: np.concatenate([run(c) for c in iter_chunks(  # noqa: E731
+            job["inputs"], bs, channels)])
     elif kind == "coreml":
         # Core ML's own predict on macOS; elsewhere the reference evaluator of the ML Program
         # (convert/mil_eval.py), fed the pixel values the package's image input takes
@@ -106,26 +162,33 @@ def _predict(job: dict) -> dict:
 
         scale, offset = float(job["scale"]), float(job["offset"])
         bs = int(job.get("batch_size", 64))
-        load_s = time.perf_counter() - t
-        parts, runtime = [], None
-        for c in iter_chunks(job["inputs"], bs, channels):
-            p, runtime = predict_pixels(job["model"], ((c - offset) / scale).transpose(0, 3, 1, 2),
-                                        bs)
-            parts.append(p)
-        probs = np.concatenate(parts)
+        labels = []
+
+        def run(c):
+            p, rt = predict_pixels(job["model"], ((c - offset) / scale).transpose(0, 3, 1, 2), bs)
+            labels.append(rt)
+            return p
+
+        whole = lambda: np.concatenate([run(c) for c in iter_chunks(  # noqa: E731
+            job["inputs"], bs, channels)])
+        runtime = None
     else:
         raise ValueError(f"the worker runs tflite, coreml, keras and savedmodel models, "
                          f"not {kind!r}")
+    load_s = time.perf_counter() - t
+    probs = _per_image(run, _crop_batches(job, bs), n) if streamed else whole()
+    if kind == "coreml":
+        runtime = labels[-1] if labels else None
     total = time.perf_counter() - t
     probs = np.asarray(probs, np.float32)
     if probs.ndim != 2 or len(probs) != n:
-        raise ValueError(f"model output has shape {probs.shape} for {n} inputs")
+        raise ValueError(f"model output has shape {probs.shape} for {n} images")
     tmp = job["output"] + ".tmp.npy"
     np.save(tmp, probs)
     os.replace(tmp, job["output"])
     return {"status": "ok", "error": None, "runtime": runtime, "load_s": load_s,
             "seconds": total, "images_per_s": n / max(total - load_s, 1e-9),
-            "classes": int(probs.shape[1])}
+            "classes": int(probs.shape[1]), "peak_memory_mb": _peak_rss_mb()}
 
 
 def _bench(job: dict) -> dict:

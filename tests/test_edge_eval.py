@@ -751,20 +751,23 @@ def test_the_input_cache_follows_the_images_not_their_folder(tmp_path):
     spec = PreprocessingSpec(input_size=[16, 16])
     cache = str(tmp_path / "cache")
     quiet = lambda *a, **k: None  # noqa: E731
-    x1, y1, _, _, _ = harness.eval_inputs(cfg, spec, cache, log=quiet)
+    x1, y1 = harness.eval_inputs(cfg, spec, cache, log=quiet)[:2]
+    x1 = x1["inputs"]
     before = np.load(x1).copy()
-    assert harness.eval_inputs(cfg, spec, cache, log=quiet)[0] == x1  # a hit
+    assert harness.eval_inputs(cfg, spec, cache, log=quiet).path == x1  # a hit
     rng = np.random.default_rng(0)
     for p in sorted(folder.rglob("*.png")):
         cv2.imwrite(str(p), rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
-    x2, y2, _, _, _ = harness.eval_inputs(cfg, spec, cache, log=quiet)
+    x2, y2 = harness.eval_inputs(cfg, spec, cache, log=quiet)[:2]
+    x2 = x2["inputs"]
     assert x2 != x1 and (y2 == y1).all()
     assert np.abs(np.load(x2) - before).max() > 0.5  # the noise, not the old inputs
     meta = x2[:-len(".npy")] + ".json"
     with open(meta, "w") as f:
         f.write('{"labels": [0, 1')  # cut off mid-write
     logs = []
-    x3, y3, _, _, _ = harness.eval_inputs(cfg, spec, cache, log=lambda *a, **k: logs.append(a))
+    got = harness.eval_inputs(cfg, spec, cache, log=lambda *a, **k: logs.append(a))
+    x3, y3 = got.path, got.labels
     assert x3 == x2 and (y3 == y2).all() and any("damaged" in str(a) for a in logs)
     assert not [f for f in os.listdir(cache) if ".tmp" in f]
 

@@ -7,7 +7,12 @@ Sources (``DataConfig.source``):
   preprocessed a batch at a time (one vectorised crop-and-resize per batch).
 * ``image_folder`` -- ``root/<class>/<image>.{jpg,png}``; classes are the sorted folder names.
 * ``imagenet`` -- ILSVRC2012 TFRecords in the standard layout (``train-*``, ``validation-*``
-  shards with ``image/encoded`` and ``image/class/label`` in 1..1000).
+  shards with ``image/encoded`` and ``image/class/label`` in 1..1000; ``data.num_classes`` for a
+  set of another size). Records are indexed and read by ``train/tfrecord.py`` (no TensorFlow),
+  so seeded samples (calibration, checks, evaluation) read only the records they draw. Class
+  names: ``labels.txt`` in the data folder (one per label), else the standard
+  ``imagenet_lsvrc_2015_synsets.txt`` + ``imagenet_metadata.txt`` pair, else the records' own
+  ``image/class/text``, else the label numbers.
 
 Training: random distorted crop (area and aspect-ratio ranges) + horizontal flip, resized to the
 input size. Evaluation: central crop of ``crop_fraction`` then bilinear resize. Both scale pixels to
@@ -67,6 +72,9 @@ class DataConfig:
     # in order; True: always in order, so a seeded run repeats exactly
     deterministic: Optional[bool] = None
     label_offset: int = 1  # imagenet: TFRecord labels are 1..1000 (0 is background)
+    # the held-out split (calibration, the recipe choice): a folder in the source's layout
+    holdout_path: Optional[str] = None
+    num_classes: int = 1000  # imagenet: the labels in the records (after label_offset)
 
     def __post_init__(self):
         self.source = Source(self.source)
@@ -175,42 +183,164 @@ def image_folder_split(path: str, split: str) -> str:
 # --------------------------------------------------------------------------------------------
 # the dataset facade
 # --------------------------------------------------------------------------------------------
-class Dataset:
-    """One split of a source: its class names, size, and tf.data pipelines."""
+SPLITS = ("train", "test", "validation", "holdout")
 
-    def __init__(self, cfg: DataConfig, split: str):
+
+def _label_names_file(folder: str, num_classes: int) -> Optional[List[str]]:
+    """Class names from files beside ImageNet's shards: ``labels.txt`` (one per label), or the
+    standard ``imagenet_lsvrc_2015_synsets.txt`` (synsets in label order) with
+    ``imagenet_metadata.txt`` (``synset<TAB>words``)."""
+    from train.preprocessing import read_labels
+
+    path = os.path.join(folder, "labels.txt")
+    if os.path.isfile(path):
+        names = read_labels(path)
+        if len(names) != num_classes:
+            raise DataError(f"{path} has {len(names)} names but the records have {num_classes} "
+                            "classes (data.num_classes)")
+        return names
+    syn, meta = (os.path.join(folder, n) for n in ("imagenet_lsvrc_2015_synsets.txt",
+                                                   "imagenet_metadata.txt"))
+    if os.path.isfile(syn):
+        synsets = read_labels(syn)
+        words = {}
+        if os.path.isfile(meta):
+            for line in read_labels(meta):
+                key, _, text = line.partition("\t")
+                words[key.strip()] = text.strip()
+        if len(synsets) != num_classes:
+            raise DataError(f"{syn} lists {len(synsets)} synsets but the records have "
+                            f"{num_classes} classes (data.num_classes)")
+        return [words.get(s, s) for s in synsets]
+    return None
+
+
+def _shards(folder: str, prefix: Optional[str]) -> List[str]:
+    pattern = f"{prefix}-*" if prefix else "*"
+    return sorted(f for f in glob.glob(os.path.join(folder, pattern))
+                  if os.path.isfile(f) and not os.path.basename(f).startswith(".")
+                  and not f.endswith(".txt"))
+
+
+class Dataset:
+    """One split of a source: its class names, size, and tf.data pipelines.
+
+    Splits: ``train``; ``test`` (what reports quote: Fashion-MNIST's t10k, the folder's
+    ``test/``, ImageNet's ``validation-*``; ``validation`` is the same); ``holdout`` (what
+    calibration and the recipe choice use, never the test split): ``data.holdout_path`` when
+    given, else an image folder's ``validation/`` (or ``val/``), else the training images after
+    the ``max_train_examples`` that training used, else the training split itself. ``note`` says
+    which it is. ``verify=False``: an image folder's files are not decoded up front (the
+    evaluation reader skips a corrupt one and says so)."""
+
+    def __init__(self, cfg: DataConfig, split: str, verify: bool = True):
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}: one of {list(SPLITS)}")
+        split = "test" if split == "validation" else split
         self.cfg, self.split = cfg, split
         limit = cfg.max_train_examples if split == "train" else cfg.max_eval_examples
+        held = split == "holdout"
+        if held:
+            limit = None
         self.arrays = None
         self.files: Sequence[str] = ()
+        self.records = None  # imagenet: train.tfrecord.ImageRecords
+        self._sampled = False
+        self._names = None
+        self.note = {"train": "the training split", "holdout": None}.get(split, "the test split")
         if cfg.source is Source.FASHION_MNIST:
-            x, y = load_fashion_mnist(split, cfg.path, cfg.download)
+            x, y = load_fashion_mnist("train" if held else split, cfg.path, cfg.download)
+            if held:
+                x, y = self._after_training(x, y)
             self.arrays = (x[:limit], y[:limit])
-            self.class_names = list(FASHION_MNIST_CLASSES)
+            self._names = list(FASHION_MNIST_CLASSES)
             self.num_examples = len(self.arrays[1])
             self.source_channels = 1
         elif cfg.source is Source.IMAGE_FOLDER:
             if not cfg.path:
                 raise DataError("data.path must name the image folder for source=image_folder")
-            files, labels, self.class_names = scan_image_folder(
-                image_folder_split(cfg.path, split))
+            root = image_folder_split(cfg.path, split)
+            if held:
+                root = self._holdout_folder()
+            files, labels, self._names = scan_image_folder(root, verify)
+            if held and self.note is None:
+                files, labels = self._after_training(files, labels)
             self.files, self.labels = files[:limit], np.asarray(labels[:limit], np.int32)
             self.num_examples = len(self.files)
             self.source_channels = 3
         else:
             if not cfg.path:
                 raise DataError("data.path must name the TFRecord folder for source=imagenet")
-            prefix = "train" if split == "train" else "validation"
-            self.files = sorted(glob.glob(os.path.join(cfg.path, f"{prefix}-*")))
-            if not self.files:
-                raise DataError(f"no {prefix}-* TFRecord shards in {cfg.path} (ImageNet layout)")
-            self.class_names = [str(i) for i in range(1000)]
-            self.num_examples = limit or (1281167 if split == "train" else 50000)
+            from train import tfrecord
+
+            if held and cfg.holdout_path:
+                folder, shards = cfg.holdout_path, _shards(cfg.holdout_path, None)
+                self.note = f"the held-out records in {cfg.holdout_path}"
+            else:
+                prefix = "validation" if split == "test" else "train"
+                folder, shards = cfg.path, _shards(cfg.path, prefix)
+                if held:
+                    self.note = "the training split (trained on: no held-out records named)"
+            if not shards:
+                raise DataError(f"no TFRecord shards in {folder} (ImageNet layout: train-*, "
+                                "validation-*)")
+            self.files = shards
+            try:
+                self.records = tfrecord.ImageRecords(shards, cfg.label_offset)
+                for s in range(len(shards)):  # one Example per shard: the keys are there
+                    first = next((i for i, r in enumerate(self.records.refs) if r[0] == s), None)
+                    if first is not None:
+                        self.records.example(first)
+            except tfrecord.RecordError as e:
+                raise DataError(str(e)) from None
+            self.num_examples = min(limit, len(self.records)) if limit else len(self.records)
             self.source_channels = 3
+            self._names_folder = cfg.path
+
+    def _after_training(self, items, labels):
+        """The training split's items that training did not use (after its prefix), or all
+        of them (noted as trained on) when it used the whole split."""
+        n = self.cfg.max_train_examples
+        if n and n < len(labels):
+            self.note = f"training-split images {n}..{len(labels) - 1} (not trained on)"
+            return items[n:], labels[n:]
+        self.note = "the training split (trained on: no held-out images)"
+        return items, labels
+
+    def _holdout_folder(self) -> str:
+        if self.cfg.holdout_path:
+            self.note = f"the held-out folder {self.cfg.holdout_path}"
+            return self.cfg.holdout_path
+        for name in ("validation", "val"):
+            sub = os.path.join(self.cfg.path, name)
+            if os.path.isdir(sub):
+                self.note = f"the {name}/ folder"
+                return sub
+        return image_folder_split(self.cfg.path, "train")
+
+    @property
+    def class_names(self) -> List[str]:
+        if self._names is None:  # imagenet, asked for the first time
+            from train import tfrecord
+
+            n = self.cfg.num_classes
+            self._names = _label_names_file(self._names_folder, n)
+            if self._names is None:
+                try:
+                    self._names = tfrecord.class_names(self.records, n)
+                except tfrecord.RecordError as e:
+                    raise DataError(str(e)) from None
+            if self._names is None:
+                self._names = [str(i) for i in range(n)]
+        return self._names
+
+    @class_names.setter
+    def class_names(self, names: List[str]) -> None:
+        self._names = list(names)
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        return self.cfg.num_classes if self.records is not None else len(self.class_names)
 
     def check_labels(self, num_classes: int) -> None:
         if num_classes != self.num_classes:
@@ -226,21 +356,40 @@ class Dataset:
         import copy
 
         sub = copy.copy(self)
-        if self.arrays is not None:
-            total = len(self.arrays[1])
-        elif self.cfg.source is Source.IMAGE_FOLDER:
-            total = len(self.files)
-        else:
-            raise DataError("seeded subsets need an in-memory or image-folder source; "
-                            "pass the images as a .npy array instead")
+        total = self.num_examples
         idx = np.sort(np.random.RandomState(seed).permutation(total)[:n])
         if self.arrays is not None:
             sub.arrays = (self.arrays[0][idx], self.arrays[1][idx])
+        elif self.records is not None:
+            sub.records = self.records.subset(idx)
+            sub._sampled = True
         else:
             sub.files = [self.files[i] for i in idx]
             sub.labels = self.labels[idx]
         sub.num_examples = len(idx)
         return sub
+
+    def item(self, i: int):
+        """(uint8 array [h, w, c] or encoded JPEG/PNG bytes, label) of example ``i``, read without
+        TensorFlow (the run side's reader)."""
+        if self.arrays is not None:
+            return self.arrays[0][i], int(self.arrays[1][i])
+        if self.records is not None:
+            from train import tfrecord
+
+            try:
+                return self.records.item(i)
+            except tfrecord.RecordError as e:
+                raise DataError(str(e)) from None
+        with open(self.files[i], "rb") as f:
+            return f.read(), int(self.labels[i])
+
+    def describe(self, i: int) -> str:
+        """Where example ``i`` comes from (for messages)."""
+        if self.records is not None:
+            s, off, _ = self.records.refs[i]
+            return f"{self.records.shards[s]} (record at byte {off - 12})"
+        return self.files[i] if self.files else f"{self.cfg.source.value} image {i}"
 
     def images(self, spec: PreprocessingSpec, batch_size: int = 256) -> np.ndarray:
         """All images through the evaluation preprocessing, as one float32 array."""
@@ -248,7 +397,11 @@ class Dataset:
                                self.pipeline(spec, batch_size, training=False)], axis=0)
 
     def labels_array(self) -> np.ndarray:
-        return self.arrays[1] if self.arrays is not None else np.asarray(self.labels)
+        if self.arrays is not None:
+            return self.arrays[1]
+        if self.records is not None:
+            return np.asarray([self.item(i)[1] for i in range(self.num_examples)], np.int32)
+        return np.asarray(self.labels)
 
     # --- pipelines ---------------------------------------------------------------------------
     def _ordered(self, training: bool) -> bool:
@@ -275,7 +428,13 @@ class Dataset:
                 num_parallel_calls=autotune, deterministic=self._ordered(training))
             return ds.prefetch(autotune)
 
-        if self.cfg.source is Source.IMAGE_FOLDER:
+        if self._sampled:  # a seeded sample of records: read here, only those records
+            encoded, labels = zip(*(self.item(i) for i in range(self.num_examples))) \
+                if self.num_examples else ((), ())
+            ds = tf.data.Dataset.from_tensor_slices((list(encoded), np.asarray(labels, np.int32)))
+            if training:
+                ds = ds.shuffle(len(encoded) or 1, seed=seed, reshuffle_each_iteration=True)
+        elif self.cfg.source is Source.IMAGE_FOLDER:
             ds = tf.data.Dataset.from_tensor_slices((list(self.files), self.labels))
             if training:
                 ds = ds.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)

@@ -157,6 +157,11 @@ def image_problem(path: str):
             data = f.read()
     except OSError as e:
         return f"cannot read: {e.strerror or e}"
+    return image_bytes_problem(data)
+
+
+def image_bytes_problem(data: bytes):
+    """``image_problem`` for an encoded image in memory (a TFRecord's ``image/encoded``)."""
     if not data:
         return "empty file"
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):

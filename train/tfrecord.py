@@ -1,0 +1,271 @@
+"""TFRecord files of ``tf.train.Example`` images, read without TensorFlow (the run side reads
+ImageNet's shards on a board, where only numpy and LiteRT are installed).
+
+A record is ``uint64 length | uint32 masked CRC-32C of the length | data | uint32 masked CRC-32C
+of the data`` (little-endian). ``index()`` walks a shard by its length fields only (a seek per
+record, no payload read) and checks each length's CRC, so a truncated or mis-framed shard is
+named with the byte offset where it breaks; the payload's CRC is checked when the ``crc32c``
+package is installed (a damaged payload otherwise shows as an unparsable Example or an image
+that does not decode, both reported). ``parse_example()`` decodes the protobuf wire format of
+``Example -> Features -> map<string, Feature>`` for the keys asked for.
+
+ImageNet's standard shards (``build_imagenet_data.py``) carry ``image/encoded`` (JPEG bytes),
+``image/class/label`` (1..1000), ``image/class/synset`` (``n01440764``) and
+``image/class/text`` (``tench, Tinca tinca``).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+ENCODED = "image/encoded"
+LABEL = "image/class/label"
+SYNSET = "image/class/synset"
+TEXT = "image/class/text"
+
+
+class RecordError(ValueError):
+    """A shard or record that cannot be read; the message names the file and offset."""
+
+
+# --- CRC-32C (Castagnoli), as TFRecord frames use it ---------------------------------------------
+def _table() -> List[int]:
+    out = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        out.append(c)
+    return out
+
+
+_CRC_TABLE = _table()
+
+try:  # a C implementation, when installed, checks every payload too
+    import crc32c as _crc32c_mod  # type: ignore
+except ImportError:  # pragma: no cover - depends on the environment
+    _crc32c_mod = None
+
+
+def crc32c(data: bytes) -> int:
+    if _crc32c_mod is not None:
+        return _crc32c_mod.crc32c(data)
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    c = crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+# --- framing -------------------------------------------------------------------------------------
+def index(path: str) -> List[Tuple[int, int]]:
+    """(offset of the payload, its length) of every record of one shard."""
+    out = []
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            head = f.read(12)
+            if len(head) < 12:
+                raise RecordError(f"{path}: truncated record header at byte {pos}")
+            (length,), (crc,) = struct.unpack("<Q", head[:8]), struct.unpack("<I", head[8:])
+            if masked_crc(head[:8]) != crc:
+                raise RecordError(f"{path}: bad length checksum at byte {pos} "
+                                  "(not a TFRecord file, or damaged)")
+            end = pos + 12 + length + 4
+            if end > size:
+                raise RecordError(f"{path}: record at byte {pos} says {length} bytes, but the "
+                                  f"file ends {size - pos - 12} bytes later (truncated)")
+            out.append((pos + 12, length))
+            pos = end
+            f.seek(pos)
+    return out
+
+
+def read_record(path: str, offset: int, length: int, f=None) -> bytes:
+    """One record's payload (its CRC checked when ``crc32c`` is installed)."""
+    own = f is None
+    f = open(path, "rb") if own else f
+    try:
+        f.seek(offset)
+        data = f.read(length + 4)
+    finally:
+        if own:
+            f.close()
+    if len(data) < length + 4:
+        raise RecordError(f"{path}: record at byte {offset - 12} is truncated")
+    if _crc32c_mod is not None and masked_crc(data[:length]) != struct.unpack(
+            "<I", data[length:])[0]:
+        raise RecordError(f"{path}: record at byte {offset - 12} fails its checksum (damaged)")
+    return data[:length]
+
+
+def records(path: str) -> Iterable[bytes]:
+    with open(path, "rb") as f:
+        for off, n in index(path):
+            yield read_record(path, off, n, f)
+
+
+# --- the Example protobuf ------------------------------------------------------------------------
+def _varint(buf: bytes, i: int) -> Tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes):
+    """(field number, wire type, value) of one message; LEN values are bytes."""
+    i, n = 0, len(buf)
+    while i < n:
+        tag, i = _varint(buf, i)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i:i + 8], i + 8
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            if i + size > n:
+                raise ValueError("truncated field")
+            value, i = buf[i:i + size], i + size
+        elif wire == 5:
+            value, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if i > n:
+            raise ValueError("truncated field")
+        yield field, wire, value
+
+
+def _feature(buf: bytes):
+    """A Feature's values: a list of bytes, floats or ints."""
+    for field, wire, value in _fields(buf):
+        if wire != 2:
+            continue
+        if field == 1:  # BytesList
+            return [v for f, w, v in _fields(value) if f == 1 and w == 2]
+        if field == 2:  # FloatList (packed or not)
+            out: List[float] = []
+            for f, w, v in _fields(value):
+                if f == 1 and w == 2:
+                    out.extend(struct.unpack(f"<{len(v) // 4}f", v))
+                elif f == 1 and w == 5:
+                    out.append(struct.unpack("<f", v)[0])
+            return out
+        if field == 3:  # Int64List (packed or not); two's complement for negatives
+            out_i: List[int] = []
+            for f, w, v in _fields(value):
+                if f == 1 and w == 2:
+                    j = 0
+                    while j < len(v):
+                        x, j = _varint(v, j)
+                        out_i.append(x - (1 << 64) if x >= 1 << 63 else x)
+                elif f == 1 and w == 0:
+                    out_i.append(v - (1 << 64) if v >= 1 << 63 else v)
+            return out_i
+    return []
+
+
+def parse_example(data: bytes, keys: Optional[Sequence[str]] = None) -> Dict[str, list]:
+    """{key: values} of a serialised ``tf.train.Example`` (only ``keys``, when given)."""
+    out: Dict[str, list] = {}
+    try:
+        for field, wire, features in _fields(data):
+            if field != 1 or wire != 2:
+                continue
+            for f, w, entry in _fields(features):
+                if f != 1 or w != 2:
+                    continue
+                key, value = None, b""
+                for ef, ew, ev in _fields(entry):
+                    if ef == 1 and ew == 2:
+                        key = ev.decode("utf-8", "replace")
+                    elif ef == 2 and ew == 2:
+                        value = ev
+                if key is not None and (keys is None or key in keys):
+                    out[key] = _feature(value)
+    except (ValueError, struct.error) as e:
+        raise RecordError(f"not a tf.train.Example ({e})") from None
+    return out
+
+
+# --- image records ---------------------------------------------------------------------------------
+class ImageRecords:
+    """The records of some shards, addressable by position: ``image(i)`` (encoded bytes),
+    ``label(i)`` (with ``label_offset`` subtracted), built from the shards' length fields."""
+
+    def __init__(self, shards: Sequence[str], label_offset: int = 1,
+                 refs: Optional[Sequence[Tuple[int, int, int]]] = None):
+        self.shards = list(shards)
+        self.label_offset = label_offset
+        if refs is None:
+            refs = [(s, off, n) for s, path in enumerate(self.shards) for off, n in index(path)]
+        self.refs = list(refs)  # (shard number, payload offset, length)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def subset(self, positions: Iterable[int]) -> "ImageRecords":
+        return ImageRecords(self.shards, self.label_offset, [self.refs[i] for i in positions])
+
+    def example(self, i: int, keys=(ENCODED, LABEL)) -> Dict[str, list]:
+        s, off, n = self.refs[i]
+        where = f"{self.shards[s]} (record at byte {off - 12})"
+        try:
+            ex = parse_example(read_record(self.shards[s], off, n), keys)
+        except RecordError as e:
+            raise RecordError(f"{where}: {e}") from None
+        for k in (ENCODED, LABEL):
+            if k in keys and not ex.get(k):
+                raise RecordError(f"{where} has no {k!r} feature: expected ImageNet-style "
+                                  f"Examples with {ENCODED!r} (JPEG/PNG bytes) and {LABEL!r}")
+        return ex
+
+    def item(self, i: int) -> Tuple[bytes, int]:
+        ex = self.example(i)
+        return ex[ENCODED][0], int(ex[LABEL][0]) - self.label_offset
+
+    def to_json(self) -> dict:
+        return {"shards": self.shards, "label_offset": self.label_offset,
+                "refs": [list(r) for r in self.refs]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ImageRecords":
+        return cls(d["shards"], int(d["label_offset"]), [tuple(r) for r in d["refs"]])
+
+
+def class_names(recs: ImageRecords, num_classes: int) -> Optional[List[str]]:
+    """Human-readable names by label from the records' ``image/class/text`` (or synset), read
+    until every label has one; None when the records carry no names."""
+    names: Dict[int, str] = {}
+    for i in range(len(recs)):
+        ex = recs.example(i, keys=(LABEL, TEXT, SYNSET))
+        if not ex.get(LABEL):
+            continue
+        label = int(ex[LABEL][0]) - recs.label_offset
+        text = ex.get(TEXT) or ex.get(SYNSET)
+        if text is None:
+            if i >= 32 and not names:  # the first records carry no names: none do
+                return None
+            continue
+        if 0 <= label < num_classes and label not in names:
+            names[label] = text[0].decode("utf-8", "replace")
+            if len(names) == num_classes:
+                break
+    if not names:
+        return None
+    return [names.get(i, str(i)) for i in range(num_classes)]
