@@ -261,6 +261,18 @@ def choice_section(results_dir: str) -> str:
            + f"; goal: {c['goal']}" + ("; full-integer models only" if c.get("integer_only")
                                        else "") + f"; among {c.get('target', 'tflite')} "
            "artifacts.", "", f"**{c['why']}**", ""]
+    sel, rep = c.get("selected_on") or {}, c.get("reported_on") or {}
+    if sel.get("split") and sel["split"] != "test":
+        ct = c.get("chosen_test")
+        out += [f"Decided on {sel.get('images')} held-out images ({sel.get('split_is')}); the "
+                f"steps and candidates below are those images' numbers. The accuracy table "
+                f"above is the test split ({rep.get('images')} images), which played no part "
+                "in the choice" + (f"; there the chosen artifact is {ct['drift_points']:+.2f} "
+                                   f"points from float (agreement {100 * ct['agreement']:.2f} %)"
+                                   if ct else "") + ".", ""]
+    elif sel:
+        out += ["Decided on the test split itself (no held-out records were given), so the "
+                "chosen artifact's drift is an optimistic estimate.", ""]
     for t, o in (c.get("chosen_other_targets") or {}).items():
         out += [f"Same rule among {t} artifacts: " + (
             f"{o['artifact']} ({o['drift_points']:+.2f} points, {o['bytes'] / 1e6:.3f} MB)"

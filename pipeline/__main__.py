@@ -6,7 +6,7 @@
     python -m pipeline --force convert                  # run a stage even if up to date
 
 Stages (train, qat, convert, convert_coreml, convert_qat, convert_coreml_qat, evaluate,
-benchmark, choose, report) are skipped when their inputs, config and code hash as they did when
+evaluate_holdout, benchmark, choose, report) are skipped when their inputs, config and code hash as they did when
 they last succeeded and their outputs are unchanged; a failing stage blocks only the stages that
 need it. Up to parallel_stages stages run at once where they do not depend on each other (their
 lines are prefixed with the stage's name). State and timings go to reports/<name>/pipeline.json,

@@ -92,24 +92,51 @@ def block_order(src, calib) -> List[dict]:
     return [b for b in rep["blocks"] if b["block"].startswith("mixed")]
 
 
+def _evidence(rows: List[dict], where: str, artifacts_dir: str) -> dict:
+    """The float reference record of an evaluation and which images it was (split, count)."""
+    if not any(r["kind"] == "accuracy" for r in rows):
+        raise ValueError(f"no accuracy records in {where}: run python -m edge_eval "
+                         f"accuracy {artifacts_dir} --out {where} first")
+    ref = next((r for r in rows if r["kind"] == "accuracy" and r.get("target") == "keras"
+                and r["status"] == "ok"), None)
+    if ref is None:
+        raise ValueError(f"{where} has no float reference record to measure drift from")
+    es = ref.get("eval_set") or {}
+    return {"ref": ref, "split": es.get("split", "test"), "images": es.get("images"),
+            "split_is": es.get("split_is") or "the test split", "source": es.get("source")}
+
+
 def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "smallest",
            min_agreement: Optional[float] = None, integer_only: bool = False,
            target: str = "tflite",
            max_steps: int = 4, calib_images: int = 200,
            images: Optional[int] = None, data_path: Optional[str] = None, threads: int = 2,
-           bench_runs: int = 50, seed: int = 0, log=print) -> dict:
+           bench_runs: int = 50, seed: int = 0, log=print, select_on: Optional[str] = None,
+           choice_images: Optional[int] = None) -> dict:
+    """The choice. ``select_on``: a folder with the accuracy records of held-out images
+    (``edge_eval accuracy --split holdout``): candidates and selective steps are judged there,
+    and the chosen artifact's test-split numbers (``results_dir``, what the report quotes) are
+    reported beside it; without it the choice is made on the test split itself, and
+    choice.json says so (optimistic: the same images pick and report)."""
     from convert.tflite import atomic_write_json, load_manifest
     from edge_eval import records, report
 
     rows = [r for r in report.load(results_dir) if not r.get("choice_step")]
-    if not any(r["kind"] == "accuracy" for r in rows):
-        raise ValueError(f"no accuracy records in {results_dir}: run python -m edge_eval "
-                         f"accuracy {artifacts_dir} --out {results_dir} first")
-    ref = next((r for r in rows if r["kind"] == "accuracy" and r.get("target") == "keras"
-                and r["status"] == "ok"), None)
-    if ref is None:
-        raise ValueError(f"{results_dir} has no float reference record to measure drift from")
-    every = candidates(rows)
+    test = _evidence(rows, results_dir, artifacts_dir)
+    sel_rows = rows
+    if select_on:
+        sel_rows = [r for r in report.load(select_on) if not r.get("choice_step")
+                    and r["kind"] == "accuracy"] + [r for r in rows if r["kind"] == "latency"]
+    sel = _evidence(sel_rows, select_on or results_dir, artifacts_dir)
+    ref = sel["ref"]
+    if sel["split"] == "test":
+        log("[choose] deciding on the test split that the report quotes (optimistic): give "
+            "--select-on with held-out records (edge_eval accuracy --split holdout)", flush=True)
+    else:
+        log(f"[choose] deciding on {sel['images']} held-out images ({sel['split_is']}); the "
+            f"test split ({test['images']} images) is only reported", flush=True)
+    every = candidates(sel_rows)
+    test_cands = {c["artifact"]: c for c in candidates(rows)}
     by_target = sorted({c["target"] for c in every if c["target"]})
     cands = [c for c in every if c["target"] == target]  # one runtime's artifacts compete
     full_int = [c for c in cands if c["full_integer"] and not c["float_blocks"]]
@@ -121,6 +148,7 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
         + (f", agreement >= {100 * min_agreement:.2f} %" if min_agreement is not None else "")
         + f"; goal: {goal}" + ("; full-integer models only" if integer_only else ""), flush=True)
     order: List[dict] = []
+    srcinfo = None
     if not int_fits and max_steps > 0:
         manifest = load_manifest(artifacts_dir)
         srcinfo = _float_source(manifest)
@@ -129,8 +157,9 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
                 "no selective steps", flush=True)
         else:
             order, measure, step_rows = prepare_steps(
-                srcinfo["path"], artifacts_dir, results_dir, calib_images, images, data_path,
-                threads, bench_runs, seed, log)
+                srcinfo["path"], artifacts_dir, select_on or results_dir, calib_images,
+                choice_images if select_on else images, data_path, threads, bench_runs, seed,
+                log, split=sel["split"])
             steps = selective_search(order, budget, min_agreement, max_steps, measure, log)
             cands += [_step_candidate(st) for st in steps if st["status"] == "ok"]
     chosen = pick(cands, budget, goal, min_agreement, integer_only)
@@ -139,9 +168,28 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
                       integer_only) for t in by_target if t not in (target, "keras")}
     for r in step_rows:
         r["choice_step"] = True
-    records.write_jsonl(step_rows, os.path.join(results_dir, "choice.jsonl"))
+    reported: List[dict] = []  # the chosen step's test-split records
+    chosen_test = None
+    if chosen is not None and select_on:
+        chosen_test = test_cands.get(chosen["artifact"])
+        step_file = next((st["file"] for st in steps if st.get("artifact") == chosen["artifact"]
+                          and st.get("file")), None)
+        if chosen_test is None and step_file:
+            reported = _report_step(step_file, srcinfo["path"], results_dir, images, data_path,
+                                    threads, bench_runs, log)
+            chosen_test = next(iter(candidates(reported)), None)
+    elif chosen is not None:
+        chosen_test = chosen
+    if select_on:
+        records.write_jsonl(step_rows, os.path.join(select_on, "choice.jsonl"))
+        records.write_jsonl(reported, os.path.join(results_dir, "choice.jsonl"))
+    else:
+        records.write_jsonl(step_rows, os.path.join(results_dir, "choice.jsonl"))
     base = best_int
+    on = lambda e: {k: e[k] for k in ("split", "images", "split_is", "source")}  # noqa: E731
     out = {
+        "selected_on": on(sel), "reported_on": on(test),
+        "chosen_test": chosen_test,
         "budget_points": budget, "min_agreement": min_agreement, "goal": goal,
         "integer_only": integer_only, "float_top1": ref["accuracy"]["top1"],
         "full_integer_fits": int_fits,
@@ -153,11 +201,44 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
         "chosen": chosen,
         "chosen_other_targets": others,
         "candidates": sorted(cands, key=lambda c: (c["bytes"] or 0)),
-        "why": _why(chosen, budget, goal, int_fits, steps, base),
+        "why": _why(chosen, budget, goal, int_fits, steps, base)
+        + _where(sel, test, chosen, chosen_test, budget),
     }
     atomic_write_json(os.path.join(results_dir, "choice.json"), out)
     log(f"[choose] {out['why']}", flush=True)
     return out
+
+
+def _where(sel: dict, test: dict, chosen, chosen_test, budget: float) -> str:
+    if sel["split"] == "test":
+        return ". Chosen on the test split the report quotes (no held-out records given)"
+    s = f". Chosen on {sel['images']} held-out images ({sel['split_is']})"
+    if chosen is not None and chosen_test is not None:
+        d = chosen_test["drift_points"]
+        s += (f"; on the {test['images']} test images: top-1 {d:+.2f} points"
+              + ("" if d >= -budget - 1e-9 else f" - outside the {budget}-point budget"))
+    return s
+
+
+def _report_step(step_file: str, src_path: str, results_dir: str, images, data_path, threads,
+                 bench_runs, log) -> List[dict]:
+    """The chosen selective step on the test split (it was judged on held-out images): its
+    accuracy and latency records, for the report and the gate."""
+    from edge_eval import harness
+
+    folder, name = os.path.split(step_file)
+    work = tempfile.mkdtemp(prefix=".choice-", dir=results_dir)
+    try:
+        acc = harness.evaluate(folder, work, reference=src_path, data_path=data_path,
+                               images=images, threads=threads, seed=0, only=[name], log=log)
+        lat = harness.benchmark(folder, work, threads=(threads,), runs=bench_runs,
+                                only=[name], log=log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = [r for r in acc if r.get("target") != "keras"] + lat
+    for r in rows:
+        r["choice_step"] = True
+    return rows
 
 
 def _step_candidate(step: dict) -> dict:
@@ -216,7 +297,7 @@ def selective_search(order: List[dict], budget: float, min_agreement: Optional[f
 
 
 def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, data_path,
-                  threads, bench_runs, seed, log):
+                  threads, bench_runs, seed, log, split: str = "test"):
     """The block order (worst quantization error first) and the ``measure`` function that
     converts, evaluates and benchmarks one selective step for real; the step's records are
     appended to the returned list."""
@@ -230,7 +311,7 @@ def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, da
     order = block_order(src, calib)
     log("[choose] blocks by quantization error (mean rmse/scale): " + ", ".join(
         f"{b['block']} {b['mean_rmse_over_scale']:.2f}" for b in order), flush=True)
-    check_x = dataset_images(src, "test", 64, seed + 1, over)
+    check_x = dataset_images(src, split, 64, seed + 1, over)
     out_dir = os.path.normpath(artifacts_dir) + "_choice"
     step_rows: List[dict] = []
 
@@ -246,7 +327,7 @@ def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, da
         try:
             acc = harness.evaluate(out_dir, work, reference=src_path, data_path=data_path,
                                    images=images, threads=threads, seed=0,
-                                   only=[entry["file"]], log=log)
+                                   only=[entry["file"]], log=log, split=split)
             lat = harness.benchmark(out_dir, work, threads=(threads,), runs=bench_runs,
                                     only=[entry["file"]], log=log)
         finally:
@@ -279,7 +360,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=4, help="selective steps at most")
     p.add_argument("--calib-images", type=int, default=200,
                    help="images that calibrate int8 and rank the blocks by error")
-    p.add_argument("--images", type=int, help="evaluate selective steps on N images")
+    p.add_argument("--select-on", metavar="DIR",
+                   help="accuracy records of held-out images (edge_eval accuracy --split "
+                        "holdout --out DIR): the choice is made there and the test split "
+                        "(--results) only reported; without it the test split decides")
+    p.add_argument("--images", type=int, help="test images a chosen selective step is "
+                                              "reported on (all when not given)")
+    p.add_argument("--choice-images", type=int,
+                   help="held-out images each selective step is judged on")
     p.add_argument("--data-path")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bench-runs", type=int, default=50)
@@ -294,7 +382,8 @@ def main(argv=None) -> int:
     try:
         out = choose(args.artifacts, args.results, args.budget, args.goal, args.min_agreement,
                      args.integer_only, args.target, args.max_steps, args.calib_images,
-                     args.images, args.data_path, args.threads, args.bench_runs)
+                     args.images, args.data_path, args.threads, args.bench_runs,
+                     select_on=args.select_on, choice_images=args.choice_images)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

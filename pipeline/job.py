@@ -68,6 +68,10 @@ class JobConfig:
     min_agreement: Optional[float] = None  # also require this argmax agreement with float
     integer_only: bool = False  # only full-integer models (Edge TPU, NNAPI, DSPs)
     choice_max_steps: int = 4
+    # held-out images the choice decides on (a seeded sample of the data's holdout split:
+    # data.holdout_path, an image folder's validation/, or training images; never the test
+    # split, which the report quotes); None: all of them
+    choice_images: Optional[int] = 5000
     # the report stage fails the job (exit 1) when no artifact meets the budget; false: the
     # report only says so
     gate: bool = True
@@ -120,7 +124,7 @@ PRESETS: Dict[str, JobConfig] = {
                       qat_preset="tiny_test_qat",
                       recipes=["fp32", "static_wi8_ai8"], qat_recipes=["static_wi8_ai8"],
                       coreml_variants=["fp16"], qat_coreml_variants=["wi8_ai8"],
-                      calib_images=32, eval_images=200, bench_runs=10),
+                      calib_images=32, eval_images=200, choice_images=200, bench_runs=10),
 }
 
 
@@ -301,6 +305,17 @@ def plan(job: JobConfig) -> List[Stage]:
         inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
         code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="top-1/top-5 and drift of every artifact on the test split"))
+    held = os.path.join(rep, "holdout")
+    stages.append(Stage(
+        "evaluate_holdout", [PY, "-m", "edge_eval", "accuracy", art, "--out", held, "--strict",
+                             "--split", "holdout",
+                             "--threads", str(max(1, job.threads // job.eval_workers)),
+                             "--workers", str(job.eval_workers)]
+        + (["--images", str(job.choice_images)] if job.choice_images else [])
+        + (["--data-path", job.data_path] if job.data_path else []),
+        inputs=[art, job.float_model], outputs=[os.path.join(held, "accuracy.jsonl")],
+        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
+        description="the same on held-out images (what the recipe choice decides on)"))
     stages.append(Stage(
         "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--strict", "--threads",
                       str(job.threads), "--runs", str(job.bench_runs)],
@@ -312,12 +327,15 @@ def plan(job: JobConfig) -> List[Stage]:
                    str(job.budget_points), "--goal", job.goal, "--max-steps",
                    str(job.choice_max_steps),
                    "--threads", str(job.threads), "--bench-runs", str(job.bench_runs),
-                   "--calib-images", str(job.calib_images)]
+                   "--calib-images", str(job.calib_images), "--select-on", held]
+        + (["--choice-images", str(job.choice_images)] if job.choice_images else [])
         + (["--min-agreement", str(job.min_agreement)] if job.min_agreement is not None else [])
         + (["--integer-only"] if job.integer_only else []) + eval_common,
-        inputs=[art, os.path.join(rep, "accuracy.jsonl"), os.path.join(rep, "latency.jsonl")],
+        inputs=[art, os.path.join(rep, "accuracy.jsonl"), os.path.join(rep, "latency.jsonl"),
+                os.path.join(held, "accuracy.jsonl")],
         outputs=[os.path.join(rep, "choice.json")],
-        code=["pipeline", "edge_eval", "convert", "quantize"], after=["evaluate", "benchmark"],
+        code=["pipeline", "edge_eval", "convert", "quantize"],
+        after=["evaluate", "evaluate_holdout", "benchmark"],
         exclusive=True, ok_codes=(0, NOTHING_CHOSEN),  # "nothing fits" is a decision; the gate
         # in the report stage acts on it
         description=f"the {job.goal} artifact within {job.budget_points} points of float"))

@@ -307,8 +307,8 @@ def test_the_demo_plan_overlaps_only_what_may_overlap():
     the choice run alone; evaluation splits the threads between its workers."""
     j = job.resolve("fashion_mnist_demo")
     stages = {s.name: s for s in job.plan(j)}
-    assert {n for n, s in stages.items() if s.exclusive} == {"train", "evaluate", "benchmark",
-                                                             "choose"}
+    assert {n for n, s in stages.items() if s.exclusive} == {
+        "train", "evaluate", "evaluate_holdout", "benchmark", "choose"}
     assert stages["qat"].after == ["train"] and stages["convert"].after == ["train"]
     # every conversion writes artifacts/demo/manifest.json: each runs after the earlier ones
     conv = [n for n in stages if n.startswith("convert")]
@@ -316,6 +316,12 @@ def test_the_demo_plan_overlaps_only_what_may_overlap():
         assert conv[i - 1] in stages[n].after, n
     argv = stages["evaluate"].argv
     assert argv[argv.index("--workers") + 1] == "2" and argv[argv.index("--threads") + 1] == "1"
+    # the choice decides on held-out images, never on the test split the report quotes
+    held = stages["evaluate_holdout"].argv
+    assert held[held.index("--split") + 1] == "holdout" and "--split" not in argv
+    ch = stages["choose"].argv
+    assert ch[ch.index("--select-on") + 1] == held[held.index("--out") + 1]
+    assert "evaluate_holdout" in stages["choose"].after
     assert j.parallel_stages == 2
 
 
@@ -470,6 +476,49 @@ def test_choice_on_records_whose_drift_is_known(tmp_path, monkeypatch, int8_drif
         assert out["block_order"][0]["block"] == "mixed7"
     saved = json.load(open(os.path.join(res, "choice.json")))
     assert (saved["chosen"] and saved["chosen"]["artifact"]) == want
+
+
+@pytest.mark.parametrize("held_int8, test_int8, want, test_fits", [
+    # held-out images say int8 fits: it is chosen, and the report's test split says how it did
+    (-0.05, -0.5, "int8.tflite", False),
+    (-0.05, -0.02, "int8.tflite", True),
+    # the test split alone would pick int8; the held-out images do not, so fp16 is chosen
+    (-0.5, -0.05, "fp16.tflite", True),
+])
+def test_the_choice_is_made_on_held_out_images(tmp_path, held_int8, test_int8, want, test_fits):
+    """The choice reads drift from the held-out records (--select-on) and only reports the
+    test split's: what picks is never what reports."""
+    from edge_eval import records, report
+
+    art, res = _records_dir(tmp_path, test_int8)
+    held = tmp_path / "held"
+    held.mkdir()
+    rows = []
+    for r in records.read_jsonl(os.path.join(res, "accuracy.jsonl")):
+        r = dict(r, eval_set={"split": "holdout", "images": 5000, "split_is": "the validation/ "
+                              "folder", "source": "image_folder"})
+        if r["artifact"] == "int8.tflite":
+            r["drift"] = dict(r["drift"], top1_delta_points=held_int8)
+        rows.append(r)
+    records.write_jsonl(rows, str(held / "accuracy.jsonl"))
+    out = choose.choose(art, res, budget=0.1, goal="smallest", max_steps=0,
+                        select_on=str(held), log=lambda *a, **k: None)
+    assert out["chosen"]["artifact"] == want
+    assert out["selected_on"]["split"] == "holdout" and out["selected_on"]["images"] == 5000
+    assert out["reported_on"]["split"] == "test"
+    ct = out["chosen_test"]
+    assert ct["artifact"] == want and ct["drift_points"] == (test_int8 if want == "int8.tflite"
+                                                             else -0.01)
+    assert "Chosen on 5000 held-out images (the validation/ folder)" in out["why"]
+    assert ("outside the 0.1-point budget" in out["why"]) == (not test_fits)
+    # the gate judges the test split's record of the chosen artifact
+    gate = report.choice_gate(report.load(res), out)
+    assert (gate == []) == test_fits, gate
+    md = report.choice_section(res)
+    assert "which played no part in the choice" in md
+    # without held-out records the choice says it decided on the test split
+    plain = choose.choose(art, res, budget=0.1, max_steps=0, log=lambda *a, **k: None)
+    assert "Chosen on the test split the report quotes" in plain["why"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -173,8 +173,8 @@ def test_a_users_job_on_an_image_folder_runs_every_stage(tmp_path):
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     state = json.load(open(tmp_path / "reports" / "photos" / "pipeline.json"))["stages"]
     assert {n: s["status"] for n, s in state.items()} == {
-        n: "ok" for n in ("train", "qat", "convert", "convert_qat", "evaluate", "benchmark",
-                          "choose", "report")}
+        n: "ok" for n in ("train", "qat", "convert", "convert_qat", "evaluate",
+                          "evaluate_holdout", "benchmark", "choose", "report")}
     qat_cfg = json.load(open(tmp_path / "runs" / "photos_qat" / "config.json"))
     assert qat_cfg["name"] == "tiny_test_qat" or qat_cfg["name"].endswith("_qat")
     assert qat_cfg["data"]["source"] == "image_folder"  # the float run's data, not the demo's
