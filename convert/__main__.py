@@ -33,8 +33,9 @@ def main(argv=None) -> int:
                                 epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model")
     p.add_argument("--out", default="artifacts", help="artifacts folder (default: artifacts)")
-    p.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPES],
-                   help=f"recipe names, comma or space separated (default: {DEFAULT_RECIPES})")
+    p.add_argument("--recipes", nargs="+", default=None,
+                   help=f"recipe names, comma or space separated, or all (default: "
+                        f"{DEFAULT_RECIPES}; with --targets all: all)")
     p.add_argument("--calib-images", type=int, default=None,
                    help="representative images from the training data (default 200; with "
                         "--calib-npy: the whole file unless given)")
@@ -71,8 +72,9 @@ def main(argv=None) -> int:
         "name its preprocessing, or give the numbers; the input size comes from the model, and "
         "what you give is written into the artifacts as preprocessing.json")
     g.add_argument("--preprocessing", metavar="NAME",
-                   help="inception ([-1, 1], keras.applications.InceptionV3), unit ([0, 1]); "
-                        "caffe and torch are named, and refused with the reason")
+                   help="inception ([-1, 1], keras.applications.InceptionV3), unit ([0, 1]), "
+                        "caffe (BGR, ImageNet's BGR means subtracted), torch (RGB / 255, "
+                        "ImageNet's mean and std per channel)")
     g.add_argument("--scale", type=float, help="model input = pixel * scale + offset")
     g.add_argument("--offset", type=float)
     g.add_argument("--crop-fraction", type=float, help="central crop before resizing "
@@ -97,8 +99,15 @@ def main(argv=None) -> int:
     from quantize.recipes import RecipeError, parse_recipes
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if targets == ["all"]:
+    every = targets == ["all"]
+    if every:
         targets = list(TARGETS)
+    if args.recipes is None:
+        args.recipes = ["all"] if every else [DEFAULT_RECIPES]
+    if [r.strip() for r in ",".join(args.recipes).split(",") if r.strip()] == ["all"]:
+        from quantize.recipes import RECIPES
+
+        args.recipes = [",".join(RECIPES)]
     bad = [t for t in targets if t not in TARGETS]
     if bad or not targets:
         print(f"error: unknown target(s) {bad or targets}; valid: {', '.join(TARGETS)}",

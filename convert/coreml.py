@@ -105,20 +105,28 @@ def _ct():
     return ct
 
 
+def _folded(spec) -> bool:
+    """Core ML's ImageType has one scale (and a bias per channel): a per-channel scale (torch's
+    std) is applied inside the program instead, in front of the model, on raw pixels."""
+    return len(set(spec.scales)) > 1
+
+
 def image_input(src: Source):
-    """Core ML's ImageType for the model's preprocessing: y = scale * pixel + bias."""
+    """Core ML's ImageType for the model's preprocessing: y = scale * pixel + bias (scale 1,
+    bias 0 when the per-channel scale is folded into the program)."""
     ct = _ct()
     spec = src.spec
     h, w = spec.input_size
-    scale, offset = float(spec.scale), float(spec.offset)
+    folded = _folded(spec)
+    scale = 1.0 if folded else spec.scales[0]
+    bias = [0.0] * spec.channels if folded else spec.offsets
     if spec.channels not in (1, 3):
         raise ConvertError(f"Core ML image inputs have 1 or 3 channels, the model has "
                            f"{spec.channels}")
     layout = ct.colorlayout.GRAYSCALE if spec.channels == 1 else (
         ct.colorlayout.BGR if getattr(spec, "color_order", "RGB") == "BGR" else ct.colorlayout.RGB)
     return ct.ImageType(name="image", shape=(1, h, w, spec.channels), scale=scale,
-                        bias=[offset] * spec.channels if spec.channels == 3 else offset,
-                        color_layout=layout)
+                        bias=bias if spec.channels == 3 else bias[0], color_layout=layout)
 
 
 def _concrete_function(src: Source):
@@ -128,6 +136,10 @@ def _concrete_function(src: Source):
 
     h, w = src.spec.input_size
     sig = tf.TensorSpec([1, h, w, src.spec.channels], tf.float32, name="image")
+    if _folded(src.spec):
+        scale = tf.constant(src.spec.scales, tf.float32)
+        offset = tf.constant(src.spec.offsets, tf.float32)
+        return tf.function(lambda image: src(image * scale + offset)).get_concrete_function(sig)
     return tf.function(lambda image: src(image)).get_concrete_function(sig)
 
 
@@ -146,8 +158,8 @@ def base_model(src: Source, precision: str, target: str):
 def to_program_input(x_nhwc: np.ndarray, src: Source) -> np.ndarray:
     """Preprocessed model inputs -> the pixel values the package's image input takes (NCHW)."""
     spec = src.spec
-    return ((np.asarray(x_nhwc, np.float32) - float(spec.offset)) / float(spec.scale)
-            ).transpose(0, 3, 1, 2)
+    return ((np.asarray(x_nhwc, np.float32) - np.asarray(spec.offsets, np.float32))
+            / np.asarray(spec.scales, np.float32)).transpose(0, 3, 1, 2)
 
 
 def calibration_stats(mlmodel, x_pixels: np.ndarray, batch_size: int = 32) -> dict:
@@ -220,7 +232,9 @@ def set_metadata(mlmodel, src: Source, variant: CoreMLVariant, target: str,
     mlmodel.input_description["image"] = (
         f"{src.spec.channels}-channel image, {src.spec.input_size[0]}x{src.spec.input_size[1]} "
         f"after a central crop of {src.spec.crop_fraction:g}; scaled by the model "
-        f"(x*{float(src.spec.scale):g}{float(src.spec.offset):+g})")
+        + ("(x*{:g}{:+g})".format(src.spec.scales[0], src.spec.offsets[0]) if src.spec.uniform
+           else "(x*{}+{} per channel)".format(
+               [round(v, 6) for v in src.spec.scales], [round(v, 4) for v in src.spec.offsets])))
     ud = mlmodel.user_defined_metadata
     ud["preprocessing"] = json.dumps(src.spec.to_dict(), sort_keys=True)
     ud["variant"] = variant.name
@@ -424,9 +438,8 @@ def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
             "bytes": package_bytes(path), "qat": src.is_qat, "coreml": desc, "check": check,
         }
         tflite.commit_artifact(out_dir, src, artifacts[fname])
-        log(f"[convert]   ok: {package_bytes(path) / 1e6:.2f} MB, top-1 agreement "
-            f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e} "
-            f"({runtime})", flush=True)
+        log(f"[convert]   ok: {package_bytes(path) / 1e6:.2f} MB, "
+            f"{tflite.check_summary(check)} ({runtime})", flush=True)
     return tflite.finish_manifest(out_dir, manifest, src, artifacts, failures,
                                   {f"coreml_{v.name}" for v in variants}, check_x, check_from)
 
@@ -440,24 +453,15 @@ def _fp32_weight_bytes(src: Source, target: str) -> int:
 
 
 def _check(v: CoreMLVariant, got, ref, wbytes, fp32_wbytes, runtime) -> dict:
-    diff = np.abs(got - ref)
-    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    """convert/check.py's rule; coremltools leaves tensors under 2048 values uncompressed: in a
+    small model they are a large share of the bytes, so the size limit applies from 4 MB of
+    fp32 weights on."""
+    from convert.check import judge
+
     ratio = wbytes / fp32_wbytes if fp32_wbytes else None
-    rel = float(np.max(diff / np.maximum(np.abs(ref), 1e-3)))
-    problems = []
-    if diff.max() > v.max_abs_diff:
-        problems.append(f"max |p - p_source| = {diff.max():.4g} > {v.max_abs_diff}")
-    if agree < v.min_top1_agreement:
-        problems.append(f"top-1 agreement {agree:.3f} < {v.min_top1_agreement}")
-    # coremltools leaves tensors under 2048 values uncompressed: in a small model they are a
-    # large share of the bytes, so the size limit applies from 4 MB of fp32 weights on
-    if ratio is not None and ratio > v.max_size_ratio and fp32_wbytes >= SIZE_CHECK_MIN_BYTES:
-        problems.append(f"weight bytes ratio {ratio:.3f} > {v.max_size_ratio}")
-    return {"images": int(len(got)), "runtime": runtime, "max_abs_diff": float(diff.max()),
-            "mean_abs_diff": float(diff.mean()), "max_rel_diff": rel, "top1_agreement": agree,
-            "weight_bytes": int(wbytes),
-            "weight_ratio_vs_fp32": None if ratio is None else round(ratio, 4),
-            "tolerance": {"max_abs_diff": v.max_abs_diff,
-                          "min_top1_agreement": v.min_top1_agreement,
-                          "max_size_ratio": v.max_size_ratio},
-            "passed": not problems, "problems": problems}
+    out = judge(v, got, ref, ratio, size_judged=bool(fp32_wbytes)
+                and fp32_wbytes >= SIZE_CHECK_MIN_BYTES)
+    diff = np.abs(np.asarray(got, np.float64) - np.asarray(ref, np.float64))
+    out.update(runtime=runtime, weight_bytes=int(wbytes),
+               max_rel_diff=float(np.max(diff / np.maximum(np.abs(ref), 1e-3))))
+    return out

@@ -418,36 +418,19 @@ def weight_bytes(model_bytes: bytes) -> int:
 def self_check(recipe: Recipe, model_bytes: bytes, x: np.ndarray, ref: np.ndarray,
                fp32_bytes: Optional[int], fp32_weight_bytes: Optional[int] = None) -> dict:
     """Agreement with the source on ``x`` and the size reduction, against the recipe's stated
-    tolerances. The size limit applies to the weights (constant tensors): a small graph's
-    per-tensor metadata would otherwise hide the compression; the file ratio is reported too."""
+    tolerances (convert/check.py, the rule Core ML variants are held to too). The size limit
+    applies to the weights (constant tensors): a small graph's per-tensor metadata would
+    otherwise hide the compression; the file ratio is reported too."""
+    from convert.check import judge
     from convert.litert import TFLiteModel
 
     got = TFLiteModel(model_content=model_bytes, num_threads=2).predict(x)
-    weight_ratio = weight_bytes(model_bytes) / fp32_weight_bytes if fp32_weight_bytes else None
-    diff = np.abs(got - ref)
-    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    wbytes = weight_bytes(model_bytes)
     ratio = len(model_bytes) / fp32_bytes if fp32_bytes else None
-    checks = {
-        "images": int(len(x)),
-        "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-        "top1_agreement": agree,
-        "size_ratio_vs_fp32": None if ratio is None else round(ratio, 4),
-        "weight_bytes": weight_bytes(model_bytes),
-        "weight_ratio_vs_fp32": None if weight_ratio is None else round(weight_ratio, 4),
-        "tolerance": {"max_abs_diff": recipe.max_abs_diff,
-                      "min_top1_agreement": recipe.min_top1_agreement,
-                      "max_size_ratio": recipe.max_size_ratio},
-    }
-    problems = []
-    if diff.max() > recipe.max_abs_diff:
-        problems.append(f"max |p - p_source| = {diff.max():.4g} > {recipe.max_abs_diff}")
-    if agree < recipe.min_top1_agreement:
-        problems.append(f"top-1 agreement {agree:.3f} < {recipe.min_top1_agreement}")
-    if weight_ratio is not None and weight_ratio > recipe.max_size_ratio:
-        problems.append(f"weight bytes ratio {weight_ratio:.3f} > {recipe.max_size_ratio}")
-    checks["passed"] = not problems
-    checks["problems"] = problems
-    return checks
+    out = judge(recipe, got, ref, wbytes / fp32_weight_bytes if fp32_weight_bytes else None)
+    out.update(size_ratio_vs_fp32=None if ratio is None else round(ratio, 4),
+               weight_bytes=wbytes)
+    return out
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -613,11 +596,16 @@ def convert_tflite(src: Source, recipes: Sequence[Recipe], out_dir: str,
             "qat": src.is_qat, **desc, "check": check, "metadata": meta,
         }
         commit_artifact(out_dir, src, artifacts[fname])
-        log(f"[convert]   ok: {len(data) / 1e6:.2f} MB, top-1 agreement "
-            f"{check['top1_agreement']:.3f}, max |dp| {check['max_abs_diff']:.2e}", flush=True)
+        log(f"[convert]   ok: {len(data) / 1e6:.2f} MB, {check_summary(check)}", flush=True)
 
     return finish_manifest(out_dir, manifest, src, artifacts, failures,
                            {r.name for r in recipes}, check_x, check_from)
+
+
+def check_summary(check: dict) -> str:
+    from convert.check import summary
+
+    return summary(check)
 
 
 def _metadata_fields(src: Source, recipe: Recipe, given: dict) -> dict:

@@ -279,8 +279,9 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
     # grey sources are stored before the grey -> RGB repeat (a third of the bytes); the workers
     # expand them batch by batch
     grey = items.kind == "array" and items.array.ndim == 4 and items.array.shape[-1] == 1 \
-        and spec.channels == 3
-    stored = dataclasses.replace(spec, channels=1) if grey else spec
+        and spec.channels == 3 and spec.uniform
+    stored = dataclasses.replace(spec, channels=1, scale=spec.scales[0],
+                                 offset=spec.offsets[0]) if grey else spec
     tmp = x_path + f".tmp-{os.getpid()}" + ("" if streamed else ".npy")
     try:
         if streamed:  # each image decoded once here, to settle the set the workers all use
@@ -396,7 +397,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                 job = {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
                        "kind": "coreml", "batch_size": 100, "channels": spec.channels,
                        "threads": threads,
-                       "scale": float(spec.scale), "offset": float(spec.offset)}
+                       "scale": spec.scales, "offset": spec.offsets}
                 jobs.append((fields, job, ("failed", problem) if problem else None))
                 continue
             if e.get("target") != "tflite" and problem is None:

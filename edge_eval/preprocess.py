@@ -152,7 +152,10 @@ def finish(image: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
         image = np.repeat(image, 3, axis=-1)
     if spec.color_order == "BGR" and image.shape[-1] == 3:
         image = image[..., ::-1]
-    return (image * np.float32(spec.scale) + np.float32(spec.offset)).astype(np.float32)
+    c = image.shape[-1]
+    scale = np.asarray(spec.scales[:c] if c == spec.channels else spec.scales[0], np.float32)
+    offset = np.asarray(spec.offsets[:c] if c == spec.channels else spec.offsets[0], np.float32)
+    return (image * scale + offset).astype(np.float32)
 
 
 def central(image: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:

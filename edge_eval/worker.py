@@ -160,7 +160,8 @@ def _predict(job: dict) -> dict:
         _tf_threads(job)
         from convert.coreml import predict_pixels
 
-        scale, offset = float(job["scale"]), float(job["offset"])
+        scale = np.asarray(job["scale"], np.float32)  # one per channel
+        offset = np.asarray(job["offset"], np.float32)
         bs = int(job.get("batch_size", 64))
         labels = []
 

@@ -44,7 +44,7 @@ def cases() -> list:
     sys.path.insert(0, ROOT)
     from convert.litert import quantize
     from edge_eval import preprocess
-    from train.preprocessing import PreprocessingSpec
+    from train.preprocessing import PreprocessingSpec, named_spec
 
     import cv2
 
@@ -61,7 +61,10 @@ def cases() -> list:
              ("colour_to_grey", colour, cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)[..., None],
               PreprocessingSpec(input_size=[36, 36], source_channels=1)),
              ("colour_bgr", colour, colour, PreprocessingSpec(input_size=[48, 48],
-                                                              color_order="BGR"))]
+                                                              color_order="BGR")),
+             # per-channel normalisation, as models trained elsewhere take it
+             ("colour_caffe", colour, colour, named_spec("caffe", [44, 44])),
+             ("colour_torch", big, big, named_spec("torch", [40, 40]))]
     out = []
     for name, img, decoded, spec in table:
         f = np.round(preprocess.central(decoded, spec), FLOAT_DIGITS).astype(np.float32)

@@ -1,4 +1,5 @@
 """The convert-model script, TFLite half: every recipe end to end, table-driven; bad input."""
+import dataclasses
 import json
 import os
 
@@ -205,3 +206,30 @@ def test_per_block_error_report_and_selective_float_blocks(tiny_export, tmp_path
                 np.dtype(out["dtype"]).name)
     assert conv_dtype["mixed10"] == {"float32"}
     assert conv_dtype["mixed9"] == {"int8"} and conv_dtype["stem"] == {"int8"}
+
+
+def _probs(rows):
+    p = np.asarray(rows, np.float64)
+    return p / p.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("ref, got, passed, judged, agree", [
+    # decisive images that disagree: a failed check
+    ([[0.9, 0.1]] * 10, [[0.1, 0.9]] * 10, False, True, 0.0),
+    # a near-uniform (untrained) model: every image a near-tie; argmax flips say nothing, the
+    # probability tolerance still holds
+    ([[0.501, 0.499]] * 10, [[0.499, 0.501]] * 10, True, False, None),
+    ([[0.501, 0.499]] * 10, [[0.2, 0.8]] * 10, False, False, None),
+    # ties are left out of the agreement; the decisive ones agree
+    ([[0.9, 0.1]] * 8 + [[0.505, 0.495]] * 4, [[0.85, 0.15]] * 8 + [[0.49, 0.51]] * 4,
+     True, True, 1.0),
+])
+def test_the_check_counts_agreement_on_decisive_images(ref, got, passed, judged, agree):
+    from convert.check import judge
+    from quantize.recipes import get_recipe
+
+    tol = dataclasses.replace(get_recipe("static_wi8_ai8"), max_abs_diff=0.25,
+                              min_top1_agreement=0.9)
+    c = judge(tol, _probs(got), _probs(ref))
+    assert (c["passed"], c["agreement_judged"], c["top1_agreement"]) == (passed, judged, agree)
+    assert ("not judged" in c.get("note", "")) == (not judged)

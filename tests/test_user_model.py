@@ -74,10 +74,38 @@ def test_preprocessing_by_numbers(tmp_path):
     assert pre["input_range"] == pytest.approx([0.0, 1.0]) and pre["crop_fraction"] == 1.0
 
 
+@pytest.mark.parametrize("name, order, mean, std", [
+    ("caffe", "BGR", [103.939, 116.779, 123.68], [1.0, 1.0, 1.0]),
+    ("torch", "RGB", [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),
+])
+def test_per_channel_conventions_reach_every_target(tmp_path, name, order, mean, std):
+    """caffe (BGR means) and torch (mean/std per channel): preprocessing.json, the TFLite
+    metadata and the Core ML package all carry the per-channel numbers, and the Core ML program
+    (whose image input has one scale: torch's is folded into the program) gives the source
+    model's answers on raw pixels."""
+    from convert.metadata import read_metadata
+
+    path = str(tmp_path / "m.keras")
+    _keras3_model(path)
+    rc, out = _run(tmp_path, path, "--preprocessing", name, "--targets", "tflite,coreml",
+                   "--coreml-variants", "fp32")
+    assert rc == 0
+    pre = json.load(open(out / "preprocessing.json"))
+    assert pre["color_order"] == order
+    assert pre["mean"] == pytest.approx(mean) and pre["std"] == pytest.approx(std)
+    man = json.load(open(out / "manifest.json"))
+    by = {a["recipe"]: a for a in man["artifacts"]}
+    norm = read_metadata(open(out / by["fp32"]["file"], "rb").read())["inputs"][0]["normalization"]
+    assert norm["mean"] == pytest.approx(mean) and norm["std"] == pytest.approx(std)
+    ml = by["coreml_fp32"]
+    assert ml["check"]["passed"] and ml["check"]["max_abs_diff"] < 1e-4
+    assert ml["coreml"]["input"]["color_space"] == order
+
+
 @pytest.mark.parametrize("flags, message", [
     ([], "--preprocessing inception"),  # no preprocessing.json: the message says what to do
     (["--preprocessing", "fancy"], "unknown --preprocessing 'fancy'"),
-    (["--preprocessing", "caffe"], "needs per-channel normalisation"),
+    (["--preprocessing", "caffe", "--offset", "1e999"], "'offset' must be a finite number"),
     (["--preprocessing", "inception", "--crop-fraction", "2"], "crop_fraction"),
     (["--preprocessing", "inception", "--labels", "three.txt"],
      "three.txt has 3 labels but the model has 4 outputs"),

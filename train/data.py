@@ -477,7 +477,11 @@ def _scale(images, spec: PreprocessingSpec):
         images = tf.repeat(images, 3, axis=-1)
     if spec.color_order == "BGR" and images.shape[-1] == 3:
         images = tf.reverse(images, axis=[-1])
-    return images * spec.scale + spec.offset
+    c = images.shape[-1]
+    if c == spec.channels:  # one scale and offset per channel
+        return images * tf.constant(spec.scales, tf.float32) + tf.constant(spec.offsets,
+                                                                           tf.float32)
+    return images * spec.scales[0] + spec.offsets[0]
 
 
 def _element_seed(seed: Optional[int], index):

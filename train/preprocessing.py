@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import threading
-from typing import List
+from typing import List, Union
 
 FILENAME = "preprocessing.json"
 SCHEMA_VERSION = 1
@@ -39,6 +39,20 @@ def _number(lo=None, hi=None, lo_open=False, nonzero=False):
     return check
 
 
+def _per_channel(nonzero=False):
+    """A number, or one number per channel (checked against ``channels`` in from_dict)."""
+    one = _number(nonzero=nonzero)
+
+    def check(v):
+        if isinstance(v, list):
+            if not 1 <= len(v) <= 3:
+                return "must be a number or a list of one number per channel"
+            bad = next((one(x) for x in v if one(x)), None)
+            return f"(each channel) {bad}" if bad else None
+        return one(v)
+    return check
+
+
 def _choice(*allowed):
     return lambda v: None if v in allowed else f"must be one of {list(allowed)}"
 
@@ -50,6 +64,10 @@ def _size(v):
     return None
 
 
+def _per(v, channels: int) -> List[float]:
+    return [float(x) for x in v] if isinstance(v, list) else [float(v)] * channels
+
+
 REQUIRED = ("input_size", "channels", "crop_fraction", "scale", "offset")
 FIELDS = {
     "input_size": _size,
@@ -58,8 +76,8 @@ FIELDS = {
     "color_order": _choice("RGB", "BGR"),
     "crop_fraction": _number(0.0, 1.0, lo_open=True),
     "resize_method": _choice("bilinear"),
-    "scale": _number(nonzero=True),
-    "offset": _number(),
+    "scale": _per_channel(nonzero=True),
+    "offset": _per_channel(),
     "layout": _choice("NHWC"),
     "dtype": _choice("float32"),
 }
@@ -73,23 +91,40 @@ class PreprocessingSpec:
     source_channels: int = 3  # 1: grayscale data, repeated to 3 channels after resizing
     crop_fraction: float = 0.875
     resize_method: str = "bilinear"
-    scale: float = 1.0 / 127.5
-    offset: float = -1.0
+    # model input = pixel * scale + offset: one number for every channel, or one per channel in
+    # the model's channel order (after an RGB -> BGR swap): caffe's BGR means, torch's mean/std
+    scale: Union[float, List[float]] = 1.0 / 127.5
+    offset: Union[float, List[float]] = -1.0
     layout: str = "NHWC"
     dtype: str = "float32"
 
     @property
+    def scales(self) -> List[float]:
+        """``scale`` per channel (``channels`` numbers)."""
+        return _per(self.scale, self.channels)
+
+    @property
+    def offsets(self) -> List[float]:
+        return _per(self.offset, self.channels)
+
+    @property
+    def uniform(self) -> bool:
+        """One scale and one offset for all channels (what a grey pixel can carry)."""
+        return len(set(self.scales)) == 1 and len(set(self.offsets)) == 1
+
+    @property
     def mean(self) -> List[float]:
         """The same normalisation as ``(x - mean) / std`` (TFLite metadata's form)."""
-        return [-self.offset / self.scale] * self.channels
+        return [-o / s for s, o in zip(self.scales, self.offsets)]
 
     @property
     def std(self) -> List[float]:
-        return [1.0 / self.scale] * self.channels
+        return [1.0 / s for s in self.scales]
 
     @property
     def input_range(self) -> List[float]:
-        return [self.offset, 255.0 * self.scale + self.offset]
+        ends = [v for s, o in zip(self.scales, self.offsets) for v in (o, 255.0 * s + o)]
+        return [min(ends), max(ends)]
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -117,8 +152,19 @@ class PreprocessingSpec:
                 values[name] = d[name]
         spec = cls(**values)
         spec.input_size = [int(v) for v in spec.input_size]
-        spec.crop_fraction, spec.scale, spec.offset = (float(spec.crop_fraction),
-                                                       float(spec.scale), float(spec.offset))
+        spec.crop_fraction = float(spec.crop_fraction)
+        for name in ("scale", "offset"):
+            v = getattr(spec, name)
+            if isinstance(v, list):
+                if len(v) != spec.channels:
+                    raise PreprocessingError(
+                        f"{source}: field {name!r} has {len(v)} values for a {spec.channels}-"
+                        f"channel input. Received: {v!r}")
+                v = [float(x) for x in v]
+                v = v[0] if len(set(v)) == 1 else v  # one value: the plain form
+            else:
+                v = float(v)
+            setattr(spec, name, v)
         return spec
 
     def save(self, directory: str) -> str:
@@ -233,24 +279,17 @@ NAMED = {
     "inception": dict(scale=1.0 / 127.5, offset=-1.0, crop_fraction=0.875, color_order="RGB"),
     # pixels scaled to [0, 1] (many Keras and TF Hub models)
     "unit": dict(scale=1.0 / 255.0, offset=0.0, crop_fraction=0.875, color_order="RGB"),
+    # keras.applications' "caffe" mode (ResNet50, VGG): BGR, ImageNet's BGR means subtracted
+    "caffe": dict(scale=1.0, offset=[-103.939, -116.779, -123.68], crop_fraction=0.875,
+                  color_order="BGR"),
+    # "torch" mode (torchvision, DenseNet): RGB / 255, ImageNet's mean and std per channel
+    "torch": dict(scale=[1.0 / (255 * s) for s in (0.229, 0.224, 0.225)],
+                  offset=[-m / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))],
+                  crop_fraction=0.875, color_order="RGB"),
 }
-# per-channel conventions the contract cannot express yet (one scale and offset for all
-# channels): named so the message can say why
-PER_CHANNEL = {
-    "caffe": "BGR with per-channel mean subtraction [103.939, 116.779, 123.68]",
-    "torch": "per-channel mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225]",
-}
-
-
 def named_spec(name: str, input_size, channels: int = 3, **overrides) -> "PreprocessingSpec":
     """The spec of a named convention for a model of ``input_size`` [h, w], with overrides
     (crop_fraction, scale, offset, color_order...), validated like a preprocessing.json."""
-    if name in PER_CHANNEL:
-        raise PreprocessingError(
-            f"--preprocessing {name} ({PER_CHANNEL[name]}) needs per-channel normalisation, "
-            f"which preprocessing.json cannot express yet (one scale and offset for all "
-            f"channels); fold the per-channel part into the model's first layer, or give "
-            f"--scale/--offset for a single-scale approximation")
     if name not in NAMED:
         raise PreprocessingError(f"unknown --preprocessing {name!r}: choose from "
                                  f"{sorted(NAMED)} (or give --scale and --offset)")

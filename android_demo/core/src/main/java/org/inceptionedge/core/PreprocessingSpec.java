@@ -9,8 +9,9 @@ public final class PreprocessingSpec {
   public final int width;
   public final int channels;
   public final double cropFraction;
-  public final float scale;
-  public final float offset;
+  /** Model input = pixel * scale[c] + offset[c], per channel c in the model's order. */
+  public final float[] scale;
+  public final float[] offset;
   public final String resizeMethod;
   /** 1: the model was trained on grey images (colour input is made grey first), else 3. */
   public final int sourceChannels;
@@ -24,6 +25,16 @@ public final class PreprocessingSpec {
 
   public PreprocessingSpec(int height, int width, int channels, double cropFraction, float scale,
       float offset, String resizeMethod, int sourceChannels, String colorOrder) {
+    this(height, width, channels, cropFraction, new float[] {scale, scale, scale},
+        new float[] {offset, offset, offset}, resizeMethod, sourceChannels, colorOrder);
+  }
+
+  /** Per-channel normalisation (caffe's BGR means, torch's mean and std). */
+  public PreprocessingSpec(int height, int width, int channels, double cropFraction,
+      float[] scale, float[] offset, String resizeMethod, int sourceChannels, String colorOrder) {
+    if (channels != 3) {
+      throw new IllegalArgumentException("the app feeds 3-channel models; channels is " + channels);
+    }
     if (!(cropFraction > 0 && cropFraction <= 1)) {
       throw new IllegalArgumentException("crop_fraction must be in (0, 1], is " + cropFraction);
     }
@@ -35,17 +46,23 @@ public final class PreprocessingSpec {
     this.width = width;
     this.channels = channels;
     this.cropFraction = cropFraction;
-    this.scale = scale;
-    this.offset = offset;
+    if (scale.length != 3 || offset.length != 3) {
+      throw new IllegalArgumentException("scale and offset need one value per channel (3), have "
+          + scale.length + " and " + offset.length);
+    }
+    for (float v : scale) {
+      if (v == 0 || Float.isNaN(v) || Float.isInfinite(v)) {
+        throw new IllegalArgumentException("scale must be finite and non-zero, is " + v);
+      }
+    }
+    this.scale = scale.clone();
+    this.offset = offset.clone();
     this.resizeMethod = resizeMethod;
     if (sourceChannels != 1 && sourceChannels != 3) {
       throw new IllegalArgumentException("source_channels must be 1 or 3, is " + sourceChannels);
     }
     if (!"RGB".equals(colorOrder) && !"BGR".equals(colorOrder)) {
       throw new IllegalArgumentException("color_order must be RGB or BGR, is " + colorOrder);
-    }
-    if (channels != 3) {
-      throw new IllegalArgumentException("the app feeds 3-channel models; channels is " + channels);
     }
     this.sourceChannels = sourceChannels;
     this.colorOrder = colorOrder;
@@ -66,6 +83,29 @@ public final class PreprocessingSpec {
     String order = m.containsKey("color_order") ? String.valueOf(m.get("color_order")) : "RGB";
     return new PreprocessingSpec(((Number) size.get(0)).intValue(),
         ((Number) size.get(1)).intValue(), ch, Json.num(m, "crop_fraction"),
-        (float) Json.num(m, "scale"), (float) Json.num(m, "offset"), resize, src, order);
+        perChannel(m, "scale", ch), perChannel(m, "offset", ch), resize, src, order);
+  }
+
+  /** A number for every channel, or a list of one number per channel. */
+  static float[] perChannel(Map<String, Object> m, String key, int channels) {
+    Object v = m.get(key);
+    float[] out = new float[channels];
+    if (v instanceof List) {
+      List<?> list = (List<?>) v;
+      if (list.size() != channels) {
+        throw new IllegalArgumentException("'" + key + "' has " + list.size()
+            + " values for a " + channels + "-channel input");
+      }
+      for (int i = 0; i < channels; i++) {
+        if (!(list.get(i) instanceof Number)) {
+          throw new IllegalArgumentException("'" + key + "' must hold numbers, has "
+              + list.get(i));
+        }
+        out[i] = ((Number) list.get(i)).floatValue();
+      }
+      return out;
+    }
+    java.util.Arrays.fill(out, (float) Json.num(m, key));
+    return out;
   }
 }

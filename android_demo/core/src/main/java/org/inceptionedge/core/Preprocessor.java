@@ -4,7 +4,7 @@ package org.inceptionedge.core;
  * The evaluation preprocessing of train/preprocessing.py, bit for bit where it can be: central
  * crop of crop_fraction (the integer box of tf.image.central_crop), bilinear resize with
  * half-pixel centres and no antialiasing (tf.image.resize / OpenCV INTER_LINEAR), then
- * x * scale + offset; and the conversion to a quantized model input.
+ * x * scale + offset (per channel); and the conversion to a quantized model input.
  */
 public final class Preprocessor {
   private final PreprocessingSpec spec;
@@ -87,7 +87,7 @@ public final class Preprocessor {
           float pd = (d >> shift) & 0xff;
           float t = pa + (pb - pa) * fx[x];
           float u = pc + (pd - pc) * fx[x];
-          out[o + k] = (t + (u - t) * fy) * spec.scale + spec.offset;
+          out[o + k] = (t + (u - t) * fy) * spec.scale[k] + spec.offset[k];
         }
       }
     }
