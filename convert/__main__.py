@@ -149,6 +149,10 @@ def main(argv=None) -> int:
             pre = dict({k: v for k, v in given.items() if v is not None},
                        name=args.preprocessing or "inception")
         src = load_source(args.model, pre, args.labels)
+        if src.labels_generated:
+            print(f"[convert] warning: no labels.txt beside {args.model}: the outputs are named "
+                  f"class_0 .. class_{len(src.labels) - 1}; give --labels FILE for real names",
+                  file=sys.stderr)
         over = {k: v for k, v in (("path", args.data_path), ("source", args.data_source)) if v}
         if args.data_source and not args.data_path:
             raise ConvertError("--data-source needs --data-path (the dataset's folder)")

@@ -47,6 +47,7 @@ class Source:
     saved_model: object = None
     is_qat: bool = False
     num_outputs: Optional[int] = None  # classes
+    labels_generated: bool = False  # no labels.txt was given: class_0 .. class_{n-1}
 
     @property
     def name(self) -> str:
@@ -205,6 +206,9 @@ def load_source(path: str, preprocessing: Optional[dict] = None,
         raise ConvertError(f"the model takes {shape} but {PREPROCESSING_FILE} says "
                            f"{src.input_shape}")
     src.num_outputs = n_out
+    if not labels:  # clear names rather than none: the app and the metadata show these
+        src.labels = [f"class_{i}" for i in range(n_out)]
+        src.labels_generated = True
     if labels and len(labels) != n_out:
         raise ConvertError(f"{os.path.basename(labels_path)} has {len(labels)} labels but the "
                            f"model has {n_out} outputs")
@@ -641,6 +645,7 @@ def finish_manifest(out_dir: str, manifest: dict, src: Source, artifacts: dict,
             "sources": {**current.get("sources", {}), src.sha256: _source_entry(src)},
             "preprocessing": src.spec.to_dict(),
             "labels": "labels.txt" if src.labels else None,
+            "labels_generated": src.labels_generated,
             "check_inputs": {"images": int(len(check_x)), "source": check_from},
             "tools": tool_versions(), "git": dict(git_state()),
             "artifacts": sorted(arts.values(), key=lambda a: a["file"]),
