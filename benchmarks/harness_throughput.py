@@ -21,7 +21,7 @@ sys.path.insert(0, ROOT)
 BARE = r"""
 import json, sys, time
 import numpy as np
-from convert.litert import TFLiteModel
+from contract.litert import TFLiteModel
 path, inputs, threads, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 x = np.array(np.load(inputs, mmap_mode="r"))  # in memory before the clock starts
 if x.shape[-1] == 1:  # the harness stores grey inputs unexpanded; the model takes 3 channels

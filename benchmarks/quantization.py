@@ -25,8 +25,8 @@ sys.path.insert(0, ROOT)
 def accuracy(args):
     import numpy as np
 
-    from convert.litert import TFLiteModel
-    from convert.tflite import load_source
+    from contract.litert import TFLiteModel
+    from train.source import load_source
     from train.config import from_dict
     from train.data import Dataset
 
@@ -70,7 +70,7 @@ import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 assert "tensorflow" not in sys.modules
-from convert.litert import TFLiteModel
+from contract.litert import TFLiteModel
 paths, runs, warmup = sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5])
 models = []
 for p in paths:
@@ -124,10 +124,12 @@ def fullsize(args):
     import numpy as np
 
     from train import keras_env  # noqa: F401
-    from convert.tflite import Source, convert_bytes, weight_bytes
+    from convert.tflite import weight_bytes
+    from quantize.tflite import convert_bytes
+    from train.source import Source
     from quantize.recipes import RECIPES
     from train.model import build_inception_v3
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     import tensorflow as tf
 

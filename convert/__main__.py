@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     if __name__ == "__main__":  # SIGTERM cleans up as Ctrl-C does (work folders, partial files)
         import signal
 
-        from edge_eval.proc import term_as_interrupt
+        from contract.proc import term_as_interrupt
 
         signal.signal(signal.SIGTERM, term_as_interrupt)
     if args.unsafe_allow_model_code:
@@ -137,9 +137,11 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from convert.tflite import ConvertError, check_images_array, convert_tflite, dataset_images, \
-        load_source
+    from contract.manifest import ManifestError
+    from convert.loop import ConvertError
+    from convert.tflite import convert_tflite
     from train.data import DataError
+    from train.source import ModelError, check_images_array, dataset_images, load_source
 
     try:
         given = {"crop_fraction": args.crop_fraction, "scale": args.scale,
@@ -211,7 +213,7 @@ def main(argv=None) -> int:
             manifest = convert_coreml(src, variants, args.out, calib, check_x,
                                       args.coreml_target, args.author, args.license,
                                       args.model_version, check_from=check_from)
-    except (ConvertError, DataError, FileNotFoundError) as e:
+    except (ConvertError, ModelError, ManifestError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failed = [f for f in manifest["failures"] if f["source_sha256"] == src.sha256]

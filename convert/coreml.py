@@ -22,8 +22,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from convert import workdirs
-from convert.tflite import ConvertError, Source
+from contract import workdirs
+from contract.manifest import sha256_tree
+from convert.loop import Adapter, Built, ConvertError, run
+from train.source import Source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,110 +340,99 @@ def predict_package(path: str, x_nhwc: np.ndarray, src: Source, batch_size: int 
     return predict_pixels(path, to_program_input(x_nhwc, src), batch_size)
 
 
+class CoreMLAdapter(Adapter):
+    target = "coreml"
+    baseline = "coreml_fp32"
+
+    def __init__(self, src: Source, calib: Optional[np.ndarray], target: Optional[str],
+                 author: str, license_: str, version: str, out_dir: str):
+        self.src, self.deploy, self.out_dir = src, target, out_dir
+        self.meta = (author, license_, version)
+        self.calib_pixels = None if calib is None else to_program_input(calib, src)
+        self.conv_src = src
+        if src.is_qat:  # Core ML quantizes float weights itself: the QAT weights, no wrappers
+            from quantize.qat import float_from_qat
+
+            try:
+                self.conv_src = dataclasses.replace(
+                    src, keras_model=float_from_qat(src.keras_model, src.config))
+            except ValueError as e:
+                raise ConvertError(str(e)) from None
+        self.bases: Dict[tuple, object] = {}
+        self.fp32_wbytes = None
+
+    def name(self, v: CoreMLVariant) -> str:
+        return f"coreml_{v.name}"
+
+    def file_name(self, src: Source, v: CoreMLVariant) -> str:
+        return f"{src.name}_coreml_{v.name}.mlpackage"
+
+    def key(self, v: CoreMLVariant) -> dict:
+        return dict(super().key(v), deployment_target=self.deploy or v.min_target)
+
+    def digest(self, path: str) -> str:
+        return sha256_tree(path)
+
+    def size(self, path: str) -> int:
+        return package_bytes(path)
+
+    def reuse(self, v: CoreMLVariant, entry: dict) -> None:
+        if v.name == "fp32":
+            self.fp32_wbytes = entry["check"]["weight_bytes"]
+
+    def build(self, v: CoreMLVariant, ref: np.ndarray, check_x: np.ndarray) -> Built:
+        tgt = self.deploy or v.min_target
+        fname = self.file_name(self.src, v)
+        work = workdirs.mkdtemp(".coreml-", dir=self.out_dir)  # beside: same disk
+        try:
+            key = (v.precision, tgt)
+            if key not in self.bases:
+                self.bases[key] = base_model(self.conv_src, v.precision, tgt)
+            ml = compress(self.bases[key], v, self.calib_pixels)
+            set_metadata(ml, self.src, v, tgt, *self.meta)
+            pkg = os.path.join(work, fname)
+            ml.save(pkg)
+            got, runtime = predict_package(pkg, check_x, self.src)
+            wb = weight_bytes(pkg)
+            if v.name == "fp32":
+                self.fp32_wbytes = wb
+            elif self.fp32_wbytes is None:
+                self.fp32_wbytes = _fp32_weight_bytes(self.conv_src, tgt)
+            check = _check(v, got, ref, wb, self.fp32_wbytes, runtime)
+            desc = describe_package(pkg)
+        except ConvertError:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        except Exception as e:  # noqa: BLE001 - coremltools raises anything; name it
+            shutil.rmtree(work, ignore_errors=True)
+            raise ConvertError(f"coremltools failed: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:300]}") from None
+        except BaseException:  # Ctrl-C, SIGTERM: the package being checked goes too
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+        def place(path: str) -> None:
+            old = None
+            if os.path.exists(path):
+                old = workdirs.mkdtemp(".old-", dir=self.out_dir)
+                os.replace(path, os.path.join(old, fname))
+            os.replace(pkg, path)
+            shutil.rmtree(work, ignore_errors=True)
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+
+        return Built(check, {"coreml": desc}, place=place,
+                     discard=lambda: shutil.rmtree(work, ignore_errors=True), note=runtime)
+
+
 def convert_coreml(src: Source, variants: Sequence[CoreMLVariant], out_dir: str,
                    calib: Optional[np.ndarray], check_x: np.ndarray,
                    target: Optional[str] = None, author: str = "", license_: str = "",
                    version: str = "", log: Callable = print,
                    check_from: str = "evaluation split, seeded") -> dict:
     """Converts, checks and writes every variant; returns the manifest (also written)."""
-    from convert import tflite
-    from convert.tflite import load_manifest
-
-    tflite.start_run(out_dir, log)
-    manifest = load_manifest(out_dir)
-    artifacts = {a["file"]: a for a in manifest.get("artifacts", [])}
-    failures: List[dict] = []
-    ref = src.predict(check_x)
-    calib_pixels = None if calib is None else to_program_input(calib, src)
-    conv_src = src
-    if src.is_qat:  # Core ML quantizes float weights itself: the QAT weights, without wrappers
-        from quantize.qat import float_from_qat
-
-        try:
-            conv_src = dataclasses.replace(src, keras_model=float_from_qat(src.keras_model,
-                                                                           src.config))
-        except ValueError as e:
-            raise ConvertError(str(e)) from None
-    bases: Dict[tuple, object] = {}
-    fp32_wbytes = None
-    ordered = sorted(variants, key=lambda v: v.name != "fp32")
-    for v in ordered:
-        tgt = target or v.min_target
-        fname = f"{src.name}_coreml_{v.name}.mlpackage"
-        prev = artifacts.get(fname)
-        spec_now = dataclasses.asdict(v)
-        path = os.path.join(out_dir, fname)
-        if (prev and prev.get("source_sha256") == src.sha256 and prev.get("recipe_spec") == spec_now
-                and prev.get("deployment_target") == tgt and os.path.isdir(path)
-                and tflite.sha256_tree(path) == prev["sha256"]):
-            log(f"[convert] {fname}: up to date (same source, variant and package hash)",
-                flush=True)
-            if v.name == "fp32":
-                fp32_wbytes = prev["check"]["weight_bytes"]
-            continue
-        log(f"[convert] {fname} ...", flush=True)
-        try:
-            key = (v.precision, tgt)
-            if key not in bases:
-                bases[key] = base_model(conv_src, v.precision, tgt)
-            ml = compress(bases[key], v, calib_pixels)
-            set_metadata(ml, src, v, tgt, author, license_, version)
-            work = workdirs.mkdtemp(".coreml-", dir=out_dir)  # beside: same disk
-            pkg = os.path.join(work, fname)
-            ml.save(pkg)
-            got, runtime = predict_package(pkg, check_x, src)
-            wb = weight_bytes(pkg)
-            if v.name == "fp32":
-                fp32_wbytes = wb
-            elif fp32_wbytes is None:
-                fp32_wbytes = _fp32_weight_bytes(conv_src, tgt)
-            check = _check(v, got, ref, wb, fp32_wbytes, runtime)
-            desc = describe_package(pkg)
-        except ConvertError as e:
-            shutil.rmtree(work, ignore_errors=True) if "work" in locals() else None
-            failures.append({"recipe": f"coreml_{v.name}", "source_sha256": src.sha256,
-                             "source_name": src.name, "error": str(e)})
-            log(f"[convert]   FAILED: {e}", flush=True)
-            tflite._drop_superseded(out_dir, artifacts, fname, log)
-            continue
-        except Exception as e:  # noqa: BLE001 - coremltools raises anything; name it
-            shutil.rmtree(work, ignore_errors=True) if "work" in locals() else None
-            msg = f"coremltools failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
-            failures.append({"recipe": f"coreml_{v.name}", "source_sha256": src.sha256,
-                             "source_name": src.name, "error": msg})
-            log(f"[convert]   FAILED: {msg}", flush=True)
-            tflite._drop_superseded(out_dir, artifacts, fname, log)
-            continue
-        except BaseException:  # Ctrl-C, SIGTERM: the package being checked goes too
-            shutil.rmtree(work, ignore_errors=True) if "work" in locals() else None
-            raise
-        if not check["passed"]:
-            shutil.rmtree(work, ignore_errors=True)
-            failures.append({"recipe": f"coreml_{v.name}", "source_sha256": src.sha256,
-                             "source_name": src.name, "error": "; ".join(check["problems"]),
-                             "check": check})
-            log(f"[convert]   FAILED self-check: {'; '.join(check['problems'])}", flush=True)
-            tflite._drop_superseded(out_dir, artifacts, fname, log)
-            continue
-        old = None
-        if os.path.exists(path):
-            old = workdirs.mkdtemp(".old-", dir=out_dir)
-            os.replace(path, os.path.join(old, fname))
-        os.replace(os.path.join(work, fname), path)
-        shutil.rmtree(work, ignore_errors=True)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-        artifacts[fname] = {
-            "file": fname, "target": "coreml", "recipe": f"coreml_{v.name}",
-            "source_sha256": src.sha256, "source_name": src.name, "recipe_spec": spec_now,
-            "deployment_target": tgt, "sha256": tflite.sha256_tree(path),
-            "bytes": package_bytes(path), "qat": src.is_qat, "coreml": desc, "check": check,
-        }
-        tflite.commit_artifact(out_dir, src, artifacts[fname])
-        log(f"[convert]   ok: {package_bytes(path) / 1e6:.2f} MB, "
-            f"{tflite.check_summary(check)} ({runtime})", flush=True)
-    return tflite.finish_manifest(out_dir, manifest, src, artifacts, failures,
-                                  {f"coreml_{v.name}" for v in variants}, check_x, check_from)
+    adapter = CoreMLAdapter(src, calib, target, author, license_, version, out_dir)
+    return run(src, adapter, variants, out_dir, check_x, check_from, log)
 
 
 def _fp32_weight_bytes(src: Source, target: str) -> int:

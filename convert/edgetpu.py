@@ -49,7 +49,7 @@ _INTEGER = {"int8", "uint8", "int32"}  # int32: biases
 
 def compatibility_report(tflite_path: str) -> dict:
     """Every op in execution order against the supported-op table; the predicted split."""
-    from convert.litert import TFLiteModel
+    from contract.litert import TFLiteModel
 
     m = TFLiteModel(tflite_path, num_threads=1, xnnpack=False)
     tensors = {t["index"]: t for t in m.interp.get_tensor_details()}
@@ -202,10 +202,10 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
     """Adds the compatibility report (and the compiler's result, when it is installed) to every
     full-integer artifact of a source in ``out_dir/manifest.json``; a compiled model becomes an
     artifact of its own (target ``edgetpu``)."""
-    from convert.provenance import sha256_file
-    from convert.tflite import ConvertError, load_manifest, update_manifest
+    from contract.manifest import read_manifest, sha256_file, update_manifest
+    from convert.loop import ConvertError
 
-    manifest = load_manifest(out_dir)
+    manifest = read_manifest(out_dir, required=False)
     arts = {a["file"]: a for a in manifest.get("artifacts", [])}
     todo = [a for a in arts.values() if a.get("source_sha256") == source_sha256
             and a.get("target") == "tflite" and a.get("recipe") in FULL_INTEGER]

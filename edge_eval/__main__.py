@@ -9,7 +9,7 @@
                        --require-choice gates on the recipe choice (the main job's gate)
 
 Results go to RESULTS (default reports/<artifacts folder name>) as JSON-lines records, one schema
-for every device (edge_eval/schema/record.json). Exit 2 on a user error, 1 when a gate fails,
+for every device (contract/schema/record.json). Exit 2 on a user error, 1 when a gate fails,
 4 when rows failed and --strict is on (the default when $CI is set; --no-strict turns it off).
 """
 from __future__ import annotations

@@ -16,11 +16,10 @@ import time
 import uuid
 from typing import Dict, List, Optional, Sequence
 
-from edge_eval import records
+from contract import records
 from edge_eval.harness import EvalError, load_manifest, verify
 
-PROTOCOL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
-                             "android_app.json")
+PROTOCOL_PATH = os.path.join(os.path.dirname(records.SCHEMA_PATH), "android_app.json")
 REMOTE_TMP = "/data/local/tmp"
 # benchmark_model's flag per delegate (the same names the app's extras use, lower-cased)
 DELEGATE_FLAGS = {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],

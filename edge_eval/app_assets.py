@@ -23,11 +23,12 @@ import os
 import shutil
 from typing import List, Optional
 
-from convert import workdirs
-from convert.provenance import MANIFEST, ROOT
+from contract import workdirs
+from contract.manifest import MANIFEST, ROOT
 from edge_eval.android import AndroidError, protocol
-from edge_eval.harness import artifact_path, load_manifest, verify
-from train.preprocessing import (FILENAME as PREPROCESSING, LABELS_FILENAME as LABELS,
+from contract.manifest import artifact_path, verify
+from edge_eval.harness import load_manifest
+from contract.preprocessing import (FILENAME as PREPROCESSING, LABELS_FILENAME as LABELS,
                                  PreprocessingError, PreprocessingSpec, read_labels)
 
 APP_ASSETS = os.path.join(ROOT, "android_demo", "app", "src", "main", "assets")
@@ -79,7 +80,7 @@ def _chosen(artifacts_dir: str, choice_dir: str) -> tuple:
 def _num_outputs(model_path: str) -> Optional[int]:
     """The model's class count (last dimension of its first output), or None without LiteRT."""
     try:
-        from convert.litert import interpreter_class
+        from contract.litert import interpreter_class
 
         interp = interpreter_class()(model_path=model_path)
     except ImportError:

@@ -47,7 +47,7 @@ def validity(runs: int, seconds: float, min_runs: int = MIN_VALID_RUNS,
 
 
 def _runtime_label() -> str:
-    from convert.litert import runtime_name
+    from contract.litert import runtime_name
 
     return "litert" if runtime_name() == "ai_edge_litert" else runtime_name()
 
@@ -70,7 +70,7 @@ def timed_runs(invoke, x, runs: int, min_seconds: float, max_seconds: float) -> 
 
 def edgetpu_delegate():
     """The Edge TPU delegate, or raises DelegateUnavailable saying where to get the runtime."""
-    from convert.litert import load_delegate
+    from contract.litert import load_delegate
 
     lib = os.environ.get("EDGETPU_LIBRARY") or EDGETPU_LIBRARY.get(sys.platform,
                                                                     "libedgetpu.so.1")
@@ -107,7 +107,7 @@ def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup:
                  runs: int = 50, min_seconds: float = 1.0, max_seconds: float = 60.0,
                  seed: int = 0) -> dict:
     """Times one model; returns the record's measurement fields (status, latency_ms, ...)."""
-    from convert.litert import TFLiteModel
+    from contract.litert import TFLiteModel
 
     delegates = None
     if delegate == "edgetpu":

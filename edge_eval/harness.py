@@ -21,10 +21,12 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from convert.provenance import MANIFEST, ManifestError, read_manifest, sha256_file, sha256_tree
-from edge_eval import preprocess, records, stats
-from edge_eval.proc import child_setup
-from train.preprocessing import PreprocessingSpec
+from contract.manifest import (MANIFEST, ManifestError, artifact_path, read_manifest,  # noqa
+                               sha256_file, sha256_tree, verify)
+from contract import records
+from edge_eval import preprocess, stats
+from contract.proc import child_setup
+from contract.preprocessing import PreprocessingSpec
 
 ROOT = records.ROOT
 
@@ -70,42 +72,12 @@ def run_worker(job: dict, timeout: float, workdir: str) -> dict:
 # manifest
 # --------------------------------------------------------------------------------------------
 def load_manifest(artifacts_dir: str) -> dict:
-    """The folder's manifest (convert.provenance.read_manifest); EvalError when it is missing or
+    """The folder's manifest (contract.manifest.read_manifest); EvalError when it is missing or
     damaged."""
     try:
         return read_manifest(artifacts_dir)
     except ManifestError as e:
         raise EvalError(str(e)) from None
-
-
-def artifact_path(artifacts_dir: str, name) -> str:
-    """The path of a manifest entry's file, which must be a plain name inside the artifacts
-    folder (no separators, not absolute, no link out of it); EvalError otherwise."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
-            or "\\" in name or "\0" in name:
-        raise EvalError(f"manifest entry {name!r} is not a file name inside {artifacts_dir}: "
-                        "refused")
-    path = os.path.join(artifacts_dir, name)
-    root = os.path.realpath(artifacts_dir)
-    if os.path.commonpath([os.path.realpath(path), root]) != root:
-        raise EvalError(f"manifest entry {name!r} links outside {artifacts_dir}: refused")
-    return path
-
-
-def verify(artifacts_dir: str, entry: dict) -> Optional[str]:
-    """None when the file is there (inside the folder) and its hash matches the manifest, else
-    the problem. Every use of an entry's file goes through this first."""
-    try:
-        path = artifact_path(artifacts_dir, entry.get("file"))
-    except EvalError as e:
-        return str(e)
-    if not os.path.exists(path):
-        return f"{entry.get('file')} is listed in the manifest but missing"
-    if entry.get("sha256") and (sha256_tree(path) if os.path.isdir(path) else
-                                sha256_file(path)) != entry["sha256"]:
-        return (f"{entry['file']} does not match the manifest's sha256 (changed since "
-                f"conversion): convert again")
-    return None
 
 
 def reference_path(manifest: dict, reference: Optional[str] = None) -> str:
@@ -272,7 +244,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
             log(f"[eval] the cached inputs' labels ({meta_path}) are damaged: preprocessing "
                 "again", flush=True)
     items, names, note = eval_items(data_cfg, split, images, seed)
-    from convert import workdirs
+    from contract import workdirs
 
     workdirs.sweep(cache_dir)  # what a killed run was writing
     h, w = spec.input_size

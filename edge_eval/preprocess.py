@@ -1,6 +1,6 @@
 """Evaluation preprocessing with numpy + OpenCV, no TensorFlow (run side: works on a board).
 
-Implements the contract of ``train/preprocessing.py`` exactly as ``train/data.py`` does with
+Implements the contract of ``contract/preprocessing.py`` exactly as ``train/data.py`` does with
 TensorFlow: central crop of ``crop_fraction`` (the same integer box as ``tf.image.central_crop``),
 bilinear resize with half-pixel centres and no antialiasing (OpenCV's ``INTER_LINEAR`` on float32
 equals ``tf.image.resize(..., 'bilinear')`` when enlarging, and to within a few 1e-4 when shrinking
@@ -21,7 +21,7 @@ from typing import Iterable, List
 
 import numpy as np
 
-from train.preprocessing import PreprocessingSpec, central_crop_box, image_bytes_problem
+from contract.preprocessing import PreprocessingSpec, central_crop_box, image_bytes_problem
 
 try:  # OpenCV is the run side's only image library
     import cv2
@@ -68,7 +68,7 @@ def decode_bytes(data: bytes, name: str, channels: int = 3) -> np.ndarray:
 class Items:
     """The images of an evaluation set by position, readable in any process without
     TensorFlow: an in-memory uint8 array (``array``), image files (``files``) or TFRecord
-    records (``records``, train.tfrecord.ImageRecords). ``to_json`` hands them to a worker,
+    records (``records``, contract.tfrecord.ImageRecords). ``to_json`` hands them to a worker,
     which reads and crops each image itself (multi-crop evaluation streams, it stores nothing)."""
 
     def __init__(self, kind: str, array=None, labels=None, files=None, records=None):
@@ -93,7 +93,7 @@ class Items:
             return np.asarray(self.array[i]), int(self.labels[i])
         if self.kind == "files":
             return decode(self.files[i], channels), int(self.labels[i])
-        from train.tfrecord import RecordError
+        from contract.tfrecord import RecordError
 
         try:
             data, label = self.records.item(i)
@@ -130,7 +130,7 @@ class Items:
             return cls("array", array=np.load(d["path"], mmap_mode="r"), labels=d["labels"])
         if d["kind"] == "files":
             return cls("files", files=d["files"], labels=d["labels"])
-        from train.tfrecord import ImageRecords
+        from contract.tfrecord import ImageRecords
 
         return cls("records", records=ImageRecords.from_json(d))
 

@@ -10,7 +10,7 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
-from edge_eval import records
+from contract import records
 
 
 def load(results_dir: str) -> List[dict]:

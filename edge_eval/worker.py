@@ -70,7 +70,7 @@ def _crop_batches(job: dict, batch: int):
     ``scheme`` crops through the job's ``spec`` in chunks of at most ``batch`` (a divisor of the
     crop count, so every chunk has one shape), then ``None`` to close the image."""
     from edge_eval import preprocess
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     with open(job["items"]) as f:
         items = preprocess.Items.from_json(json.load(f))
@@ -126,7 +126,7 @@ def _predict(job: dict) -> dict:
     kind = job.get("kind", "tflite")
     t = time.perf_counter()
     if kind == "tflite":
-        from convert.litert import TFLiteModel
+        from contract.litert import TFLiteModel
 
         delegates = None
         delegate = job.get("delegate", "xnnpack")
@@ -146,7 +146,7 @@ def _predict(job: dict) -> dict:
     elif kind in ("keras", "savedmodel"):
         from train import keras_env  # noqa: F401  (before TensorFlow)
         _tf_threads(job)
-        from convert.tflite import load_source
+        from train.source import load_source
 
         src = load_source(job["model"])
         runtime = "tensorflow"

@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 
-from edge_eval.proc import term_as_interrupt as on_term  # SIGTERM takes Ctrl-C's path
+from contract.proc import term_as_interrupt as on_term  # SIGTERM takes Ctrl-C's path
 
 
 def main(argv=None) -> int:

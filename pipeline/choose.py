@@ -118,8 +118,9 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     and the chosen artifact's test-split numbers (``results_dir``, what the report quotes) are
     reported beside it; without it the choice is made on the test split itself, and
     choice.json says so (optimistic: the same images pick and report)."""
-    from convert.tflite import atomic_write_json, load_manifest
-    from edge_eval import records, report
+    from contract.manifest import atomic_write_json, read_manifest
+    from contract import records
+    from edge_eval import report
 
     rows = [r for r in report.load(results_dir) if not r.get("choice_step")]
     test = _evidence(rows, results_dir, artifacts_dir)
@@ -150,7 +151,7 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     order: List[dict] = []
     srcinfo = None
     if not int_fits and max_steps > 0:
-        manifest = load_manifest(artifacts_dir)
+        manifest = read_manifest(artifacts_dir)
         srcinfo = _float_source(manifest)
         if srcinfo is None or not os.path.exists(srcinfo.get("path", "")):
             log("[choose] full int8 misses the budget, but the float source model is not at hand: "
@@ -301,7 +302,8 @@ def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, da
     """The block order (worst quantization error first) and the ``measure`` function that
     converts, evaluates and benchmarks one selective step for real; the step's records are
     appended to the returned list."""
-    from convert.tflite import convert_tflite, dataset_images, load_source
+    from convert.tflite import convert_tflite
+    from train.source import dataset_images, load_source
     from edge_eval import harness
     from quantize.recipes import get_recipe
 

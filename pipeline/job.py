@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Dict, List, Optional
 
-from convert.provenance import safe_name, source_name
+from contract.manifest import safe_name, source_name
 from pipeline.choose import NOTHING_CHOSEN
 
 # the commands' "finished, some outputs failed their checks" statuses (1 is a crash)

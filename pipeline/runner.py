@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from edge_eval.proc import child_setup
+from contract.proc import child_setup
 
 STATE_VERSION = 1
 # files above this size, or folders of more files than this, are keyed by (path, size, mtime)

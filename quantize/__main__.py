@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                                                 tuple(args.sets))
             qat.train_qat(cfg, args.run_dir or f"runs/{cfg.name}", args.float_export)
         else:
-            from convert.tflite import ConvertError, dataset_images, load_source
+            from train.source import dataset_images, load_source
             from quantize.debug import layer_error_report
             from quantize.recipes import get_recipe
 

@@ -286,7 +286,7 @@ def train_qat(cfg: ExperimentConfig, run_dir: str, float_export: str = None, log
                          "(a train/ export folder)")
     cfg.quantization.enabled = True
     cfg.quantization.float_checkpoint = float_export
-    from convert.provenance import sha256_file
+    from contract.manifest import sha256_file
 
     cfg.quantization.float_sha256 = sha256_file(float_model_file(float_export))
     import tensorflow_model_optimization  # noqa: F401  (registers the QAT layers)

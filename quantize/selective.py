@@ -22,7 +22,7 @@ def debugger(src, recipe, x: np.ndarray, denylisted_nodes=None):
     """TFLite's QuantizationDebugger over the recipe's converter and images ``x``."""
     import tensorflow as tf
 
-    from convert.tflite import _converter, configure
+    from quantize.tflite import _converter, configure
 
     conv = configure(_converter(src), recipe, x, src.is_qat)
 
@@ -42,12 +42,12 @@ class SelectiveQuantizer:
     what makes the choice's step-by-step search affordable)."""
 
     def __init__(self, src, base, calib: np.ndarray):
-        from convert.litert import TFLiteModel
-        from convert.tflite import ConvertError
+        from contract.litert import TFLiteModel
+        from quantize.tflite import QuantizeError
         from train.model import layer_blocks
 
         if src.keras_model is None:
-            raise ConvertError("selective quantization needs a Keras model (block names)")
+            raise QuantizeError("selective quantization needs a Keras model (block names)")
         self.src, self.base = src, base
         self.dbg = debugger(src, base, calib)
         self.full = self.dbg.get_nondebug_quantized_model()
@@ -75,12 +75,12 @@ class SelectiveQuantizer:
     def convert(self, float_blocks) -> bytes:
         import tensorflow as tf
 
-        from convert.tflite import ConvertError
+        from quantize.tflite import QuantizeError
 
         keep = set(float_blocks)
         nodes = sorted(n for n, b in self.node_block.items() if b in keep)
         if not nodes:
-            raise ConvertError(f"{self.base.name}+float:{','.join(sorted(keep))}: no tensor of "
+            raise QuantizeError(f"{self.base.name}+float:{','.join(sorted(keep))}: no tensor of "
                                f"{sorted(keep)} found in the model")
         self.dbg.options = tf.lite.experimental.QuantizationDebugOptions(
             denylisted_nodes=nodes)

@@ -5,7 +5,7 @@
 For each case: the image's RGB bytes, its ``preprocessing.json`` spec, the float model input
 ``edge_eval.preprocess.central`` makes of it (itself checked against train/'s TensorFlow
 pipeline), and that input quantized for an int8- and a uint8-input model with
-``convert.litert.quantize`` (the harness's own conversion) at the input quantization our
+``contract.litert.quantize`` (the harness's own conversion) at the input quantization our
 converter gives a [-1, 1] input (scale 2/255; zero point -1 for int8, 127 for uint8). The file is
 committed, so ``mvn -o test`` in android_demo/core runs on a fresh clone; tests/test_android_core.py
 checks that the pipeline still makes exactly these vectors, then runs the Java tests on them.
@@ -42,9 +42,9 @@ def _images():
 
 def cases() -> list:
     sys.path.insert(0, ROOT)
-    from convert.litert import quantize
+    from contract.litert import quantize
     from edge_eval import preprocess
-    from train.preprocessing import PreprocessingSpec, named_spec
+    from contract.preprocessing import PreprocessingSpec, named_spec
 
     import cv2
 

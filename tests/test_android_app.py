@@ -42,7 +42,7 @@ def tiny_tflite(tmp_path_factory):
 def _folder(root, models, tflite, labels=("a", "b", "c"), spec=None):
     """A convert/-style folder: the given model names (copies of ``tflite``), labels.txt,
     preprocessing.json and a manifest with their sha256."""
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     root.mkdir(parents=True, exist_ok=True)
     arts = []
@@ -308,7 +308,7 @@ def _fake_models(root):
 
 
 def _app_record(tmp_path, monkeypatch):
-    from edge_eval import records
+    from contract import records
 
     rec = records.new_record("latency", runtime="android-app", delegate="xnnpack", threads=4,
                              warmup_runs=5, runs=50, batch_size=1,
@@ -332,7 +332,8 @@ def test_an_app_that_is_not_installed_is_said_at_once(tmp_path, fake_adb, monkey
 
 
 def test_a_delegate_that_kills_the_app_loses_only_itself(tmp_path, fake_adb, monkeypatch):  # noqa: F811
-    from edge_eval import android, records
+    from contract import records
+    from edge_eval import android
 
     adb, _ = fake_adb
     _app_record(tmp_path, monkeypatch)

@@ -24,7 +24,7 @@ def test_golden_vectors_are_what_the_pipeline_makes():
     and specs, the same float inputs (to the 7 digits stored), and integer inputs that are
     exactly the harness's quantization of those floats."""
     import golden_vectors
-    from convert.litert import quantize
+    from contract.litert import quantize
 
     with open(golden_vectors.PATH) as f:
         committed = json.load(f)["cases"]
@@ -50,11 +50,11 @@ def test_java_core_matches_python(tmp_path):
     mvn = shutil.which("mvn")
     if mvn is None:
         pytest.skip("Maven is not installed (apt-get install maven default-jdk-headless)")
-    from edge_eval import records
+    from contract import records
 
     sample = tmp_path / "sample_record.json"
     p = subprocess.run([mvn, "-o", "-q", "test", f"-Drecord.out={sample}",
-                        f"-Dschema.dir={os.path.join(ROOT, 'edge_eval', 'schema')}"],
+                        f"-Dschema.dir={os.path.join(ROOT, 'contract', 'schema')}"],
                        cwd=CORE, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     recs = json.loads(sample.read_text())
@@ -70,7 +70,7 @@ def test_converted_integer_models_take_the_golden_quantization(converted):
     """The golden vectors' int8/uint8 input quantization is the one our converter gives a
     [-1, 1] input: the Java core is checked at the parameters real models carry."""
     import golden_vectors
-    from convert.litert import TFLiteModel
+    from contract.litert import TFLiteModel
 
     art, manifest = converted
     by = {a["recipe"]: a["file"] for a in manifest["artifacts"]}

@@ -12,8 +12,8 @@ from conftest import RECIPE_TABLE as TABLE  # noqa: E402
 
 @pytest.mark.parametrize("recipe", sorted(TABLE))
 def test_every_recipe_end_to_end(converted, tiny_export, recipe):
-    from convert.litert import TFLiteModel
-    from convert.tflite import dataset_images, load_source
+    from contract.litert import TFLiteModel
+    from train.source import dataset_images, load_source
     from quantize.recipes import RECIPES
 
     out, manifest = converted
@@ -53,7 +53,7 @@ def test_every_recipe_end_to_end(converted, tiny_export, recipe):
 def test_manifest_provenance(converted, tiny_export):
     out, manifest = converted
     (sha, source), = manifest["sources"].items()
-    from convert.tflite import sha256_file
+    from contract.manifest import sha256_file
     assert sha == sha256_file(os.path.join(tiny_export, "model.keras"))
     assert manifest["tools"]["tensorflow"] and manifest["tools"]["ai-edge-litert"]
     assert manifest["preprocessing"]["input_size"] == [75, 75]
@@ -137,7 +137,7 @@ def test_ops_a_recipe_cannot_quantize_are_named(tmp_path):
     import tensorflow as tf
 
     from convert.__main__ import main
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     class M(tf.Module):
         def __init__(self):
@@ -179,8 +179,9 @@ def test_layer_blocks_trace_every_layer():
 
 
 def test_per_block_error_report_and_selective_float_blocks(tiny_export, tmp_path):
-    from convert.litert import TFLiteModel
-    from convert.tflite import convert_bytes, dataset_images, load_source
+    from contract.litert import TFLiteModel
+    from quantize.tflite import convert_bytes
+    from train.source import dataset_images, load_source
     from quantize.debug import layer_error_report
     from quantize.recipes import get_recipe
     from quantize.selective import tensor_block

@@ -37,7 +37,7 @@ VARIANT_TABLE = {
 @needs_fmnist
 @pytest.mark.parametrize("variant", list(VARIANT_TABLE))
 def test_every_variant_converts_and_meets_its_spec(coreml_converted, tiny_export, variant):
-    from convert.tflite import dataset_images, load_source
+    from train.source import dataset_images, load_source
 
     out, manifest = coreml_converted
     by = {a["recipe"]: a for a in manifest["artifacts"]}

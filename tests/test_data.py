@@ -9,7 +9,7 @@ from conftest import needs_fmnist
 from train.config import apply_overrides, resolve
 from train.data import (DataConfig, DataError, Dataset, _read_idx, load_fashion_mnist,
                         scan_image_folder)
-from train.preprocessing import PreprocessingSpec, central_crop_box
+from contract.preprocessing import PreprocessingSpec, central_crop_box
 
 
 @needs_fmnist
@@ -170,7 +170,7 @@ def test_colour_distortion_as_slims_inception_preprocessing(tmp_path, mode):
 
     from train.config import PRESETS
     from train.data import DataConfig, image_preprocess
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), (5, 5), 2)

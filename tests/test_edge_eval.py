@@ -108,7 +108,7 @@ PREP_TOL = {"enlarge": 1e-5, "shrink": 2e-3, "jpeg": 2e-3}  # in model-input uni
 def test_opencv_preprocessing_matches_tf(src_hw, size, crop, case, order):
     from edge_eval import preprocess
     from train.data import batch_preprocess
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     spec = PreprocessingSpec(input_size=[size, size], crop_fraction=crop,
                              source_channels=src_hw[-1], color_order=order)
@@ -129,7 +129,7 @@ def test_opencv_decode_and_preprocess_match_tf_on_a_jpeg(tmp_path):
 
     from edge_eval import preprocess
     from train.data import image_preprocess
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur(rng.integers(0, 256, (180, 140, 3), dtype=np.uint8), (9, 9), 3)
@@ -144,7 +144,7 @@ def test_opencv_decode_and_preprocess_match_tf_on_a_jpeg(tmp_path):
 
 def test_multi_crop_schemes():
     from edge_eval import preprocess
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     spec = PreprocessingSpec(input_size=[32, 32], crop_fraction=0.875)
     img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
@@ -188,9 +188,10 @@ def evaluated(converted, tmp_path_factory):
 
 @needs_fmnist
 def test_harness_numbers_equal_a_direct_computation(evaluated, tiny_export):
-    from convert.litert import TFLiteModel
-    from convert.tflite import load_source
-    from edge_eval import harness, records, stats
+    from contract.litert import TFLiteModel
+    from train.source import load_source
+    from contract import records
+    from edge_eval import harness, stats
 
     art, out, rows = evaluated
     assert set(rows) == {"float", "fp32", "static_wi8_ai8", "static_wi8_ai8_uint8io", "fp16"}
@@ -266,7 +267,7 @@ def test_report_and_plots_from_real_records(evaluated):
 
 
 def _drift_records(tmp_path, drifts):
-    from edge_eval import records
+    from contract import records
 
     rows = [records.new_record("accuracy", artifact=name, recipe=name, target="tflite",
                                runtime="ai_edge_litert", delegate="xnnpack", threads=2,
@@ -372,8 +373,8 @@ def test_run_side_imports_no_tensorflow(converted, tiny_export, no_tf_env, tmp_p
                       "inputs": str(tmp_path / "x.npy"), "output": str(tmp_path / "q.npy")},
                      no_tf_env, tmp_path)
     assert res["status"] == "failed" and "not installed in this environment" in res["error"]
-    code = ("import sys; import edge_eval.preprocess, edge_eval.stats, edge_eval.records, "
-            "edge_eval.bench, edge_eval.worker, convert.litert; "
+    code = ("import sys; import edge_eval.preprocess, edge_eval.stats, contract.records, "
+            "edge_eval.bench, edge_eval.worker, contract.litert; "
             "assert 'tensorflow' not in sys.modules; print('ok')")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=no_tf_env,
                        capture_output=True, text=True, timeout=120)
@@ -381,7 +382,8 @@ def test_run_side_imports_no_tensorflow(converted, tiny_export, no_tf_env, tmp_p
 
 
 def test_host_benchmark_records(converted, tmp_path):
-    from edge_eval import harness, records
+    from contract import records
+    from edge_eval import harness
 
     art, _ = converted
     rows = harness.benchmark(art, str(tmp_path), delegates=["xnnpack", "edgetpu"], threads=[1],
@@ -607,7 +609,8 @@ def _device_commands(dev):
 
 
 def test_adb_flow_with_benchmark_model(converted, fake_adb, tmp_path):
-    from edge_eval import android, records
+    from contract import records
+    from edge_eval import android
 
     adb, dev = fake_adb
     art, manifest = converted
@@ -632,7 +635,8 @@ def test_adb_flow_with_benchmark_model(converted, fake_adb, tmp_path):
 
 
 def test_adb_flow_with_the_app(converted, fake_adb, tmp_path, monkeypatch):
-    from edge_eval import android, records
+    from contract import records
+    from edge_eval import android
 
     adb, dev = fake_adb
     art, _ = converted
@@ -682,7 +686,8 @@ def test_adb_missing_or_no_device(converted, fake_adb, tmp_path, monkeypatch):
 def test_file_names_reach_the_device_as_text(converted, fake_adb, tmp_path, monkeypatch,
                                              hostile):
     """An artifact whose name is shell syntax: the device's shell sees it as one argument."""
-    from edge_eval import android, records
+    from contract import records
+    from edge_eval import android
 
     adb, dev = fake_adb
     src, manifest = converted
@@ -739,7 +744,7 @@ def test_the_input_cache_follows_the_images_not_their_folder(tmp_path):
 
     from edge_eval import harness
     from train.data import DataConfig, Source
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     folder = tmp_path / "imgs"
     for k in range(2):
@@ -834,7 +839,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] == "ai_edge_litert":
             raise ImportError("no ai_edge_litert on this board")
 sys.meta_path.insert(0, Block())
-from convert.litert import TFLiteModel, runtime_name
+from contract.litert import TFLiteModel, runtime_name
 from edge_eval.bench import bench_tflite
 import numpy as np
 out = {{"runtime": runtime_name()}}

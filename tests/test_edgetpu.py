@@ -94,7 +94,7 @@ def test_report_on_full_integer_and_float_models(converted):
     assert r["fits_on_chip"] and r["parameter_bytes"] < edgetpu.ON_CHIP_BYTES
     # a static batch: edgetpu_compiler refuses a -1 in the shape signature
     assert r["warnings"] == []
-    from convert.litert import TFLiteModel
+    from contract.litert import TFLiteModel
 
     for a in manifest["artifacts"]:
         m = TFLiteModel(os.path.join(art, a["file"]))

@@ -33,8 +33,8 @@ def test_every_tflite_artifact_carries_metadata(converted):
 
 @needs_fmnist
 def test_metadata_changes_nothing_the_interpreter_computes_and_replaces_itself(converted):
-    from convert.litert import TFLiteModel
-    from train.preprocessing import PreprocessingSpec
+    from contract.litert import TFLiteModel
+    from contract.preprocessing import PreprocessingSpec
 
     art, manifest = converted
     a = next(a for a in manifest["artifacts"] if a["recipe"] == "static_wi8_ai8_uint8io")

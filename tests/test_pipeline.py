@@ -232,8 +232,8 @@ def test_bad_stage_graph_is_refused(tmp_path):
     (None, "/data/saved_models/flowers", False, "flowers"),
 ])
 def test_artifact_names_the_job_predicts_are_the_ones_convert_writes(config_name, path, qat, want):
-    from convert.provenance import source_name
-    from convert.tflite import Source
+    from contract.manifest import source_name
+    from train.source import Source
 
     assert source_name(config_name, path, qat) == want
     src = Source(path, "keras", path, None, [], {"name": config_name} if config_name else None,
@@ -246,7 +246,7 @@ def test_artifact_names_the_job_predicts_are_the_ones_convert_writes(config_name
     ("..", "m.keras"), (None, "/data/../.."), ("", "runs/x y/export"), (None, "x" * 200 + ".h5"),
 ])
 def test_names_from_inputs_never_choose_where_files_go(config_name, path):
-    from convert.provenance import source_name
+    from contract.manifest import source_name
 
     with pytest.raises(ValueError, match="cannot be used in a file name"):
         source_name(config_name, path)
@@ -416,7 +416,7 @@ def test_selective_search_keeps_the_worst_blocks_float_until_one_fits(
 def _records_dir(tmp_path, int8_drift):
     """An artifacts folder and results whose drifts are known: float 90 %, fp32 exact, fp16
     -0.01, full int8 ``int8_drift`` points."""
-    from edge_eval import records
+    from contract import records
 
     art, res = tmp_path / "art", tmp_path / "res"
     art.mkdir()
@@ -488,7 +488,8 @@ def test_choice_on_records_whose_drift_is_known(tmp_path, monkeypatch, int8_drif
 def test_the_choice_is_made_on_held_out_images(tmp_path, held_int8, test_int8, want, test_fits):
     """The choice reads drift from the held-out records (--select-on) and only reports the
     test split's: what picks is never what reports."""
-    from edge_eval import records, report
+    from contract import records
+    from edge_eval import report
 
     art, res = _records_dir(tmp_path, test_int8)
     held = tmp_path / "held"

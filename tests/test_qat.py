@@ -20,7 +20,7 @@ def _concat_input_channels(model):
 
 @pytest.fixture(scope="module")
 def float_model_and_images(tiny_export):
-    from convert.tflite import dataset_images, load_source
+    from train.source import dataset_images, load_source
 
     src = load_source(tiny_export)
     return src.keras_model, dataset_images(src, "test", 64, seed=5)
@@ -83,8 +83,8 @@ def qat_export(tiny_export, tmp_path_factory):
 
 def test_qat_exports_int8_that_agrees_with_the_qat_keras_model(qat_export, tmp_path):
     from convert.__main__ import main
-    from convert.litert import TFLiteModel
-    from convert.tflite import dataset_images, load_source
+    from contract.litert import TFLiteModel
+    from train.source import dataset_images, load_source
 
     out = str(tmp_path / "art")
     assert main([qat_export, "--out", out, "--recipes", "static_wi8_ai8_int8io",
@@ -116,7 +116,7 @@ def test_core_ml_int8_from_the_qat_weights(qat_export, tmp_path):
     their wrappers, give a float model that computes what the QAT model computes (up to its fake
     quantization), and its Core ML W8A8 package is checked against the QAT Keras model."""
     from convert.__main__ import main
-    from convert.tflite import dataset_images, load_source
+    from train.source import dataset_images, load_source
     from quantize.qat import float_from_qat
 
     src = load_source(qat_export)

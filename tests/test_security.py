@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from train.preprocessing import PreprocessingSpec
+from contract.preprocessing import PreprocessingSpec
 
 
 def _model(kind, marker):
@@ -225,8 +225,8 @@ def test_bad_labels_are_one_message(tmp_path, capsys, content, message):
     ("\ufeffa\r\nb \r\n\r\n c\n", ["a", "b", "c"]),  # BOM, CRLF, stray spaces
 ])
 def test_one_labels_rule_for_python_and_java(tmp_path, text, want):
-    """train.preprocessing.read_labels applies the Java core's Labels.parse rule."""
-    from train.preprocessing import read_labels
+    """contract.preprocessing.read_labels applies the Java core's Labels.parse rule."""
+    from contract.preprocessing import read_labels
 
     p = tmp_path / "labels.txt"
     p.write_bytes(text.encode("utf-8"))
@@ -316,7 +316,7 @@ def test_work_files_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
     import subprocess
     import sys
 
-    from convert import workdirs
+    from contract import workdirs
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
@@ -404,8 +404,10 @@ def test_a_full_disk_is_one_message_and_leaves_nothing(tmp_path, monkeypatch):
     real_fdopen = os.fdopen
     monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: (
         _FullFile(real_fdopen(fd, mode, *a, **k)) if "w" in mode else real_fdopen(fd, mode)))
-    with pytest.raises(tflite.ConvertError, match="the disk is full: could not write"):
-        tflite.atomic_write_bytes(str(tmp_path / "m.tflite"), b"x" * 1000)
+    from contract.manifest import ManifestError, atomic_write_bytes
+
+    with pytest.raises(ManifestError, match="the disk is full: could not write"):
+        atomic_write_bytes(str(tmp_path / "m.tflite"), b"x" * 1000)
     assert sorted(os.listdir(tmp_path)) == ["cache", "imgs"]
 
 
@@ -426,11 +428,14 @@ class _FullFile:
 @pytest.mark.parametrize("text", ["{cut off", "[1]", '{"artifacts": "x"}', '{"artifacts": [3]}',
                                   "\xff\xfe"])
 def test_convert_and_edge_eval_read_a_manifest_by_one_rule(tmp_path, text):
-    """One reader (convert.provenance.read_manifest): the same message from both stages, each in
-    its own error type; a folder without a manifest is empty to convert and an error to edge_eval."""
-    from convert.tflite import ConvertError, load_manifest as convert_reads
+    """One reader (contract.manifest.read_manifest): the same message from both stages (edge_eval
+    in its own error type); a folder without a manifest is empty to a writer (convert) and an
+    error to a reader (edge_eval)."""
+    from contract.manifest import ManifestError, read_manifest
     from edge_eval.harness import EvalError, load_manifest as eval_reads
 
+    convert_reads = lambda d: read_manifest(d, required=False)  # noqa: E731
+    ConvertError = ManifestError
     assert convert_reads(str(tmp_path)) == {}
     with pytest.raises(EvalError, match="has no manifest.json"):
         eval_reads(str(tmp_path))

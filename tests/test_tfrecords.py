@@ -19,7 +19,7 @@ def shards(tmp_path_factory):
 def test_the_reader_reads_what_tensorflow_wrote(shards):
     import tensorflow as tf
 
-    from train import tfrecord
+    from contract import tfrecord
 
     path = os.path.join(shards, "validation-00000-of-00002")
     ours = list(tfrecord.records(path))
@@ -86,7 +86,7 @@ def test_seeded_samples_read_only_their_records(shards):
     """A sample is the same records every time and its pixels are what TensorFlow's own
     pipeline makes of those records."""
     from train.data import DataConfig, Dataset
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     cfg = DataConfig(source="imagenet", path=shards, num_classes=4)
     ds = Dataset(cfg, "train")
@@ -152,7 +152,7 @@ def test_a_model_trained_on_tfrecords_calibrates_checks_and_evaluates_from_them(
     int8 = next(a for a in m["artifacts"] if a["recipe"] == "static_wi8_ai8")
 
     from edge_eval import harness, preprocess
-    from convert.litert import TFLiteModel
+    from contract.litert import TFLiteModel
 
     quiet = lambda *a, **k: None  # noqa: E731
     one = harness.evaluate(str(art), str(tmp_path / "r1"), images=None, log=quiet)

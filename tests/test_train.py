@@ -75,7 +75,7 @@ def test_train_exports_everything_a_later_stage_needs(tmp_path):
 
     # the recorded metrics are the exported model's, on the evaluation split
     from train.data import Dataset
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     ev = Dataset(cfg.data, "test")
     xs, ys = zip(*ev.pipeline(PreprocessingSpec.load(os.path.join(exp, "preprocessing.json")),
@@ -92,7 +92,7 @@ def test_train_exports_everything_a_later_stage_needs(tmp_path):
 def test_failed_export_leaves_nothing_half_written(tmp_path, monkeypatch):
     from train import trainer
     from train.model import build_inception_v3
-    from train.preprocessing import PreprocessingSpec
+    from contract.preprocessing import PreprocessingSpec
 
     cfg = resolve("tiny_test")
     model = build_inception_v3(cfg.model)

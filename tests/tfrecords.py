@@ -1,5 +1,5 @@
 """ImageNet-layout TFRecord sets for tests, written with TensorFlow's own writer (so the
-project's TF-free reader, train/tfrecord.py, is checked against the real format)."""
+project's TF-free reader, contract/tfrecord.py, is checked against the real format)."""
 from __future__ import annotations
 
 import os

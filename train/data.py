@@ -8,7 +8,7 @@ Sources (``DataConfig.source``):
 * ``image_folder`` -- ``root/<class>/<image>.{jpg,png}``; classes are the sorted folder names.
 * ``imagenet`` -- ILSVRC2012 TFRecords in the standard layout (``train-*``, ``validation-*``
   shards with ``image/encoded`` and ``image/class/label`` in 1..1000; ``data.num_classes`` for a
-  set of another size). Records are indexed and read by ``train/tfrecord.py`` (no TensorFlow),
+  set of another size). Records are indexed and read by ``contract/tfrecord.py`` (no TensorFlow),
   so seeded samples (calibration, checks, evaluation) read only the records they draw. Class
   names: ``labels.txt`` in the data folder (one per label), else the standard
   ``imagenet_lsvrc_2015_synsets.txt`` + ``imagenet_metadata.txt`` pair, else the records' own
@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from train import keras_env  # noqa: F401
-from train.preprocessing import PreprocessingSpec, central_crop_box
+from contract.preprocessing import PreprocessingSpec, central_crop_box
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -164,7 +164,7 @@ def scan_image_folder(root: str, verify: bool = True) -> Tuple[List[str], List[i
     if not files:
         raise DataError(f"{root}: no {'/'.join(IMAGE_EXTENSIONS)} images in {classes}")
     if verify:  # every image decoded in full before training starts; every bad one named
-        from train.preprocessing import image_problem
+        from contract.preprocessing import image_problem
 
         bad = [(f, why) for f in files for why in [image_problem(f)] if why]
         if bad:
@@ -190,7 +190,7 @@ def _label_names_file(folder: str, num_classes: int) -> Optional[List[str]]:
     """Class names from files beside ImageNet's shards: ``labels.txt`` (one per label), or the
     standard ``imagenet_lsvrc_2015_synsets.txt`` (synsets in label order) with
     ``imagenet_metadata.txt`` (``synset<TAB>words``)."""
-    from train.preprocessing import read_labels
+    from contract.preprocessing import read_labels
 
     path = os.path.join(folder, "labels.txt")
     if os.path.isfile(path):
@@ -244,7 +244,7 @@ class Dataset:
             limit = None
         self.arrays = None
         self.files: Sequence[str] = ()
-        self.records = None  # imagenet: train.tfrecord.ImageRecords
+        self.records = None  # imagenet: contract.tfrecord.ImageRecords
         self._sampled = False
         self._names = None
         self.note = {"train": "the training split", "holdout": None}.get(split, "the test split")
@@ -271,7 +271,7 @@ class Dataset:
         else:
             if not cfg.path:
                 raise DataError("data.path must name the TFRecord folder for source=imagenet")
-            from train import tfrecord
+            from contract import tfrecord
 
             if held and cfg.holdout_path:
                 folder, shards = cfg.holdout_path, _shards(cfg.holdout_path, None)
@@ -321,7 +321,7 @@ class Dataset:
     @property
     def class_names(self) -> List[str]:
         if self._names is None:  # imagenet, asked for the first time
-            from train import tfrecord
+            from contract import tfrecord
 
             n = self.cfg.num_classes
             self._names = _label_names_file(self._names_folder, n)
@@ -375,7 +375,7 @@ class Dataset:
         if self.arrays is not None:
             return self.arrays[0][i], int(self.arrays[1][i])
         if self.records is not None:
-            from train import tfrecord
+            from contract import tfrecord
 
             try:
                 return self.records.item(i)

@@ -103,6 +103,21 @@ def check_model_file(path: str) -> None:
             f"this file, pass --unsafe-allow-model-code (or set {ENV}=1)")
 
 
+# context-manager factories that make custom layers loadable (quantize/ registers tfmot's QAT
+# scope with its own classes): a QAT export is read by whoever imported quantize/
+_SCOPES: List = []
+
+
+def register_custom_objects(scope) -> None:
+    """``scope()`` is a context manager under which a model with custom layers loads."""
+    if scope not in _SCOPES:
+        _SCOPES.append(scope)
+
+
+def custom_scopes() -> List:
+    return list(_SCOPES)
+
+
 def load_keras_model(path: str, custom_objects: Optional[dict] = None):
     """tf_keras ``load_model`` of a checked file (``check_model_file``), never compiled; a
     ``.keras`` file also keeps Keras' own safe mode unless the user opted in."""

@@ -26,7 +26,7 @@ from train import keras_env  # noqa: F401
 from train.config import ExperimentConfig, Optimizer, Precision
 from train.data import Dataset
 from train.distribute import is_chief, make_strategy, resolve_strategy
-from train.preprocessing import PreprocessingSpec
+from contract.preprocessing import PreprocessingSpec
 
 import tensorflow as tf
 import tf_keras as keras

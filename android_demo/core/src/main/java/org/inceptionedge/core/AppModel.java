@@ -5,7 +5,7 @@ import java.util.Map;
 /**
  * The model the app was given: the pointer file {@code model.json} that {@code python -m edge_eval
  * app-assets} writes next to the model, its labels.txt and preprocessing.json in the app's
- * assets/{@value #DIR}/ (edge_eval/schema/android_app.json "assets"). The app loads the model this
+ * assets/{@value #DIR}/ (contract/schema/android_app.json "assets"). The app loads the model this
  * names, never "the first .tflite".
  */
 public final class AppModel {

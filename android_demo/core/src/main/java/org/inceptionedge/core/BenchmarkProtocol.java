@@ -1,7 +1,7 @@
 package org.inceptionedge.core;
 
 /**
- * The benchmark mode's intent, as edge_eval/schema/android_app.json defines it (a JVM test checks
+ * The benchmark mode's intent, as contract/schema/android_app.json defines it (a JVM test checks
  * every constant here against that file):
  *
  * <pre>
@@ -12,7 +12,7 @@ package org.inceptionedge.core;
  *   --es eval_dir .../eval --es output .../result-ID.json --es run_id ID
  * </pre>
  *
- * The app writes a JSON array of records (edge_eval/schema/record.json) to output, then an empty
+ * The app writes a JSON array of records (contract/schema/record.json) to output, then an empty
  * output + ".done".
  */
 public final class BenchmarkProtocol {

@@ -3,7 +3,7 @@ package org.inceptionedge.core;
 import java.util.LinkedHashMap;
 import java.util.Map;
 
-/** One result record with every key of edge_eval/schema/record.json. */
+/** One result record with every key of contract/schema/record.json. */
 public final class BenchmarkRecord {
   public static final int SCHEMA_VERSION = 1;
   public static final String[] REQUIRED = {"schema_version", "kind", "status", "error",

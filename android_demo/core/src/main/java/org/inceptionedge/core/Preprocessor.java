@@ -1,7 +1,7 @@
 package org.inceptionedge.core;
 
 /**
- * The evaluation preprocessing of train/preprocessing.py, bit for bit where it can be: central
+ * The evaluation preprocessing of contract/preprocessing.py, bit for bit where it can be: central
  * crop of crop_fraction (the integer box of tf.image.central_crop), bilinear resize with
  * half-pixel centres and no antialiasing (tf.image.resize / OpenCV INTER_LINEAR), then
  * x * scale + offset (per channel); and the conversion to a quantized model input.
@@ -13,7 +13,7 @@ public final class Preprocessor {
     this.spec = spec;
   }
 
-  /** (top, left, cropHeight, cropWidth) as train.preprocessing.central_crop_box. */
+  /** (top, left, cropHeight, cropWidth) as contract.preprocessing.central_crop_box. */
   public static int[] centralCropBox(int height, int width, double fraction) {
     if (fraction >= 1.0) {
       return new int[] {0, 0, height, width};

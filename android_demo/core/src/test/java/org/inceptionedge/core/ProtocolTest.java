@@ -17,12 +17,12 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The app and edge_eval share one protocol and one record schema: every constant here is checked
- * against edge_eval/schema/*.json, and a record the runner makes is written to target/ for the
- * Python test to validate with edge_eval.records.validate.
+ * against contract/schema/*.json, and a record the runner makes is written to target/ for the
+ * Python test to validate with contract.records.validate.
  */
 class ProtocolTest {
   static Map<String, Object> schemaFile(String name) throws Exception {
-    Path p = Paths.get(System.getProperty("schema.dir", "../../edge_eval/schema"), name);
+    Path p = Paths.get(System.getProperty("schema.dir", "../../contract/schema"), name);
     return Json.parseObject(new String(Files.readAllBytes(p), StandardCharsets.UTF_8));
   }
 

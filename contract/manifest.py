@@ -1,25 +1,30 @@
-"""Provenance helpers shared by convert/, edge_eval/ and pipeline/: file hashes, the git state,
-tool versions, the name artifacts of a source model carry, and the one reader of an artifacts
-folder's manifest.json.
+"""The artifacts folder's manifest.json and the provenance it records, shared by convert/,
+edge_eval/ and pipeline/: the one reader, the lock and read-modify-write every writer goes through,
+atomic writes, the check that an entry's file is inside the folder and unchanged, file hashes,
+the git state, tool versions, and the names artifacts of a source model carry.
 
 Standard library only (edge_eval's run side imports it on boards without TensorFlow).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import json
 import os
 import re
 import subprocess
-from typing import Dict, Iterable, Optional
+import tempfile
+from typing import Callable, Dict, Iterable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = "manifest.json"
 
 
 class ManifestError(ValueError):
-    """A manifest.json that is missing (when required), not JSON, or not a manifest."""
+    """A manifest.json that is missing (when required), not JSON, or not a manifest; an entry
+    whose file is not inside the folder; a write the disk cannot hold."""
 
 
 def read_manifest(folder: str, required: bool = True) -> dict:
@@ -119,3 +124,91 @@ def sha256_tree(path: str) -> str:
             h.update(os.path.relpath(p, path).encode())
             h.update(sha256_file(p).encode())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """``data`` to ``path`` through a pid-named partial file and a rename: a reader sees the old
+    file or the new one, never half of one (a full disk is ManifestError, nothing left)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+                               suffix=".partial", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ManifestError(f"the disk is full: could not write {path} "
+                                f"({len(data) / 1e6:.1f} MB); nothing was left half-written"
+                                ) from None
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+@contextlib.contextmanager
+def locked(path: str, blocking: bool = True):
+    """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; with
+    ``blocking=False`` BlockingIOError when another process holds it. The lock dies with its
+    process, so a killed holder never leaves it stuck."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def update_manifest(out_dir: str, change: Callable[[dict], Optional[dict]]) -> dict:
+    """Applies ``change`` to the manifest as it is on disk now, under the folder's lock (two
+    conversions into one folder both end up listed); ``change`` returns the new manifest, or
+    None for no change (nothing is written)."""
+    with locked(os.path.join(out_dir, ".manifest.lock")):
+        current = read_manifest(out_dir, required=False)
+        new = change(current)
+        if new is None:
+            return current
+        atomic_write_json(os.path.join(out_dir, MANIFEST), new)
+        return new
+
+
+# --------------------------------------------------------------------------------------------
+# reading an entry's file
+# --------------------------------------------------------------------------------------------
+def artifact_path(artifacts_dir: str, name) -> str:
+    """The path of a manifest entry's file, which must be a plain name inside the artifacts
+    folder (no separators, not absolute, no link out of it); ManifestError otherwise."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
+            or "\\" in name or "\0" in name:
+        raise ManifestError(f"manifest entry {name!r} is not a file name inside "
+                            f"{artifacts_dir}: refused")
+    path = os.path.join(artifacts_dir, name)
+    root = os.path.realpath(artifacts_dir)
+    if os.path.commonpath([os.path.realpath(path), root]) != root:
+        raise ManifestError(f"manifest entry {name!r} links outside {artifacts_dir}: refused")
+    return path
+
+
+def verify(artifacts_dir: str, entry: dict) -> Optional[str]:
+    """None when the file is there (inside the folder) and its hash matches the manifest, else
+    the problem. Every use of an entry's file goes through this first."""
+    try:
+        path = artifact_path(artifacts_dir, entry.get("file"))
+    except ManifestError as e:
+        return str(e)
+    if not os.path.exists(path):
+        return f"{entry.get('file')} is listed in the manifest but missing"
+    if entry.get("sha256") and (sha256_tree(path) if os.path.isdir(path) else
+                                sha256_file(path)) != entry["sha256"]:
+        return (f"{entry['file']} does not match the manifest's sha256 (changed since "
+                f"conversion): convert again")
+    return None

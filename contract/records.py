@@ -13,7 +13,7 @@ import platform
 import socket
 from typing import Iterable, List, Optional
 
-from convert.provenance import git_state
+from contract.manifest import git_state
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema", "record.json")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ RUN_TOOLS = ("ai-edge-litert", "tflite-runtime", "numpy", "opencv-python-headles
 @functools.lru_cache(maxsize=None)
 def tool_versions() -> dict:
     """Python and the run side's packages that are installed (records leave out the others)."""
-    from convert.provenance import tool_versions as versions
+    from contract.manifest import tool_versions as versions
 
     return {"python": platform.python_version(),
             **{k: v for k, v in versions(RUN_TOOLS).items() if v is not None}}
