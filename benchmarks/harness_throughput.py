@@ -15,8 +15,6 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 BARE = r"""
 import json, sys, time
@@ -59,7 +57,6 @@ def main():
           f"{len(rows)} models ({share:.2f} s each); whole evaluation {es['wall_s']:.1f} s")
     print("| artifact | harness img/s | bare img/s | ratio |")
     print("|---|---|---|---|")
-    env = dict(os.environ, PYTHONPATH=ROOT)
     for r in rows[1:]:
         if r["status"] != "ok" or r["artifact"] not in files:
             print(f"| {r['artifact']} | {r['status']}: {r['error']} | | |")
@@ -67,7 +64,7 @@ def main():
         harness_rate = es["images"] / (r["wall_s"] + share)
         res = subprocess.run([sys.executable, "-c", BARE, os.path.join(args.artifacts,
                               r["artifact"]), inputs, str(args.threads), str(r["batch_size"])],
-                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True)
         bare = json.loads(res.stdout.strip().splitlines()[-1])
         assert not bare["tensorflow_loaded"]
         print(f"| {r['artifact']} | {harness_rate:.0f} | {bare['images_per_s']:.0f} | "

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train import keras_env  # noqa: F401,E402
 

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run(args, timeout):
     t = time.perf_counter()
     r = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT))
+                       timeout=timeout)
     return r, time.perf_counter() - t
 
 

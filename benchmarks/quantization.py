@@ -18,8 +18,6 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def accuracy(args):
@@ -68,10 +66,9 @@ def accuracy(args):
 TIMER = r"""
 import json, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[1])
 assert "tensorflow" not in sys.modules
 from contract.litert import TFLiteModel
-paths, runs, warmup = sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5])
+paths, runs, warmup = sys.argv[1:3], int(sys.argv[3]), int(sys.argv[4])
 models = []
 for p in paths:
     t = time.perf_counter(); m = TFLiteModel(p, num_threads=2, xnnpack=True)
@@ -92,7 +89,7 @@ print(json.dumps({"load_s": [l for _, l in models], "times": times,
 def _time(paths, runs, warmup):
     import numpy as np
 
-    r = subprocess.run([sys.executable, "-c", TIMER, ROOT, *paths, str(runs), str(warmup)],
+    r = subprocess.run([sys.executable, "-c", TIMER, *paths, str(runs), str(warmup)],
                        capture_output=True, text=True, check=True)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     return [float(np.median(t)) * 1e3 for t in res["times"]], res

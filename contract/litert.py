@@ -139,6 +139,3 @@ class TFLiteModel:
     def op_names(self):
         """The builtin op names of the model, in execution order."""
         return [d["op_name"] for d in self.interp._get_ops_details()]
-
-    def tensor_dtypes(self):
-        return {d["name"]: np.dtype(d["dtype"]).name for d in self.interp.get_tensor_details()}

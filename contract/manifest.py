@@ -7,7 +7,6 @@ Standard library only (edge_eval's run side imports it on boards without TensorF
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import hashlib
@@ -153,25 +152,12 @@ def atomic_write_json(path: str, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-@contextlib.contextmanager
-def locked(path: str, blocking: bool = True):
-    """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; with
-    ``blocking=False`` BlockingIOError when another process holds it. The lock dies with its
-    process, so a killed holder never leaves it stuck."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def update_manifest(out_dir: str, change: Callable[[dict], Optional[dict]]) -> dict:
     """Applies ``change`` to the manifest as it is on disk now, under the folder's lock (two
     conversions into one folder both end up listed); ``change`` returns the new manifest, or
     None for no change (nothing is written)."""
+    from contract.workdirs import locked
+
     with locked(os.path.join(out_dir, ".manifest.lock")):
         current = read_manifest(out_dir, required=False)
         new = change(current)

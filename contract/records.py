@@ -6,6 +6,7 @@ suite checks the Java side against the same schema file.
 from __future__ import annotations
 
 import datetime
+import enum
 import functools
 import json
 import os
@@ -83,8 +84,18 @@ def host_device() -> dict:
             "machine": platform.machine(), "cpu": cpu, "cpu_count": os.cpu_count()}
 
 
+def _enum(name: str, key: str):
+    return enum.Enum(name, {v.upper(): v for v in schema()["enums"][key]}, type=str)
+
+
+# the schema's closed choices as enums (the schema file is the one list)
+Status = _enum("Status", "status")
+Kind = _enum("Kind", "kind")
+
+
 def new_record(kind: str, status: str = "ok", error: Optional[str] = None, **fields) -> dict:
     """A record with every required key (None where not given), environment filled in."""
+    Kind(kind), Status(status)  # a typo is an error here, not a record that fails validation
     rec = {k: None for k in schema()["required"]}
     rec.update(schema_version=schema()["schema_version"], kind=kind, status=status, error=error,
                created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

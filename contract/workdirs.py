@@ -10,6 +10,7 @@ what a live process owns, so two conversions side by side leave each other alone
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,14 +21,36 @@ OWNED = re.compile(r"^(?:\.coreml-|\.old-|\.app-|convert-sm-)(\d+)-|^\..+\.(\d+)
                    r"(?:\.npy(?:\.short\.npy)?)?$")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, exited but not yet reaped, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:  # no /proc (macOS): kill(0) is the answer
+        return True
+
+
+@contextlib.contextmanager
+def locked(path: str, blocking: bool = True):
+    """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; with
+    ``blocking=False`` BlockingIOError when another process holds it. The lock dies with its
+    process, so a killed holder never leaves it stuck."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        yield fd
+    finally:
+        os.close(fd)
+
+
 
 
 def mkdtemp(prefix: str, dir: str = None) -> str:  # noqa: A002 - tempfile's name
@@ -47,7 +70,7 @@ def sweep(folder: str, log=None) -> list:
         if not m:
             continue
         pid = int(next(g for g in m.groups() if g))
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or alive(pid):
             continue
         path = os.path.join(folder, name)
         if os.path.isdir(path) and not os.path.islink(path):

@@ -11,13 +11,20 @@ uncaught exception: never taken for "partial").
 from __future__ import annotations
 
 import argparse
+import enum
 import sys
 
 DEFAULT_RECIPES = "fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8"
 PARTIAL = 3  # some artifacts failed their checks; 1 stays a crash
 
 
-TARGETS = ("tflite", "coreml", "edgetpu")
+class Target(str, enum.Enum):
+    TFLITE = "tflite"  # every recipe (quantize/recipes.py), with TFLite metadata
+    COREML = "coreml"  # every Core ML variant (convert/coreml.py)
+    EDGETPU = "edgetpu"  # the uint8-I/O full-integer model, its report, the compiled model
+
+
+TARGETS = tuple(t.value for t in Target)
 
 
 def _epilog() -> str:
@@ -52,9 +59,10 @@ def main(argv=None) -> int:
                    help="evaluation images each artifact is checked on (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--targets", default="tflite",
-                   help="comma-separated: tflite, coreml, edgetpu, or all (default: tflite). edgetpu: "
-                        "the uint8-I/O full-integer model, its Edge TPU report, and the "
-                        "compiled model when edgetpu_compiler is installed")
+                   help="comma-separated, or all (default: tflite; all also means --recipes "
+                        "all): " + "; ".join(f"{t.value}" for t in Target) + ". edgetpu: the "
+                        "uint8-I/O full-integer model, its Edge TPU report, and the compiled "
+                        "model when edgetpu_compiler is installed")
     p.add_argument("--require-edgetpu-compiler", action="store_true",
                    help="fail when edgetpu_compiler is missing (default: report without it)")
     p.add_argument("--coreml-variants", default=None,

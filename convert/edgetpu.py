@@ -21,6 +21,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from quantize.recipes import recipe_of
+
 # op -> known limitation (Coral's table); any op not here runs on the CPU
 SUPPORTED: Dict[str, str] = {
     "ADD": "", "AVERAGE_POOL_2D": "no fused activation",
@@ -194,7 +196,12 @@ def compile_model(tflite_path: str, out_dir: str, compiler: str = COMPILER,
             "log_text": log[-20000:]}
 
 
-FULL_INTEGER = ("static_wi8_ai8", "static_wi8_ai8_int8io", "static_wi8_ai8_uint8io")
+
+
+def _whole_int8(name) -> bool:
+    """A full-integer recipe with no block kept float: what the Edge TPU compiler maps."""
+    r = recipe_of(name)
+    return bool(r and r.full_integer and not r.float_blocks)
 
 
 def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
@@ -208,7 +215,7 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
     manifest = read_manifest(out_dir, required=False)
     arts = {a["file"]: a for a in manifest.get("artifacts", [])}
     todo = [a for a in arts.values() if a.get("source_sha256") == source_sha256
-            and a.get("target") == "tflite" and a.get("recipe") in FULL_INTEGER]
+            and a.get("target") == "tflite" and _whole_int8(a.get("recipe"))]
     if not todo:
         raise ConvertError("no full-integer TFLite artifact of this model to prepare for the "
                            "Edge TPU: convert static_wi8_ai8_uint8io first")

@@ -32,14 +32,6 @@ FILE_TENSOR_AXIS_LABELS = 2
 # --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
-def _strings(b, items):
-    offs = [b.CreateString(s) for s in items]
-    b.StartVector(4, len(offs), 4)
-    for o in reversed(offs):
-        b.PrependUOffsetTRelative(o)
-    return b.EndVector()
-
-
 def _offsets(b, offs):
     b.StartVector(4, len(offs), 4)
     for o in reversed(offs):
@@ -188,10 +180,6 @@ def add_metadata(model_bytes: bytes, spec, labels: List[str], name: str, descrip
 # --------------------------------------------------------------------------------------------
 # reading back
 # --------------------------------------------------------------------------------------------
-def _tab(buf, pos) -> Table:
-    return Table(buf, pos)
-
-
 def _field(t: Table, slot: int) -> int:
     return t.Offset(4 + 2 * slot)
 

@@ -28,7 +28,6 @@ from edge_eval import preprocess, stats
 from contract.proc import child_setup
 from contract.preprocessing import PreprocessingSpec
 
-ROOT = records.ROOT
 
 
 class EvalError(ValueError):
@@ -44,12 +43,12 @@ def run_worker(job: dict, timeout: float, workdir: str) -> dict:
     job = dict(job, result=job_path + ".result")
     with os.fdopen(fd, "w") as f:
         json.dump(job, f)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     t = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "edge_eval.worker", job_path], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=timeout,
+        # the worker imports what this process imports (the installed project, or the clone
+        # it runs from: the same working directory); every path in the job is absolute
+        proc = subprocess.run([sys.executable, "-m", "edge_eval.worker", job_path],
+                              capture_output=True, text=True, timeout=timeout,
                               preexec_fn=child_setup())  # dies with this process
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"timed out after {timeout:.0f} s",
@@ -458,11 +457,22 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
               min_seconds: float = 1.0, max_seconds: float = 60.0, timeout: float = 300.0,
               only: Optional[Sequence[str]] = None, log=print) -> List[dict]:
     """One latency record per (artifact, delegate, threads), each timed in its own worker
-    (no TensorFlow in the process); written to ``out_dir/latency.jsonl``."""
+    (no TensorFlow in the process); written to ``out_dir/latency.jsonl``. Each record also
+    carries the host's preprocessing time for one camera-sized frame (``preprocess_ms``, the
+    manifest's spec, timed here once: every artifact of a folder shares it), apart from
+    inference, as the app reports the two apart."""
     import platform
+
+    from edge_eval.bench import PREPROCESS_FRAME, time_preprocessing
 
     artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
+    prep_ms = None
+    if manifest.get("preprocessing"):
+        try:
+            prep_ms = time_preprocessing(PreprocessingSpec.from_dict(manifest["preprocessing"]))
+        except ValueError as e:
+            raise EvalError(f"the manifest's preprocessing: {e}") from None
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     out = []
@@ -474,7 +484,9 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
             for delegate in delegates:
                 for n in threads:
                     rec = records.new_record("latency", **records.artifact_fields(e),
-                                             delegate=delegate, threads=n, warmup_runs=warmup)
+                                             delegate=delegate, threads=n, warmup_runs=warmup,
+                                             preprocess_ms=prep_ms,
+                                             preprocess_frame=list(PREPROCESS_FRAME))
                     if problem:
                         rec.update(status="failed", error=problem)
                     elif e.get("target") == "coreml":

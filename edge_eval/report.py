@@ -49,6 +49,7 @@ def flat(r: dict) -> dict:
         "p50_ms": _get(r, "latency_ms", "p50"), "p90_ms": _get(r, "latency_ms", "p90"),
         "p99_ms": _get(r, "latency_ms", "p99"), "mean_ms": _get(r, "latency_ms", "mean"),
         "std_ms": _get(r, "latency_ms", "std"), "init_ms": r["init_ms"],
+        "preprocess_ms": r.get("preprocess_ms"),
         "peak_memory_mb": r["peak_memory_mb"], "runs": r["runs"], "error": r["error"],
         "git_commit": _get(r, "git", "commit"), "git_dirty": _get(r, "git", "dirty"),
     }
@@ -130,16 +131,18 @@ def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
                            f"{100 * c['top1']:.2f} | {c['delta_points']:+.2f} | {c['flips']} |")
         out.append("")
     if lat:
-        out += ["Latency per inference (ms), batch 1.", "",
+        out += ["Latency per inference (ms), batch 1; preprocessing (decoded frame to model "
+                "input, timed apart) in its own column.", "",
                 "| artifact | recipe | runtime | delegate | device | threads | p50 | p90 | p99 | "
-                "min | init | peak MB | runs | status |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "min | init | preprocess | peak MB | runs | status |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in lat:
             f = flat(r)
             out.append(
                 f"| {r['artifact']} | {r['recipe']} | {r['runtime']} | {r['delegate']} | "
                 f"{f['device']} | {r['threads'] or ''} | {_f(f['p50_ms'])} | {_f(f['p90_ms'])} | "
                 f"{_f(f['p99_ms'])} | {_f(_get(r, 'latency_ms', 'min'))} | {_f(f['init_ms'])} | "
+                f"{_f(f['preprocess_ms'], '{:.3f}')} | "
                 f"{_f(f['peak_memory_mb'], '{:.0f}')} | {r['runs'] or ''} | "
                 f"{r['status']}{': ' + r['error'] if r['error'] else ''} |")
         out.append("")

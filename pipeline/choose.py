@@ -17,16 +17,23 @@ Exit status: 0 when an artifact was chosen, 3 when none meets the budget, 2 on b
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import shutil
 import sys
 import tempfile
 from typing import Callable, List, Optional
 
+from quantize.recipes import recipe_of
+
 # the exit status when the choice ran and no artifact meets the budget (the decision is written
 # to choice.json all the same); 1 stays Python's status for a crash
 NOTHING_CHOSEN = 3
-FULL_INTEGER = ("static_wi8_ai8", "static_wi8_ai8_int8io", "static_wi8_ai8_uint8io")
+
+
+class Goal(str, enum.Enum):
+    SMALLEST = "smallest"  # fewest bytes, then faster, then less drift
+    FASTEST = "fastest"  # lowest host p50, then smaller
 
 
 def candidates(rows: List[dict]) -> List[dict]:
@@ -39,14 +46,14 @@ def candidates(rows: List[dict]) -> List[dict]:
     for r in rows:
         if r["kind"] != "accuracy" or r["status"] != "ok" or not r.get("drift"):
             continue
-        base = (r.get("recipe") or "").split("+float:")[0]
+        recipe = recipe_of(r.get("recipe"))
         out.append({"artifact": r["artifact"], "recipe": r.get("recipe"),
                     "target": r.get("target"), "bytes": r.get("bytes"),
                     "top1": r["accuracy"]["top1"],
                     "drift_points": r["drift"]["top1_delta_points"],
                     "agreement": r["drift"]["argmax_agreement"],
                     "p50_ms": lat.get(r["artifact"]),
-                    "full_integer": base in FULL_INTEGER,
+                    "full_integer": bool(recipe and recipe.full_integer),
                     "float_blocks": (r.get("recipe") or "").partition("+float:")[2] or None})
     return out
 
@@ -352,7 +359,7 @@ def main(argv=None) -> int:
     p.add_argument("artifacts", help="folder with manifest.json")
     p.add_argument("--results", required=True, help="folder with accuracy.jsonl/latency.jsonl")
     p.add_argument("--budget", type=float, default=0.3, help="allowed top-1 drop, points")
-    p.add_argument("--goal", choices=["smallest", "fastest"], default="smallest")
+    p.add_argument("--goal", choices=[g.value for g in Goal], default=Goal.SMALLEST.value)
     p.add_argument("--target", default="tflite",
                    help="the runtime whose artifacts compete (tflite, coreml; default tflite)")
     p.add_argument("--min-agreement", type=float,

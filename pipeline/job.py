@@ -14,7 +14,7 @@ import sys
 from typing import Dict, List, Optional
 
 from contract.manifest import safe_name, source_name
-from pipeline.choose import NOTHING_CHOSEN
+from pipeline.choose import NOTHING_CHOSEN, Goal
 
 # the commands' "finished, some outputs failed their checks" statuses (1 is a crash)
 from convert.__main__ import PARTIAL as CONVERT_PARTIAL  # noqa: E402
@@ -64,7 +64,7 @@ class JobConfig:
     bench_runs: int = 50
     # the accuracy-aware recipe choice
     budget_points: float = 0.3  # allowed top-1 drop against float, in points
-    goal: str = "smallest"  # smallest | fastest
+    goal: str = "smallest"  # pipeline.choose.Goal: smallest | fastest
     min_agreement: Optional[float] = None  # also require this argmax agreement with float
     integer_only: bool = False  # only full-integer models (Edge TPU, NNAPI, DSPs)
     choice_max_steps: int = 4
@@ -78,8 +78,9 @@ class JobConfig:
 
     def __post_init__(self):
         safe_name(self.name, "the job's name")  # runs/<name>, artifacts/<name>, reports/<name>
-        if self.goal not in ("smallest", "fastest"):
-            raise ValueError(f"goal must be smallest or fastest. Received: {self.goal!r}")
+        if self.goal not in [g.value for g in Goal]:
+            raise ValueError(f"goal must be {' or '.join(g.value for g in Goal)}. Received: "
+                             f"{self.goal!r}")
         if self.eval_workers < 1 or self.threads < 1 or self.parallel_stages < 1:
             raise ValueError(f"threads, eval_workers and parallel_stages must be >= 1. Received: "
                              f"{self.threads}, {self.eval_workers}, {self.parallel_stages}")
@@ -128,33 +129,6 @@ PRESETS: Dict[str, JobConfig] = {
 }
 
 
-def _coerce(current, value):
-    if not isinstance(value, str):
-        return value
-    if isinstance(current, bool):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected a boolean. Received: {value!r}")
-    if isinstance(current, list):
-        return [v.strip() for v in value.split(",") if v.strip()] if value else []
-    if value.lower() in ("none", "null"):
-        return None
-    if current is None:  # an optional number or path
-        for t in (int, float):
-            try:
-                return t(value)
-            except ValueError:
-                pass
-        return value
-    if isinstance(current, int) and not isinstance(current, bool):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    return value
-
-
 def resolve(preset: str = "fashion_mnist_demo", config_file: Optional[str] = None,
             sets=()) -> JobConfig:
     if preset not in PRESETS:
@@ -166,15 +140,14 @@ def resolve(preset: str = "fashion_mnist_demo", config_file: Optional[str] = Non
             text = f.read()
         over.update((json.loads(text) if config_file.endswith(".json") else
                      __import__("yaml").safe_load(text)) or {})
-    for s in sets:
-        if "=" not in s:
-            raise ValueError(f"--set expects key=value. Received: {s!r}")
-        k, v = s.split("=", 1)
-        over[k.strip()] = v.strip()
+    from train.config import coerce, parse_sets
+
+    over.update(parse_sets(sets))
+    types = {f.name: f.type for f in dataclasses.fields(JobConfig)}
     for k, v in over.items():
         if k not in cfg:
             raise ValueError(f"unknown job key {k!r}; keys: {', '.join(cfg)}")
-        cfg[k] = _coerce(cfg[k], v)
+        cfg[k] = coerce(cfg[k], types[k], v)
     if "qat_preset" not in over and any(k in over for k in TRAINING_KEYS):
         cfg["qat_preset"] = None  # the preset's QAT was tuned for its own model and data
     return JobConfig(**cfg)
@@ -356,7 +329,6 @@ def plan(job: JobConfig) -> List[Stage]:
 def _qat_name(job: JobConfig, float_name: Optional[str]) -> Optional[str]:
     """The QAT run's name: its preset's, or the float run's with ``_qat`` (what
     quantize.qat.qat_config_from_float names it)."""
-    import quantize.qat  # noqa: F401  (registers the QAT presets)
     from train.config import resolve as resolve_train
 
     names = [s.split("=", 1)[1] for s in job.qat_sets if s.startswith("name=")]

@@ -159,23 +159,23 @@ def job_lock(path: str):
     """Holds ``path`` locked (``flock``) for the job's lifetime; yields the lock's fd, which the
     stages inherit, so the lock is free only once the job and every stage it started are gone.
     JobLocked when it is held."""
-    import fcntl
+    from contract.workdirs import locked
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        with locked(path, blocking=False) as fd:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield fd
+    except BlockingIOError:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise JobLocked(f"this job is already running (lock {path} held by pid {holder}, "
-                            "or a stage it started is still alive): wait for it, or stop it "
-                            "first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield fd
-    finally:
-        os.close(fd)
+            with open(path) as f:
+                holder = f.read(64).strip() or "?"
+        except OSError:
+            holder = "?"
+        raise JobLocked(f"this job is already running (lock {path} held by pid {holder}, "
+                        "or a stage it started is still alive): wait for it, or stop it "
+                        "first") from None
 
 
 def _stop(running: dict, grace: float = 5.0) -> None:

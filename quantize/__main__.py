@@ -18,7 +18,7 @@ def main(argv=None) -> int:
                    "default: the float run's own config with --settings on top")
     q.add_argument("--settings", default="finetune",
                    help="QAT settings applied to the float run's config (quantize/qat.py "
-                        "QAT_SETTINGS; default finetune)")
+                        "train/config.py QAT_SETTINGS; default finetune)")
     q.add_argument("--float", dest="float_export", help="the float export folder "
                    "(default: the preset's quantization.float_checkpoint)")
     q.add_argument("--config")

@@ -19,7 +19,7 @@ import json
 import os
 
 from train import keras_env  # noqa: F401
-from train.config import PRESETS, ExperimentConfig, preset
+from train.config import ExperimentConfig
 
 
 def _ordered_get_layers(self, layer_names):
@@ -204,60 +204,13 @@ def qat_transform(float_export: str, freeze_batch_norm: bool = False):
     return transform
 
 
-@preset
-def inception_v3_fashion_mnist_demo_qat() -> ExperimentConfig:
-    """QAT fine-tune of the demo: 30,000 images at a low learning rate, batch norm frozen."""
-    cfg = PRESETS["inception_v3_fashion_mnist_demo"]()
-    cfg.name = "inception_v3_fashion_mnist_demo_qat"
-    cfg.model.aux_logits = False
-    # measured on the demo (float 88.97 %): 20k images with BN training 87.85 %, 20k with BN
-    # frozen 88.75 %, 60k with BN frozen 89.10 % (the QAT Keras model, 10,000 test images);
-    # from a float model at 88.73 %: 30k with BN frozen 88.82 % in 135 s (60k: 222 s), which
-    # keeps the main job within 15 minutes on 2 cores
-    cfg.data.max_train_examples = 30000
-    cfg.quantization.freeze_batch_norm = True
-    cfg.optim.base_learning_rate = 1e-4
-    cfg.optim.warmup_epochs = 0.0
-    cfg.optim.ema_momentum = None  # a short fine-tune: EMA would lag the quantizer ranges
-    cfg.train.epochs = 1
-    cfg.quantization.enabled = True
-    cfg.quantization.float_checkpoint = "runs/demo/export"
-    return cfg
-
-
-@preset
-def tiny_test_qat() -> ExperimentConfig:
-    """QAT of the tiny test model: a handful of steps."""
-    cfg = PRESETS["tiny_test"]()
-    cfg.name = "tiny_test_qat"
-    cfg.model.aux_logits = False
-    cfg.quantization.freeze_batch_norm = True
-    cfg.train.epochs = 1
-    cfg.optim.base_learning_rate = 1e-4
-    cfg.quantization.enabled = True
-    return cfg
-
-
-# QAT fine-tune settings as data, applied on top of the float run's own resolved config (its
-# model and data, any preset, any dataset); the demo's measured preset is one more setting
-QAT_SETTINGS = {
-    # a short fine-tune: one epoch at a low rate, batch norm frozen (on the demo, BN training
-    # cost 1.1 points, frozen gained 0.13), no EMA (it would lag the quantizer ranges)
-    "finetune": {"model.aux_logits": False, "quantization.freeze_batch_norm": True,
-                 "optim.base_learning_rate": 1e-4, "optim.warmup_epochs": 0.0,
-                 "optim.ema_momentum": None, "train.epochs": 1, "train.weights": None},
-}
-
-
 def qat_config_from_float(float_export: str, settings: str = "finetune",
                           config_file: Optional[str] = None, sets=()) -> ExperimentConfig:
     """The QAT config of a float export: the float run's resolved config (``config.json``
     beside the model: model, data, preprocessing), ``QAT_SETTINGS[settings]`` on top, named
     ``<float name>_qat``, then the user's file and ``--set`` overrides."""
-    from train.config import apply_overrides, from_dict, resolve
+    from train.config import from_dict, qat_config, resolve
 
-    if settings not in QAT_SETTINGS:
-        raise ValueError(f"unknown QAT settings {settings!r}; choose from {sorted(QAT_SETTINGS)}")
     folder = float_export if os.path.isdir(float_export) else os.path.dirname(float_export)
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
@@ -269,9 +222,7 @@ def qat_config_from_float(float_export: str, settings: str = "finetune",
             base = from_dict(json.load(f))
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable run config: {e}") from None
-    base = apply_overrides(base, dict(QAT_SETTINGS[settings]))
-    base.name = base.name if base.name.endswith("_qat") else base.name + "_qat"
-    base.quantization.enabled = True
+    base = qat_config(base, settings)
     base.quantization.float_checkpoint = float_export
     return resolve(None, config_file, tuple(sets), base=base)
 

@@ -41,6 +41,12 @@ class Recipe:
     def integer_activations(self) -> bool:
         return self.activations in ("int8", "int16")
 
+    @property
+    def full_integer(self) -> bool:
+        """int8 weights and int8 activations (what NPUs, DSPs and the Edge TPU run); a selective
+        recipe keeps its ``float_blocks`` float on top of that."""
+        return self.weights == "int8" and self.activations == "int8"
+
     def with_float_blocks(self, blocks) -> "Recipe":
         blocks = tuple(sorted(set(blocks), key=_block_order))
         if not blocks:
@@ -100,6 +106,14 @@ def get_recipe(name: str) -> Recipe:
             raise RecipeError(f"{base} has float activations; +float: needs a static recipe")
         r = r.with_float_blocks(blocks.split(","))
     return r
+
+
+def recipe_of(name) -> Optional["Recipe"]:
+    """The recipe a manifest or record names, or None for another target's (coreml_*)."""
+    try:
+        return get_recipe(name) if isinstance(name, str) else None
+    except RecipeError:
+        return None
 
 
 def parse_recipes(tokens) -> List[Recipe]:

@@ -28,5 +28,8 @@ fi
 echo "[setup] pip install -r requirements.txt"
 "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 \
   | grep -v -E "^WARNING: (Running pip as|Location)" || true
+echo "[setup] pip install -e . (the project itself: its packages import from anywhere)"
+"$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
+  | grep -v -E "^WARNING: (Running pip as|Location)" || true
 "$PY" -c "import tensorflow, tf_keras, tensorflow_model_optimization, ai_edge_litert" \
   || { echo "[setup] the Python packages did not install" >&2; exit 1; }

@@ -395,6 +395,10 @@ def test_host_benchmark_records(converted, tmp_path):
     lat = ok["latency_ms"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
     assert ok["init_ms"] > 0 and ok["peak_memory_mb"] > 10 and ok["runs"] >= 10
+    # preprocessing of a VGA frame, timed apart from inference: a real, positive number, the
+    # same for every row of the folder (one spec)
+    assert 0 < ok["preprocess_ms"] < 1000 and ok["preprocess_frame"] == [480, 640]
+    assert by["edgetpu"]["preprocess_ms"] == ok["preprocess_ms"]
     tpu = by["edgetpu"]
     assert tpu["status"] == "unavailable" and "libedgetpu" in tpu["error"]
     assert records.validate(tpu) == []

@@ -634,13 +634,7 @@ with job_lock('job.lock') as fd:
 """
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purposes
-        return f.read().split(")")[-1].split()[0] != "Z"
+from contract.workdirs import alive as _alive  # noqa: E402
 
 
 def _start_driver(tmp_path):

@@ -244,3 +244,22 @@ def test_a_rate_scaled_above_the_papers_batch_warms_up():
     assert tiny.optim.warmup(4096, 2) == 0.5  # an explicit warm-up is kept
     off = resolve("tiny_test", None, ("optim.auto_warmup=false",))
     assert off.optim.warmup(4096, 2) == 0.0
+
+
+def test_qat_presets_are_derived_and_a_qat_config_never_trains_float(tmp_path):
+    """The QAT presets are the float ones with QAT_SETTINGS on top (present without importing
+    quantize/), and train/ refuses a QAT config it has no QAT transform for."""
+    from train.config import PRESETS, QAT_SETTINGS, resolve
+    from train.trainer import train
+
+    qat, flt = PRESETS["tiny_test_qat"](), PRESETS["tiny_test"]()
+    assert qat.quantization.enabled and not flt.quantization.enabled
+    assert qat.model.input_size == flt.model.input_size and qat.data == flt.data
+    for key, value in QAT_SETTINGS["finetune"].items():
+        section, field = key.split(".")
+        assert getattr(getattr(qat, section), field) == value, key
+    demo = resolve("inception_v3_fashion_mnist_demo_qat")
+    assert demo.data.max_train_examples == 30000 and demo.name.endswith("_qat")
+    with pytest.raises(ValueError, match="python -m quantize qat --preset tiny_test_qat"):
+        train(qat, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

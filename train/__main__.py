@@ -13,16 +13,18 @@ import sys
 
 def _help_epilog() -> str:
     # presets and enum choices are read from the code, so the help cannot drift
-    from train.config import PRESETS, Optimizer, Precision, Strategy
-    from train.data import Source
+    from train.config import (PRESETS, Optimizer, Precision, Schedule, Strategy,
+                              WeightDecayMode)
+    from train.data import ColorDistortion, Source
     from train.model import Regime
 
     lines = ["presets:"]
     lines += [f"  {n:34s} {(fn.__doc__ or '').strip().splitlines()[0]}" for n, fn in PRESETS.items()]
     lines += ["", "closed choices (--set KEY=VALUE):"]
     for key, e in (("model.regime", Regime), ("data.source", Source),
-                   ("optim.optimizer", Optimizer), ("train.strategy", Strategy),
-                   ("train.precision", Precision)):
+                   ("data.color_distortion", ColorDistortion), ("optim.optimizer", Optimizer),
+                   ("optim.schedule", Schedule), ("optim.weight_decay_mode", WeightDecayMode),
+                   ("train.strategy", Strategy), ("train.precision", Precision)):
         lines.append(f"  {key:20s} {' | '.join(m.value for m in e)}")
     lines += ["", "override order: preset -> --config FILE -> --set (later wins);",
               "the resolved config is saved as RUN_DIR/config.json.",

@@ -45,7 +45,10 @@ class Source(str, enum.Enum):
     IMAGENET = "imagenet"
 
 
-COLOR_DISTORTIONS = ("off", "fast", "full")
+class ColorDistortion(str, enum.Enum):
+    OFF = "off"
+    FAST = "fast"  # slim's fast_mode: brightness, saturation
+    FULL = "full"  # then hue and contrast
 
 
 class DataError(ValueError):
@@ -65,7 +68,7 @@ class DataConfig:
     # slim's Inception colour distortion on training photos (image_folder, imagenet): "fast"
     # (slim's default, fast_mode): random brightness (32/255) then saturation (0.5-1.5); "full":
     # then hue (0.2) and contrast (0.5-1.5), in that one order (slim also draws among 4 orders)
-    color_distortion: str = "off"
+    color_distortion: ColorDistortion = ColorDistortion.OFF
     crop_fraction: float = 0.875  # evaluation central crop (the paper's); 1.0 keeps the whole image
     shuffle_buffer: int = 10000
     # None: training batches may come out of order (parallel preprocessing, faster), evaluation
@@ -78,9 +81,12 @@ class DataConfig:
 
     def __post_init__(self):
         self.source = Source(self.source)
-        if self.color_distortion not in COLOR_DISTORTIONS:
-            raise ValueError(f"data.color_distortion must be one of {list(COLOR_DISTORTIONS)}. "
-                             f"Received: {self.color_distortion!r}")
+        try:
+            self.color_distortion = ColorDistortion(self.color_distortion)
+        except ValueError:
+            raise ValueError(f"data.color_distortion must be one of "
+                             f"{[m.value for m in ColorDistortion]}. Received: "
+                             f"{self.color_distortion!r}") from None
         self.area_range = tuple(self.area_range)
         self.aspect_range = tuple(self.aspect_range)
 
@@ -580,8 +586,8 @@ def image_preprocess(encoded, spec: PreprocessingSpec, augment: Optional[DataCon
         if augment.flip:
             image = (tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
                      if stateless else tf.image.random_flip_left_right(image, seed=seed))
-        if augment.color_distortion != "off":
-            image = _distort_color(image, augment.color_distortion, seed, stateless)
+        if augment.color_distortion is not ColorDistortion.OFF:
+            image = _distort_color(image, augment.color_distortion.value, seed, stateless)
         return _scale(image, spec)
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)

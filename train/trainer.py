@@ -68,8 +68,8 @@ def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int):
     o = cfg.optim
     peak = o.base_learning_rate * cfg.train.batch_size / o.base_batch_size
     lr = LearningRate(peak, steps_per_epoch, steps_per_epoch * cfg.train.epochs,
-                      o.warmup(cfg.train.batch_size, cfg.train.epochs), o.schedule, o.decay_rate,
-                      o.decay_epochs)
+                      o.warmup(cfg.train.batch_size, cfg.train.epochs), o.schedule.value,
+                      o.decay_rate, o.decay_epochs)
     decoupled = o.weight_decay if o.weight_decay_mode == "decoupled" else 0.0
     common = dict(global_clipnorm=o.clip_norm, weight_decay=decoupled or None,
                   use_ema=o.ema_momentum is not None, ema_momentum=o.ema_momentum or 0.99)
@@ -288,7 +288,13 @@ def _set_aside_stale_backup(run_dir: str, backup_dir: str, cfg: ExperimentConfig
 
 def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callable] = None,
           log=print, export: bool = True) -> dict:
-    """Trains (or resumes) ``cfg`` in ``run_dir``; evaluates with the EMA weights; exports."""
+    """Trains (or resumes) ``cfg`` in ``run_dir``; evaluates with the EMA weights; exports.
+    A QAT config (``quantization.enabled``) needs its ``model_transform`` (quantize/ supplies
+    it): without one it would train a float model under a QAT name, so it is refused."""
+    if cfg.quantization.enabled and model_transform is None:
+        raise ValueError(f"{cfg.name} is a quantization-aware config (quantization.enabled): "
+                         f"run it with `python -m quantize qat --preset {cfg.name} --float "
+                         "FLOAT_EXPORT` (or set quantization.enabled=false to train in float)")
     t_start = time.time()
     done = finished_run(run_dir, cfg)
     if done is not None:
