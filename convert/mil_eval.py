@@ -1,12 +1,15 @@
 """A reference evaluator of Core ML ML Programs, for Linux (Core ML's own ``predict`` exists only on
 macOS).
 
-It walks the program's operations in order and computes each one itself: elementwise ops, casts,
-constexpr weight decompression (affine / blockwise int8, palettized look-up tables with packed
-indices) and quantize/dequantize in numpy; convolution, pooling and matrix products through
-TensorFlow's kernels (NCHW here, NHWC there). It runs a whole batch at once whatever the
-program's declared batch size. An op it does not know is an error that names it: never a
-silent wrong answer.
+One op table (``_tf_ops``: every op as TensorFlow computes it) and one walker (``walk``) over the
+program's operations in order. The walker runs eagerly for calibration (``Evaluator.run``, which
+records activation ranges) and traced into one ``tf.function`` for scoring (``compile_program``,
+~3x faster): the same ops, values and errors either way. Constexpr weight decompression (affine /
+blockwise int8, palettized look-up tables with packed indices) runs once, in numpy. Rank-4
+activations stay NHWC inside (TensorFlow's CPU kernels' layout): each value carries a flag, and
+layout-sensitive ops map their axes instead of transposing at every convolution. It runs a whole
+batch at once whatever the program's declared batch size. An op it does not know is an error
+that names it: never a silent wrong answer.
 
 Precision: a program converted with FP16 compute has ``cast`` ops to fp16; from there every op's
 output is rounded to fp16 (fp32 accumulation inside an op, as Core ML's GPU and Neural Engine do),
@@ -129,8 +132,9 @@ class Evaluator:
         self.input_name = next(iter(self.fn.inputs))
         self._consts: Dict[str, np.ndarray] = {}
         self._compiled = None
-        known = set(_OPS) | {"const", "classify"}
-        unknown = sorted({o.op_type for o in self.ops} - known)
+        self._ops = None  # the op table, built with TensorFlow on first use
+        self._holder: dict = {}
+        unknown = sorted({o.op_type for o in self.ops} - set(OP_TYPES))
         if unknown:
             raise MILError(f"the reference evaluator has no implementation of {unknown}")
 
@@ -140,49 +144,18 @@ class Evaluator:
             out[o.op_type] = out.get(o.op_type, 0) + 1
         return out
 
+    def table(self) -> dict:
+        if self._ops is None:
+            self._ops = _tf_ops(_tf(), self._holder)
+        return self._ops
+
     def run(self, x: np.ndarray, ranges: Optional[Dict[str, list]] = None) -> Dict[str, np.ndarray]:
-        env: Dict[str, np.ndarray] = {self.input_name: np.asarray(x, np.float32)}
-        fp16 = [False]
-
-        def val(v):
-            return _value(env, v)
-
-        out = {}
-        for op in self.ops:
-            if op.op_type == "const":
-                env[op.outputs[0].name] = op.outputs[0].val
-                continue
-            if op.op_type.startswith("constexpr") and op.outputs[0].name in self._consts:
-                env[op.outputs[0].name] = self._consts[op.outputs[0].name]
-                continue
-            args = {k: val(v) for k, v in op.inputs.items()}
-            if op.op_type == "classify":
-                out["probabilities"] = np.asarray(args["probabilities"], np.float32)
-                out["classes"] = args["classes"]
-                continue
-            if op.op_type == "cast":
-                fp16[0] = fp16[0] or args["dtype"] == "fp16"
-            res = _OPS[op.op_type](args)
-            res = res if isinstance(res, tuple) else (res,)
-            for var, r in zip(op.outputs, res):
-                r = np.asarray(r)
-                if r.dtype.kind == "f":
-                    if fp16[0] and var.dtype.__name__ == "fp16" and \
-                            op.op_type not in _EXACT_IN_FP16:
-                        r = r.astype(np.float16)
-                    r = r.astype(np.float32, copy=False)
-                if op.op_type.startswith("constexpr"):  # decompressed weights: once
-                    self._consts[var.name] = r
-                env[var.name] = r
-                if ranges is not None and r.dtype.kind == "f" and not op.op_type.startswith(
-                        "constexpr"):
-                    lo, hi = float(r.min()), float(r.max())
-                    prev = ranges.get(var.name)
-                    ranges[var.name] = [min(lo, prev[0]), max(hi, prev[1])] if prev else [lo, hi]
-        for o in self.fn.outputs:
-            if o.name in env:
-                out.setdefault(o.name, env[o.name])
-        return out
+        """The program op by op, eagerly (``walk``): the outputs by name (a classifier's as
+        ``probabilities`` and ``classes``); ``ranges`` collects each float value's [min, max]
+        (W8A8 calibration)."""
+        tf = _tf()
+        out = walk(self, tf.constant(np.asarray(x, np.float32)), self.table(), ranges)
+        return {k: (v if isinstance(v, list) else np.asarray(v)) for k, v in out.items()}
 
     def predict(self, x: np.ndarray, batch_size: int = 64, compiled: bool = True) -> np.ndarray:
         """Probabilities [N, classes] for images x (NCHW, the program's input scale): through
@@ -196,9 +169,9 @@ class Evaluator:
                 parts.append(self._compiled(chunk).numpy().reshape(len(chunk), -1))
                 continue
             r = self.run(chunk)
-            if "probabilities" not in r:
-                r = {"probabilities": next(iter(r.values()))}
-            parts.append(r["probabilities"].reshape(len(chunk), -1))
+            probs = r["probabilities"] if "probabilities" in r else \
+                r[self.fn.outputs[0].name]
+            parts.append(np.asarray(probs).reshape(len(chunk), -1))
         return np.concatenate(parts, axis=0)
 
 
@@ -223,30 +196,6 @@ def _pads(args, rank: int = 2):
     return "VALID"
 
 
-def _conv(a):
-    tf = _tf()
-    x = np.asarray(a["x"], np.float32).transpose(0, 2, 3, 1)
-    w = np.asarray(a["weight"], np.float32)  # [Cout, Cin/groups, kh, kw]
-    groups = int(a.get("groups", 1) if a.get("groups") is not None else 1)
-    strides = [int(s) for s in np.asarray(a.get("strides", [1, 1])).ravel()]
-    dil = [int(d) for d in np.asarray(a.get("dilations", [1, 1])).ravel()]
-    pads = _pads(a)
-    wk = w.transpose(2, 3, 1, 0)  # [kh, kw, Cin/groups, Cout]
-    if groups == 1:
-        y = tf.nn.conv2d(x, wk, strides=[1, *strides, 1], padding=pads,
-                         dilations=[1, *dil, 1]).numpy()
-    else:
-        xs = np.split(x, groups, axis=3)
-        ws = np.split(wk, groups, axis=3)
-        y = np.concatenate([tf.nn.conv2d(xi, wi, strides=[1, *strides, 1], padding=pads,
-                                         dilations=[1, *dil, 1]).numpy()
-                            for xi, wi in zip(xs, ws)], axis=3)
-    y = y.transpose(0, 3, 1, 2)
-    if a.get("bias") is not None:
-        y = y + np.asarray(a["bias"], np.float32).reshape(1, -1, 1, 1)
-    return y
-
-
 def _pool_params(a):
     """Kernel size, strides and padding of a pooling op (TensorFlow's form)."""
     if a.get("ceil_mode"):
@@ -262,125 +211,10 @@ def _same_pads(h: int, w: int, k, s):
     return [[0, 0], [ph // 2, ph - ph // 2], [pw // 2, pw - pw // 2], [0, 0]]
 
 
-def _pool(kind):
-    def f(a):
-        tf = _tf()
-        x = np.asarray(a["x"], np.float32).transpose(0, 2, 3, 1)
-        k, s, pads = _pool_params(a)
-        if kind == "max":
-            if isinstance(pads, list):
-                x = np.pad(x, pads, constant_values=-np.inf)
-                pads = "VALID"
-            y = tf.nn.max_pool2d(x, k, s, pads).numpy()
-        else:
-            exclude = bool(a.get("exclude_padding_from_average", False))
-            if pads == "VALID":
-                y = tf.nn.avg_pool2d(x, k, s, "VALID").numpy()
-            elif pads == "SAME" and exclude:
-                y = tf.nn.avg_pool2d(x, k, s, "SAME").numpy()
-            else:  # padding counted in the average: sum over the window / window size
-                if pads == "SAME":
-                    pads = _same_pads(x.shape[1], x.shape[2], k, s)
-                ones = np.pad(np.ones_like(x[:1, :, :, :1]), pads)
-                xp = np.pad(x, pads)
-                if exclude:
-                    cnt = tf.nn.avg_pool2d(ones, k, s, "VALID").numpy()
-                    y = tf.nn.avg_pool2d(xp, k, s, "VALID").numpy() / np.maximum(cnt, 1e-12) * 1.0
-                else:
-                    y = tf.nn.avg_pool2d(xp, k, s, "VALID").numpy()
-        return y.transpose(0, 3, 1, 2)
-    return f
-
-
-def _quantize(a):
-    dt = np.dtype(str(a["output_dtype"]))
-    x = np.asarray(a["input"], np.float32)
-    axis = a.get("axis")
-    axis = int(axis) if axis is not None else 0
-    scale = _bcast(np.asarray(a["scale"], np.float32), x.shape, axis)
-    zp = a.get("zero_point")
-    zp = 0 if zp is None else _bcast(np.asarray(zp).astype(np.float32), x.shape, axis)
-    info = np.iinfo(dt)
-    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dt)
-
-
-def _dequantize(a):
-    x = np.asarray(a["input"])
-    axis = a.get("axis")
-    axis = int(axis) if axis is not None else 0
-    zp = a.get("zero_point")
-    zp = 0 if zp is None else _bcast(np.asarray(zp).astype(np.float32), x.shape, axis)
-    return (x.astype(np.float32) - zp) * _bcast(np.asarray(a["scale"], np.float32), x.shape, axis)
-
-
-def _reduce(fn):
-    def f(a):
-        axes = a.get("axes")
-        axes = None if axes is None else tuple(int(v) for v in np.asarray(axes).ravel())
-        return fn(np.asarray(a["x"], np.float32), axis=axes, keepdims=bool(a.get("keep_dims")))
-    return f
-
-
-def _softmax(a):
-    x = np.asarray(a["x"], np.float32)
-    ax = int(a.get("axis", -1))
-    e = np.exp(x - x.max(axis=ax, keepdims=True))
-    return e / e.sum(axis=ax, keepdims=True)
-
-
-def _batch_norm(a):
-    x = np.asarray(a["x"], np.float32)
-    shp = [1, -1] + [1] * (x.ndim - 2)
-    g = a.get("gamma")
-    b = a.get("beta")
-    y = (x - np.reshape(a["mean"], shp)) / np.sqrt(np.reshape(a["variance"], shp)
-                                                   + float(a.get("epsilon", 1e-5)))
-    if g is not None:
-        y = y * np.reshape(g, shp)
-    if b is not None:
-        y = y + np.reshape(b, shp)
-    return y
-
-
-def _reshape(a):
-    x = np.asarray(a["x"])
-    shape = [int(v) for v in np.asarray(a["shape"]).ravel()]
-    # the program's batch is 1: keep the batch we run with
-    if shape and shape[0] == 1 and x.shape[0] != 1:
-        shape[0] = x.shape[0]
-    return x.reshape(shape)
-
-
-def _matmul(a):
-    # TensorFlow's kernel, as in the compiled path: a product computed by another library
-    # (numpy's BLAS) differs in the last bit, and in a W8A8 program the quantize after it turns
-    # that into a different int8 value for ~0.5 % of images
-    tf = _tf()
-    x, y = np.asarray(a["x"], np.float32), np.asarray(a["y"], np.float32)
-    return tf.matmul(x, y, transpose_a=bool(a.get("transpose_x")),
-                     transpose_b=bool(a.get("transpose_y"))).numpy()
-
-
-def _linear(a):
-    tf = _tf()
-    y = tf.matmul(np.asarray(a["x"], np.float32), np.asarray(a["weight"], np.float32),
-                  transpose_b=True).numpy()
-    return y if a.get("bias") is None else y + np.asarray(a["bias"], np.float32)
-
-
 def _lut(a):
     if "shape" in a and a.get("shape") is not None:  # iOS16: packed indices
         return lut_to_dense_ios16(a["lut"], a["indices"], [int(v) for v in a["shape"]])
     return lut_to_dense_ios18(a["indices"], a["lut"], a.get("vector_axis"))
-
-
-def _pad(a):
-    x = np.asarray(a["x"], np.float32)
-    p = [int(v) for v in np.asarray(a["pad"]).ravel()]
-    widths = [(0, 0)] * (x.ndim - len(p) // 2) + [(p[i], p[i + 1]) for i in range(0, len(p), 2)]
-    if str(a.get("mode", "constant")) != "constant":
-        raise MILError(f"pad mode {a.get('mode')} is not supported")
-    return np.pad(x, widths, constant_values=float(a.get("constant_val", 0.0)))
 
 
 # ops whose outputs are some of their inputs' values (already fp16 values): no rounding needed
@@ -390,38 +224,8 @@ _EXACT_IN_FP16 = {"relu", "max_pool", "concat", "transpose", "reshape", "squeeze
 _CAST = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32, "int8": np.int8,
          "uint8": np.uint8, "bool": np.bool_}
 
-_OPS: Dict[str, Callable[[dict], np.ndarray]] = {
-    "add": lambda a: np.add(a["x"], a["y"]),
-    "sub": lambda a: np.subtract(a["x"], a["y"]),
-    "mul": lambda a: np.multiply(a["x"], a["y"]),
-    "real_div": lambda a: np.divide(a["x"], a["y"]),
-    "maximum": lambda a: np.maximum(a["x"], a["y"]),
-    "minimum": lambda a: np.minimum(a["x"], a["y"]),
-    "relu": lambda a: np.maximum(a["x"], 0),
-    "relu6": lambda a: np.clip(a["x"], 0, 6),
-    "sigmoid": lambda a: 1 / (1 + np.exp(-np.asarray(a["x"], np.float32))),
-    "clip": lambda a: np.clip(a["x"], a["alpha"], a["beta"]),
-    "cast": lambda a: np.asarray(a["x"]).astype(_CAST[str(a["dtype"])]).astype(
-        np.float32 if str(a["dtype"]) in ("fp16", "fp32") else _CAST[str(a["dtype"])]),
-    "conv": _conv,
-    "max_pool": _pool("max"),
-    "avg_pool": _pool("avg"),
-    "concat": lambda a: np.concatenate(a["values"], axis=int(a["axis"])),
-    "transpose": lambda a: np.transpose(a["x"], [int(v) for v in a["perm"]]),
-    "reshape": _reshape,
-    "squeeze": lambda a: np.squeeze(a["x"], axis=None if a.get("axes") is None else
-                                    tuple(int(v) for v in a["axes"])),
-    "expand_dims": lambda a: np.expand_dims(a["x"], tuple(int(v) for v in a["axes"])),
-    "reduce_mean": _reduce(np.mean),
-    "reduce_max": _reduce(np.max),
-    "reduce_sum": _reduce(np.sum),
-    "linear": _linear,
-    "matmul": _matmul,
-    "softmax": _softmax,
-    "batch_norm": _batch_norm,
-    "pad": _pad,
-    "quantize": _quantize,
-    "dequantize": _dequantize,
+# weight decompression, run once per program in numpy (its results are constants)
+_CONSTEXPR: Dict[str, Callable[[dict], np.ndarray]] = {
     "constexpr_affine_dequantize": lambda a: affine_dequantize(
         a["quantized_data"], a["zero_point"], a["scale"], int(a["axis"])),
     "constexpr_blockwise_shift_scale": lambda a: blockwise_shift_scale(
@@ -431,17 +235,8 @@ _OPS: Dict[str, Callable[[dict], np.ndarray]] = {
 
 
 # --------------------------------------------------------------------------------------------
-# the compiled path: the same semantics as one TensorFlow graph
+# the op table (TensorFlow) and its value type
 # --------------------------------------------------------------------------------------------
-# Walking the program op by op from Python costs a numpy round trip (and an fp16 rounding pass)
-# per op; the Inception demo ran at ~300 images/s that way. ``compile_program`` walks it once,
-# inside ``tf.function``, so the whole program runs as one graph (~3x faster). Rank-4 activations
-# stay NHWC inside the graph (TensorFlow's CPU kernels' layout): each value carries a flag, and
-# layout-sensitive ops map their axes instead of transposing at every convolution. The walk is
-# the interpreter's, op for op: fp16 rounding after the same ops, the same integer dtypes for
-# quantize, the same errors for what is not supported. ``Evaluator.run`` stays the reference
-# (and the only path that records calibration ranges); tests hold the two to each other.
-
 _TO_NHWC = (0, 2, 3, 1)  # physical axis i holds logical (NCHW) axis _TO_NHWC[i]
 _TO_NCHW = (0, 3, 1, 2)
 _PHYS_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}  # logical axis -> its physical position in NHWC
@@ -683,70 +478,92 @@ def _tf_ops(tf, holder: dict):
         "reduce_max": reduce(tf.reduce_max), "reduce_sum": reduce(tf.reduce_sum),
         "linear": linear, "matmul": matmul, "softmax": softmax, "batch_norm": batch_norm,
         "pad": pad, "quantize": quantize, "dequantize": dequantize,
+        "clip": lambda a: _V(tf.clip_by_value(a["x"].t, float(a["alpha"]), float(a["beta"])),
+                             a["x"].nhwc),
     }
 
 
-def _clip_op(tf):
-    def f(a):
-        x = a["x"]
-        return _V(tf.clip_by_value(x.t, float(a["alpha"]), float(a["beta"])), x.nhwc)
-    return f
+# every op type the evaluator runs (the table above, the constexprs, and the two it handles)
+OP_TYPES = ("add", "sub", "mul", "real_div", "maximum", "minimum", "relu", "relu6", "sigmoid",
+            "cast", "conv", "max_pool", "avg_pool", "concat", "transpose", "reshape", "squeeze",
+            "expand_dims", "reduce_mean", "reduce_max", "reduce_sum", "linear", "matmul",
+            "softmax", "batch_norm", "pad", "quantize", "dequantize", "clip",
+            *_CONSTEXPR, "const", "classify")
+
+
+def walk(ev: "Evaluator", x, ops: dict, ranges: Optional[Dict[str, list]] = None) -> dict:
+    """The one walk over ``ev``'s program: eager (``Evaluator.run``, which also records
+    ``ranges``) or traced inside ``tf.function`` (``compile_program``). Constants and
+    decompressed weights are numpy values (each constexpr runs once); every other op runs
+    through ``ops``; a value the program holds in fp16 is rounded to fp16 after each op that
+    computes (not after those that only move values). Returns the outputs by name (tensors in
+    the program's NCHW layout; a classifier's as ``probabilities`` and ``classes``)."""
+    import tensorflow as tf
+
+    env: Dict[str, object] = {ev.input_name: _V(x)}
+    fp16 = False
+    out: Dict[str, object] = {}
+
+    def val(v):
+        return _value(env, v)
+
+    for op in ev.ops:
+        name = op.outputs[0].name
+        if op.op_type == "const":
+            env[name] = op.outputs[0].val
+            continue
+        if op.op_type in _CONSTEXPR:  # decompressed once, in numpy
+            if name not in ev._consts:
+                args = {k: val(v) for k, v in op.inputs.items()}
+                ev._consts[name] = np.asarray(_CONSTEXPR[op.op_type](args), np.float32)
+            env[name] = ev._consts[name]
+            continue
+        args = {k: val(v) for k, v in op.inputs.items()}
+        if op.op_type == "classify":
+            out["probabilities"] = _logical(tf, args["probabilities"])
+            out["classes"] = list(args["classes"])
+            continue
+        if op.op_type == "cast":
+            fp16 = fp16 or str(args["dtype"]) == "fp16"
+        for k in ("x", "y", "input"):  # numpy constants as operands of tensor ops
+            if k in args and isinstance(args[k], np.ndarray) and op.op_type not in (
+                    "add", "sub", "mul", "real_div", "maximum", "minimum", "matmul"):
+                c = args[k]
+                args[k] = _V(tf.constant(c.astype(np.float32) if c.dtype.kind == "f" else c))
+        r = ops[op.op_type](args)
+        var = op.outputs[0]
+        if fp16 and var.dtype.__name__ == "fp16" and op.op_type not in _EXACT_IN_FP16 \
+                and r.t.dtype == tf.float32:
+            r = _V(tf.cast(tf.cast(r.t, tf.float16), tf.float32), r.nhwc)
+        env[name] = r
+        if ranges is not None and tf.as_dtype(r.t.dtype).is_floating:
+            lo, hi = float(tf.reduce_min(r.t)), float(tf.reduce_max(r.t))
+            prev = ranges.get(name)
+            ranges[name] = [min(lo, prev[0]), max(hi, prev[1])] if prev else [lo, hi]
+    for o in ev.fn.outputs:
+        if o.name in env and o.name not in out:
+            v = env[o.name]
+            out[o.name] = _logical(tf, v) if isinstance(v, _V) else v
+    return out
 
 
 def compile_program(ev: "Evaluator"):
-    """A ``tf.function`` images (NCHW, float32) -> probabilities, for ``ev``'s program."""
+    """A ``tf.function`` images (NCHW, float32) -> probabilities: ``walk`` traced once, so the
+    whole program runs as one graph."""
     import tensorflow as tf
 
-    holder: dict = {}  # variables the function captures: kept alive with it
-    ops = _tf_ops(tf, holder)
-    ops["clip"] = _clip_op(tf)
-    missing = sorted({o.op_type for o in ev.ops} - set(ops) - {"const", "classify"}
-                     - {t for t in _OPS if t.startswith("constexpr")})
-    if missing:
-        raise MILError(f"the compiled evaluator has no implementation of {missing}")
+    ops = ev.table()
     in_shape = list(ev.fn.inputs[ev.input_name].shape)
 
-    def walk(x):
-        env: Dict[str, object] = {ev.input_name: _V(x)}
-        fp16 = False
-        out = None
-
-        def val(v):
-            return _value(env, v)
-
-        for op in ev.ops:
-            name = op.outputs[0].name
-            if op.op_type == "const":
-                env[name] = op.outputs[0].val
-                continue
-            if op.op_type.startswith("constexpr"):  # decompressed once, in numpy
-                if name not in ev._consts:
-                    args = {k: val(v) for k, v in op.inputs.items()}
-                    ev._consts[name] = np.asarray(_OPS[op.op_type](args), np.float32)
-                env[name] = ev._consts[name]
-                continue
-            args = {k: val(v) for k, v in op.inputs.items()}
-            if op.op_type == "classify":
-                out = args["probabilities"]
-                continue
-            if op.op_type == "cast":
-                fp16 = fp16 or str(args["dtype"]) == "fp16"
-            for k in ("x", "y", "input"):  # numpy constants as operands of tensor ops
-                if k in args and isinstance(args[k], np.ndarray) and op.op_type not in (
-                        "add", "sub", "mul", "real_div", "maximum", "minimum", "matmul"):
-                    c = args[k]
-                    args[k] = _V(tf.constant(c.astype(np.float32) if c.dtype.kind == "f" else c))
-            r = ops[op.op_type](args)
-            var = op.outputs[0]
-            if fp16 and var.dtype.__name__ == "fp16" and op.op_type not in _EXACT_IN_FP16 \
-                    and r.t.dtype == tf.float32:
-                r = _V(tf.cast(tf.cast(r.t, tf.float16), tf.float32), r.nhwc)
-            env[name] = r
-        if out is None:
-            out = env[next(iter(o.name for o in ev.fn.outputs))]
-        return tf.cast(_logical(tf, out), tf.float32)
+    def probabilities(x):
+        out = walk(ev, x, ops)
+        p = out.get("probabilities")
+        if p is None:
+            p = out[next(iter(o.name for o in ev.fn.outputs))]
+        return tf.cast(p, tf.float32)
 
     sig = tf.TensorSpec([None, *in_shape[1:]], tf.float32)
-    fn = tf.function(walk, input_signature=[sig], autograph=False, reduce_retracing=True)
-    fn.variables_ = holder
+    fn = tf.function(probabilities, input_signature=[sig], autograph=False,
+                     reduce_retracing=True)
+    fn.variables_ = ev._holder  # the variables the graph captures: kept alive with it
     return fn

@@ -122,6 +122,9 @@ def eval_items(data_cfg, split: str = "test", images: Optional[int] = None, seed
     sample of ``images`` of it (train.data.Dataset.sample, the rule calibration uses too)."""
     from train import data as tdata
 
+    # the whole split (training's max_eval_examples is not the evaluation's; max_train_examples
+    # still says which training images are held out)
+    data_cfg = dataclasses.replace(data_cfg, max_eval_examples=None)
     ds = tdata.Dataset(data_cfg, split, verify=False)
     if images and images < ds.num_examples:
         ds = ds.sample(images, seed)

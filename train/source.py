@@ -247,7 +247,9 @@ def dataset_images(src: Source, split: str, n: int, seed: int,
     from train.data import Dataset
 
     cfg = from_dict({"data": {**((src.config or {}).get("data") or {}), **(data_overrides or {})}})
-    cfg.data.max_train_examples = cfg.data.max_eval_examples = None
+    cfg.data.max_eval_examples = None
+    if split != "holdout":  # the holdout split needs it: the images after it are held out
+        cfg.data.max_train_examples = None
     ds = Dataset(cfg.data, split)
     return ds.sample(n, seed).images(src.spec)
 
