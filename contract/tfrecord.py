@@ -205,8 +205,8 @@ def parse_example(data: bytes, keys: Optional[Sequence[str]] = None) -> Dict[str
 
 # --- image records ---------------------------------------------------------------------------------
 class ImageRecords:
-    """The records of some shards, addressable by position: ``image(i)`` (encoded bytes),
-    ``label(i)`` (with ``label_offset`` subtracted), built from the shards' length fields."""
+    """The records of some shards, addressable by position: ``item(i)`` (encoded bytes, label
+    with ``label_offset`` subtracted), built from the shards' length fields."""
 
     def __init__(self, shards: Sequence[str], label_offset: int = 1,
                  refs: Optional[Sequence[Tuple[int, int, int]]] = None):
@@ -222,11 +222,26 @@ class ImageRecords:
     def subset(self, positions: Iterable[int]) -> "ImageRecords":
         return ImageRecords(self.shards, self.label_offset, [self.refs[i] for i in positions])
 
+    def where(self, i: int) -> str:
+        """Record ``i`` in words, for messages: its shard and byte offset."""
+        s, off, _ = self.refs[i]
+        return f"{self.shards[s]} (record at byte {off - 12})"
+
+    def check_keys(self) -> None:
+        """The first Example of every shard has the image keys (RecordError otherwise): one
+        record read per shard."""
+        seen = set()
+        for i, (s, _, _) in enumerate(self.refs):
+            if s not in seen:
+                seen.add(s)
+                self.example(i)
+
     def example(self, i: int, keys=(ENCODED, LABEL)) -> Dict[str, list]:
         s, off, n = self.refs[i]
-        where = f"{self.shards[s]} (record at byte {off - 12})"
+        where = self.where(i)
+        data = read_record(self.shards[s], off, n)  # its message names shard and offset
         try:
-            ex = parse_example(read_record(self.shards[s], off, n), keys)
+            ex = parse_example(data, keys)
         except RecordError as e:
             raise RecordError(f"{where}: {e}") from None
         for k in (ENCODED, LABEL):

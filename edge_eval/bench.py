@@ -80,7 +80,8 @@ def edgetpu_delegate():
         raise DelegateUnavailable(f"{EDGETPU_HELP} (loading {lib} failed: {e})") from None
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (ru_maxrss), in MB."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
 
@@ -135,7 +136,7 @@ def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup:
            "latency_ms": None if why else latency_stats(times), "init_ms": init_ms,
            "first_inference_ms": first_ms, "warmup_runs": warmup, "runs": len(times),
            "duration_s": sum(times) / 1e3, "threads": threads, "batch_size": shape[0],
-           "delegate": delegate, "runtime": _runtime_label(), "peak_memory_mb": _peak_rss_mb()}
+           "delegate": delegate, "runtime": _runtime_label(), "peak_memory_mb": peak_rss_mb()}
     if why:
         out["raw_latency_ms"] = latency_stats(times)  # kept for debugging, never reported
     return out

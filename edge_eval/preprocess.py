@@ -99,9 +99,7 @@ class Items:
             data, label = self.records.item(i)
         except RecordError as e:
             raise ImageError(str(e)) from None
-        s, off, _ = self.records.refs[i]
-        return decode_bytes(data, f"{self.records.shards[s]} (record at byte {off - 12})",
-                            channels), label
+        return decode_bytes(data, self.records.where(i), channels), label
 
     def subset(self, keep) -> "Items":
         keep = list(keep)

@@ -65,15 +65,13 @@ def _tf_threads(job: dict) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(n)
 
 
-def _crop_batches(job: dict, batch: int):
-    """Multi-crop inputs, one image at a time: for each image of the job's ``items``, its
-    ``scheme`` crops through the job's ``spec`` in chunks of at most ``batch`` (a divisor of the
-    crop count, so every chunk has one shape), then ``None`` to close the image."""
+def _crop_batches(job: dict, items, batch: int):
+    """Multi-crop inputs, one image at a time: for each of ``items``, its ``scheme`` crops
+    through the job's ``spec`` in chunks of at most ``batch`` (a divisor of the crop count, so
+    every chunk has one shape), then ``None`` to close the image."""
     from edge_eval import preprocess
     from contract.preprocessing import PreprocessingSpec
 
-    with open(job["items"]) as f:
-        items = preprocess.Items.from_json(json.load(f))
     spec = PreprocessingSpec.from_dict(job["spec"])
     per = int(job["scheme"])
     chunk = max(d for d in range(1, min(batch, per) + 1) if per % d == 0)
@@ -105,22 +103,17 @@ def _per_image(run, batches, n: int):
     return out if out is not None else np.empty((0, 0), np.float32)
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
-
-
 def _predict(job: dict) -> dict:
     import numpy as np
 
     channels = int(job.get("channels", 3))
-    streamed = "items" in job
-    if streamed:
-        with open(job["items"]) as f:
-            from edge_eval.preprocess import Items
+    items = None
+    if "items" in job:  # multi-crop: the images themselves, cropped here
+        from edge_eval.preprocess import Items
 
-            n = len(Items.from_json(json.load(f)))
+        with open(job["items"]) as f:
+            items = Items.from_json(json.load(f))
+        n = len(items)
     else:
         n = _count(job["inputs"])
     kind = job.get("kind", "tflite")
@@ -141,8 +134,8 @@ def _predict(job: dict) -> dict:
         runtime = _runtime_label()
         bs = int(job.get("batch_size", 50))
         run = lambda c: model.predict_batches([c])  # noqa: E731
-        chunks = lambda: iter_chunks(job["inputs"], bs, channels, expand=False)  # noqa: E731
-        whole = lambda: model.predict_batches(chunks())  # noqa: E731
+        whole = lambda: model.predict_batches(iter_chunks(  # noqa: E731
+            job["inputs"], bs, channels, expand=False))
     elif kind in ("keras", "savedmodel"):
         from train import keras_env  # noqa: F401  (before TensorFlow)
         _tf_threads(job)
@@ -163,11 +156,11 @@ def _predict(job: dict) -> dict:
         scale = np.asarray(job["scale"], np.float32)  # one per channel
         offset = np.asarray(job["offset"], np.float32)
         bs = int(job.get("batch_size", 64))
-        labels = []
+        runtimes = []
 
         def run(c):
             p, rt = predict_pixels(job["model"], ((c - offset) / scale).transpose(0, 3, 1, 2), bs)
-            labels.append(rt)
+            runtimes.append(rt)
             return p
 
         whole = lambda: np.concatenate([run(c) for c in iter_chunks(  # noqa: E731
@@ -177,11 +170,13 @@ def _predict(job: dict) -> dict:
         raise ValueError(f"the worker runs tflite, coreml, keras and savedmodel models, "
                          f"not {kind!r}")
     load_s = time.perf_counter() - t
-    probs = _per_image(run, _crop_batches(job, bs), n) if streamed else whole()
+    probs = _per_image(run, _crop_batches(job, items, bs), n) if items is not None else whole()
     if kind == "coreml":
-        runtime = labels[-1] if labels else None
+        runtime = runtimes[-1] if runtimes else None
     total = time.perf_counter() - t
     probs = np.asarray(probs, np.float32)
+    from edge_eval.bench import peak_rss_mb
+
     if probs.ndim != 2 or len(probs) != n:
         raise ValueError(f"model output has shape {probs.shape} for {n} images")
     tmp = job["output"] + ".tmp.npy"
@@ -189,7 +184,7 @@ def _predict(job: dict) -> dict:
     os.replace(tmp, job["output"])
     return {"status": "ok", "error": None, "runtime": runtime, "load_s": load_s,
             "seconds": total, "images_per_s": n / max(total - load_s, 1e-9),
-            "classes": int(probs.shape[1]), "peak_memory_mb": _peak_rss_mb()}
+            "classes": int(probs.shape[1]), "peak_memory_mb": peak_rss_mb()}
 
 
 def _bench(job: dict) -> dict:

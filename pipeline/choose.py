@@ -232,21 +232,30 @@ def _report_step(step_file: str, src_path: str, results_dir: str, images, data_p
                  bench_runs, log) -> List[dict]:
     """The chosen selective step on the test split (it was judged on held-out images): its
     accuracy and latency records, for the report and the gate."""
+    rows = measure_file(step_file, src_path, results_dir, images, data_path, threads,
+                        bench_runs, log, split="test")
+    for r in rows:
+        r["choice_step"] = True
+    return rows
+
+
+def measure_file(path: str, src_path: str, results_dir: str, images, data_path, threads,
+                 bench_runs, log, split: str) -> List[dict]:
+    """One artifact's accuracy records on ``split`` (drift against ``src_path``) and its host
+    latency records, measured in a work folder under ``results_dir`` that is then removed."""
     from edge_eval import harness
 
-    folder, name = os.path.split(step_file)
+    folder, name = os.path.split(path)
     work = tempfile.mkdtemp(prefix=".choice-", dir=results_dir)
     try:
         acc = harness.evaluate(folder, work, reference=src_path, data_path=data_path,
-                               images=images, threads=threads, seed=0, only=[name], log=log)
+                               images=images, threads=threads, seed=0, only=[name], log=log,
+                               split=split)
         lat = harness.benchmark(folder, work, threads=(threads,), runs=bench_runs,
                                 only=[name], log=log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    rows = [r for r in acc if r.get("target") != "keras"] + lat
-    for r in rows:
-        r["choice_step"] = True
-    return rows
+    return [r for r in acc if r.get("target") != "keras"] + lat
 
 
 def _step_candidate(step: dict) -> dict:
@@ -311,7 +320,6 @@ def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, da
     appended to the returned list."""
     from convert.tflite import convert_tflite
     from train.source import dataset_images, load_source
-    from edge_eval import harness
     from quantize.recipes import get_recipe
 
     src = load_source(src_path)
@@ -332,16 +340,8 @@ def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, da
         if entry is None:
             return {"error": next((f["error"] for f in manifest["failures"]
                                    if f["recipe"] == recipe.name), "conversion failed")}
-        work = tempfile.mkdtemp(prefix=".choice-", dir=results_dir)
-        try:
-            acc = harness.evaluate(out_dir, work, reference=src_path, data_path=data_path,
-                                   images=images, threads=threads, seed=0,
-                                   only=[entry["file"]], log=log, split=split)
-            lat = harness.benchmark(out_dir, work, threads=(threads,), runs=bench_runs,
-                                    only=[entry["file"]], log=log)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        new = [r for r in acc if r.get("target") != "keras"] + lat
+        new = measure_file(os.path.join(out_dir, entry["file"]), src_path, results_dir, images,
+                           data_path, threads, bench_runs, log, split)
         step_rows.extend(new)
         c = next(iter(candidates(new)), None)
         if c is None:

@@ -326,7 +326,14 @@ def test_work_files_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
                 f".m_fp32.tflite.{dead}.k2j3.partial": "file",
                 f"convert-sm-{dead}-q": "dir", f".coreml-{live.pid}-abc": "dir",
                 f".m_fp16.tflite.{live.pid}.zz.partial": "file", "m_fp32.tflite": "file",
-                ".manifest.lock": "file"}
+                ".manifest.lock": "file",
+                # the evaluation cache's files being written (inputs, multi-crop item lists,
+                # a grey set's pixels, a shortened inputs file) and the finished ones
+                f"inputs-ab12.npy.tmp-{dead}.npy": "file", f"items-ab12.json.tmp-{dead}": "file",
+                f"items-ab12.meta.json.tmp-{dead}": "file", f"raw-ab12.npy.tmp-{dead}.npy": "file",
+                f"inputs-ab12.npy.tmp-{dead}.npy.short.npy": "file",
+                f"items-cd34.json.tmp-{live.pid}": "file", "items-ab12.json": "file",
+                "raw-ab12.npy": "file"}
         for name, kind in made.items():
             (tmp_path / name).mkdir() if kind == "dir" else (tmp_path / name).write_text("x")
         gone = workdirs.sweep(str(tmp_path))

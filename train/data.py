@@ -293,10 +293,7 @@ class Dataset:
             self.files = shards
             try:
                 self.records = tfrecord.ImageRecords(shards, cfg.label_offset)
-                for s in range(len(shards)):  # one Example per shard: the keys are there
-                    first = next((i for i, r in enumerate(self.records.refs) if r[0] == s), None)
-                    if first is not None:
-                        self.records.example(first)
+                self.records.check_keys()
             except tfrecord.RecordError as e:
                 raise DataError(str(e)) from None
             self.num_examples = min(limit, len(self.records)) if limit else len(self.records)
@@ -389,13 +386,6 @@ class Dataset:
                 raise DataError(str(e)) from None
         with open(self.files[i], "rb") as f:
             return f.read(), int(self.labels[i])
-
-    def describe(self, i: int) -> str:
-        """Where example ``i`` comes from (for messages)."""
-        if self.records is not None:
-            s, off, _ = self.records.refs[i]
-            return f"{self.records.shards[s]} (record at byte {off - 12})"
-        return self.files[i] if self.files else f"{self.cfg.source.value} image {i}"
 
     def images(self, spec: PreprocessingSpec, batch_size: int = 256) -> np.ndarray:
         """All images through the evaluation preprocessing, as one float32 array."""
