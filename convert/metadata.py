@@ -113,6 +113,7 @@ def attach(model_bytes: bytes, metadata: bytes, files: dict) -> bytes:
     """The model with ``metadata`` as its TFLITE_METADATA buffer (replacing an earlier one) and
     ``files`` ({name: bytes}) packed as a zip appended to the flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
+    from convert.layout import pack
 
     model_bytes = strip_zip(model_bytes)
     m = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
@@ -125,10 +126,8 @@ def attach(model_bytes: bytes, metadata: bytes, files: dict) -> bytes:
     md.name = METADATA_NAME
     md.buffer = len(m.buffers) - 1
     m.metadata.append(md)
-    b = flatbuffers.Builder(len(model_bytes) + len(metadata) + 1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
     out = io.BytesIO()
-    out.write(bytes(b.Output()))
+    out.write(pack(m, len(model_bytes) + len(metadata)))  # buffers 16-byte aligned
     if files:
         with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as z:
             for fname, data in files.items():

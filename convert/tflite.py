@@ -9,7 +9,9 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from contract.manifest import atomic_write_bytes, sha256_file
+from convert.layout import ALIGNMENT, align, misaligned
 from convert.loop import Adapter, Built, ConvertError, run
+from convert.metadata import strip_zip
 from quantize.recipes import RECIPES, Recipe
 from quantize.tflite import QuantizeError, convert_bytes
 from train.source import Source
@@ -67,6 +69,12 @@ def self_check(recipe: Recipe, model_bytes: bytes, x: np.ndarray, ref: np.ndarra
     out = judge(recipe, got, ref, wbytes / fp32_weight_bytes if fp32_weight_bytes else None)
     out.update(size_ratio_vs_fp32=None if ratio is None else round(ratio, 4),
                weight_bytes=wbytes)
+    bad = misaligned(strip_zip(model_bytes))
+    out["unaligned_buffers"] = len(bad)
+    if bad:  # a runtime would copy these to the heap instead of using the file in place
+        out["problems"].append(f"{len(bad)} buffer(s) not {ALIGNMENT}-byte aligned "
+                               f"(first: #{bad[0]})")
+        out["passed"] = False
     return out
 
 
@@ -102,7 +110,7 @@ class TFLiteAdapter(Adapter):
             raise ConvertError(str(e)) from None
 
     def build(self, recipe: Recipe, ref: np.ndarray, check_x: np.ndarray) -> Built:
-        data = self._convert(recipe)
+        data = align(self._convert(recipe))  # zero-copy: every buffer 16-byte aligned
         desc = describe_tflite(data)
         if recipe.name == "fp32":
             self.fp32_bytes, self.fp32_wbytes = len(data), weight_bytes(data)

@@ -54,3 +54,36 @@ def test_metadata_changes_nothing_the_interpreter_computes_and_replaces_itself(c
     p1 = TFLiteModel(model_content=data, num_threads=1).predict(x)
     p2 = TFLiteModel(model_content=again, num_threads=1).predict(x)
     np.testing.assert_array_equal(p1, p2)
+
+
+@needs_fmnist
+def test_every_artifact_has_aligned_buffers_and_the_check_catches_the_converters_layout(converted):
+    """Zero-copy: every buffer of every artifact starts on a 16-byte boundary (the self-check
+    records it); TF's own layout (1-byte vectors, rebuilt here the way its writer packs) fails
+    the same check, and align() fixes it without changing a computed number or the metadata."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from contract.litert import TFLiteModel
+    from convert import layout
+
+    art, manifest = converted
+    tfl = [a for a in manifest["artifacts"] if a["target"] == "tflite"]
+    assert len(tfl) == 7
+    for a in tfl:
+        data = open(os.path.join(art, a["file"]), "rb").read()
+        assert layout.misaligned(metadata.strip_zip(data)) == [], a["file"]
+        assert a["check"]["unaligned_buffers"] == 0
+    data = open(os.path.join(art, tfl[0]["file"]), "rb").read()
+    m = schema.ModelT.InitFromPackedBuf(bytearray(metadata.strip_zip(data)), 0)
+    b = flatbuffers.Builder(len(data))
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    loose = bytes(b.Output()) + data[len(metadata.strip_zip(data)):]
+    bad = layout.misaligned(metadata.strip_zip(loose))
+    assert len(bad) > 10  # most of the weight buffers
+    fixed = layout.align(loose)
+    assert layout.misaligned(metadata.strip_zip(fixed)) == []
+    assert metadata.read_metadata(fixed) == metadata.read_metadata(data)
+    x = np.random.RandomState(1).uniform(-1, 1, (2, 75, 75, 3)).astype(np.float32)
+    np.testing.assert_array_equal(TFLiteModel(model_content=fixed).predict(x),
+                                  TFLiteModel(model_content=data).predict(x))
