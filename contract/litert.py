@@ -139,3 +139,60 @@ class TFLiteModel:
     def op_names(self):
         """The builtin op names of the model, in execution order."""
         return [d["op_name"] for d in self.interp._get_ops_details()]
+
+    def delegation(self, delegate: str) -> dict:
+        """Which nodes ``delegate`` took (see ``graph_delegation``)."""
+        return graph_delegation(self.interp._get_ops_details(), delegate)
+
+
+DELEGATE_NODE = "DELEGATE"  # the op name LiteRT gives a delegate kernel's node
+
+
+def graph_delegation(ops, delegate: str) -> dict:
+    """How much of the graph a delegate took, from the interpreter's node list after it was
+    applied: the model's own nodes plus one ``DELEGATE`` node per partition, whose inputs and
+    outputs are the partition's boundary tensors. Walking back from each partition's outputs
+    through the producers, stopping at its inputs, visits exactly the nodes it replaced; the
+    rest run on the built-in CPU kernels (``cpu_ops``, by op name)."""
+    delegate_nodes = [o for o in ops if o["op_name"] == DELEGATE_NODE]
+    model = [o for o in ops if o["op_name"] != DELEGATE_NODE]
+    producer = {t: o for o in model for t in o["outputs"] if t >= 0}
+    taken = set()
+    for d in delegate_nodes:
+        stop, stack = set(d["inputs"]), [t for t in d["outputs"] if t >= 0]
+        while stack:
+            t = stack.pop()
+            n = producer.get(t)
+            if t in stop or n is None or n["index"] in taken:
+                continue
+            taken.add(n["index"])
+            stack.extend(t for t in n["inputs"] if t >= 0)
+    cpu: dict = {}
+    for o in model:
+        if o["index"] not in taken:
+            cpu[o["op_name"]] = cpu.get(o["op_name"], 0) + 1
+    return delegation_record(delegate, len(model), len(taken), len(delegate_nodes), cpu,
+                             "interpreter graph after delegation")
+
+
+def delegation_record(delegate: str, nodes: int, delegated: int, partitions: Optional[int],
+                      cpu_ops: Optional[dict], how: str) -> dict:
+    """The record's ``delegation`` field, one shape for the host interpreter, benchmark_model
+    and the Edge TPU compiler."""
+    return {"delegate": delegate, "nodes": nodes, "delegated": delegated,
+            "partitions": partitions, "cpu_ops": cpu_ops,
+            "full": nodes > 0 and delegated == nodes, "how": how}
+
+
+def delegation_problem(d: Optional[dict]) -> Optional[str]:
+    """Why a record fails ``--require-full-delegation`` (None: the delegate took every node)."""
+    if not d:
+        return "no delegation information (the delegate's node counts were not reported)"
+    if d["full"]:
+        return None
+    if d.get("nodes") is None:
+        return f"{d['delegate']} did not take the whole graph ({d.get('how')})"
+    left = ", ".join(f"{k} x{v}" for k, v in sorted((d.get("cpu_ops") or {}).items()))
+    return (f"{d['delegate']} took {d['delegated']} of {d['nodes']} nodes"
+            + (f" in {d['partitions']} partition(s)" if d.get("partitions") is not None else "")
+            + (f"; left on the CPU: {left}" if left else ""))

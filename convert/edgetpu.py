@@ -169,6 +169,16 @@ def parse_compiler_log(text: str) -> dict:
         out["edgetpu_ops"], out["cpu_ops"] = out["total_ops"], 0
     m = re.search(r"(Compilation failed[^\n]*|Internal compiler error[^\n]*)", text)
     out["error"] = m.group(1).strip() if m else None
+    if "total_ops" in out and "edgetpu_ops" in out:
+        from contract.litert import delegation_record
+
+        left: dict = {}
+        for row in out["operators"]:
+            if not row["status"].startswith("Mapped to Edge TPU"):
+                left[row["op"]] = left.get(row["op"], 0) + row["count"]
+        out["delegation"] = delegation_record("edgetpu", out["total_ops"], out["edgetpu_ops"],
+                                              out.get("subgraphs"), left,
+                                              "edgetpu_compiler's operation log")
     return out
 
 

@@ -177,6 +177,42 @@ def add_metadata(model_bytes: bytes, spec, labels: List[str], name: str, descrip
 
 
 # --------------------------------------------------------------------------------------------
+# what MediaPipe Tasks can run
+# --------------------------------------------------------------------------------------------
+MEDIAPIPE_INPUTS = ("float32", "uint8")  # what MediaPipe's ImageClassifier feeds
+_TYPES = {0: "float32", 3: "uint8", 9: "int8", 7: "int16", 2: "int32"}
+
+
+def input_tensor(model_bytes: bytes) -> dict:
+    """The first input's shape, dtype and quantization."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    m = schema.Model.GetRootAs(strip_zip(model_bytes), 0)
+    g = m.Subgraphs(0)
+    t = g.Tensors(g.Inputs(0))
+    q = t.Quantization()
+    scale = float(q.ScaleAsNumpy()[0]) if q is not None and q.ScaleLength() else None
+    zp = int(q.ZeroPointAsNumpy()[0]) if q is not None and q.ZeroPointLength() else None
+    return {"shape": [int(v) for v in t.ShapeAsNumpy()],
+            "dtype": _TYPES.get(t.Type(), f"type {t.Type()}"), "scale": scale, "zero_point": zp}
+
+
+def mediapipe_problem(model_bytes: bytes) -> Optional[str]:
+    """None when ImageClassifier can run the model, else why not (in words)."""
+    tin = input_tensor(model_bytes)
+    if tin["dtype"] not in MEDIAPIPE_INPUTS:
+        return (f"MediaPipe Tasks' ImageClassifier accepts {' or '.join(MEDIAPIPE_INPUTS)} input "
+                f"tensors only; this model's input is {tin['dtype']}")
+    if len(tin["shape"]) != 4 or tin["shape"][-1] not in (1, 3):
+        return f"MediaPipe needs a [1, H, W, 1|3] image input; this model's is {tin['shape']}"
+    md = read_metadata(model_bytes)
+    if tin["dtype"] == "float32" and not (md and md["inputs"] and
+                                          md["inputs"][0].get("normalization")):
+        return "a float-input model needs normalization metadata for MediaPipe (none embedded)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
 # reading back
 # --------------------------------------------------------------------------------------------
 def _field(t: Table, slot: int) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 from contract.manifest import atomic_write_bytes, sha256_file
 from convert.layout import ALIGNMENT, align, misaligned
 from convert.loop import Adapter, Built, ConvertError, run
-from convert.metadata import strip_zip
+from convert.metadata import mediapipe_problem, strip_zip
 from quantize.recipes import RECIPES, Recipe
 from quantize.tflite import QuantizeError, convert_bytes
 from train.source import Source
@@ -118,7 +118,9 @@ class TFLiteAdapter(Adapter):
         meta = None
         if check["passed"] and self.metadata is not None:
             data, meta = self._with_metadata(recipe, data)
-        return Built(check, dict(desc, metadata=meta),
+        why = mediapipe_problem(data)  # MediaPipe Tasks reads the metadata: after it is in
+        return Built(check, dict(desc, metadata=meta, mediapipe={"runs": why is None,
+                                                                 "reason": why}),
                      place=lambda path: atomic_write_bytes(path, data))
 
     def _with_metadata(self, recipe: Recipe, data: bytes):

@@ -64,6 +64,11 @@ def main(argv=None) -> int:
     a.add_argument("--out")
     a.add_argument("--max-top1-drift", type=float,
                    help="exit 1 if any artifact's top-1 drops more than this many points")
+    a.add_argument("--runtime", choices=["auto", "litert", "mediapipe"], default="auto",
+                   help="litert: the harness (preprocessing.json + LiteRT); mediapipe: also "
+                        "every .tflite through MediaPipe Tasks' ImageClassifier, paired against "
+                        "the harness (an error without it: python -m edge_eval.mediapipe_rt "
+                        "--setup); auto (default): mediapipe where installed")
 
     b = sub.add_parser("bench", help="host latency of every artifact")
     b.add_argument("artifacts")
@@ -76,6 +81,12 @@ def main(argv=None) -> int:
     b.add_argument("--max-seconds", type=float, default=60.0)
     b.add_argument("--only", type=_csv)
     b.add_argument("--out")
+    b.add_argument("--runtimes", type=_csv, default=["interpreter"],
+                   help="LiteRT APIs to time: interpreter (default), compiled_model "
+                        "(CompiledModel, the API LiteRT recommends; XNNPACK rows only)")
+    b.add_argument("--require-full-delegation", action="store_true",
+                   help="fail a row whose delegate did not take the whole graph (the record "
+                        "names the ops left on the CPU kernels)")
 
     d = sub.add_parser("android", help="benchmark (and on-device accuracy) over adb")
     d.add_argument("artifacts")
@@ -92,6 +103,11 @@ def main(argv=None) -> int:
     d.add_argument("--eval-images", type=int, default=0,
                    help="with the app: push N evaluation images for on-device accuracy")
     d.add_argument("--timeout", type=float, default=600)
+    d.add_argument("--op-profiling", action="store_true",
+                   help="benchmark_model --enable_op_profiling: milliseconds per op type in "
+                        "each record (op_profile)")
+    d.add_argument("--require-full-delegation", action="store_true",
+                   help="fail a row whose delegate did not take the whole graph")
     d.add_argument("--only", type=_csv)
     d.add_argument("--out")
 
@@ -142,12 +158,14 @@ def main(argv=None) -> int:
             rows = harness.evaluate(args.artifacts, out, args.reference, args.data_source,
                              args.data_path, args.images, args.crops, args.threads, args.timeout,
                              args.bootstrap, only=args.only, workers=args.workers,
-                             split=args.split)
+                             split=args.split, runtime=args.runtime)
             path, failures = report.write(out, max_top1_drift=args.max_top1_drift)
         elif args.cmd == "bench":
             out = _out(args)
             rows = harness.benchmark(args.artifacts, out, args.delegates, args.threads, args.warmup,
-                              args.runs, args.min_seconds, args.max_seconds, only=args.only)
+                              args.runs, args.min_seconds, args.max_seconds, only=args.only,
+                              require_full_delegation=args.require_full_delegation,
+                              runtimes=args.runtimes)
             path, failures = report.write(out)
         elif args.cmd == "android":
             from edge_eval import android
@@ -156,7 +174,9 @@ def main(argv=None) -> int:
             rows = android.run(args.artifacts, out, adb=args.adb, serial=args.serial,
                         delegates=args.delegates, threads=args.threads, warmup=args.warmup,
                         runs=args.runs, binary=args.benchmark_binary,
-                        eval_images=args.eval_images, timeout=args.timeout, only=args.only)
+                        eval_images=args.eval_images, timeout=args.timeout, only=args.only,
+                        op_profiling=args.op_profiling,
+                        require_full_delegation=args.require_full_delegation)
             path, failures = report.write(out)
         else:
             path, failures = report.write(args.results, args.title, args.max_top1_drift,

@@ -47,7 +47,12 @@ _MEM = [re.compile(r"Peak memory footprint \(MB\): init=" + _NUM + r" overall=" 
         re.compile(r"Memory footprint delta from the start of the tool \(MB\): init=" + _NUM
                    + r" overall=" + _NUM)]
 _MEM_PEAK = re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring: " + _NUM)
-_REPLACED = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \(([^)]*)\)")
+_REPLACED = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \(([^)]*)\) node"
+                       r"(?:, yielding (\d+) partitions)?")
+# benchmark_model --enable_op_profiling: the "Summary by node type" table of TFLite's stats
+# calculator ([Node type] [count] [avg ms] [avg %] [cdf %] [mem KB] [times called])
+_PROFILE_HEAD = re.compile(r"=+ Summary by node type =+")
+_PROFILE_ROW = re.compile(r"^\s*(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)%\s+([\d.]+)%")
 _FALLBACK = re.compile(r"(will not be executed by the delegate|Failed to apply .* delegate|"
                        r"falling back to CPU|Delegate .* failed)", re.IGNORECASE)
 
@@ -56,13 +61,14 @@ def parse_benchmark_model(text: str) -> dict:
     """TFLite ``benchmark_model`` console output -> the record's latency fields.
 
     The last ``count=... avg=... std=...`` line is the timed runs (the one before it is the
-    warm-up). benchmark_model prints no p90/p99: those stay None. Raises ValueError when the text
+    warm-up; the op profiler's "Timings (microseconds)" lines are not runs). benchmark_model prints no p90/p99: those stay None. Raises ValueError when the text
     has no timed-run line (the tool failed; the message carries its last lines).
     """
     runs = []
     for line in text.splitlines():
         m = _COUNT.search(line)
-        if m and "avg=" in line:
+        # (the op profiler's tables end in "Timings (microseconds): count=...": its sums)
+        if m and "avg=" in line and "Timings (microseconds)" not in line:
             fields = dict(re.findall(r"(\w+)=" + _NUM, line))
             runs.append({k: float(v) for k, v in fields.items()})
     timings = _TIMINGS.search(text)
@@ -90,9 +96,34 @@ def parse_benchmark_model(text: str) -> dict:
         float(mem.group(2)) if mem else None)
     rep = _REPLACED.search(text)
     out["delegated_nodes"] = [int(rep.group(1)), int(rep.group(2))] if rep else None
+    if rep:
+        from contract.litert import delegation_record
+
+        out["delegation"] = delegation_record(
+            rep.group(3), int(rep.group(2)), int(rep.group(1)),
+            int(rep.group(4)) if rep.group(4) else None, None, "benchmark_model's log")
+    out["op_profile"] = parse_op_profile(text)
     fb = _FALLBACK.search(text)
     out["fallback"] = fb.group(0) if fb else None
     return out
+
+
+def parse_op_profile(text: str) -> Optional[List[dict]]:
+    """The last "Summary by node type" table (the timed runs; benchmark_model prints the
+    warm-up's first) -> [{op, count, avg_ms, percent}], slowest first; None without one."""
+    heads = list(_PROFILE_HEAD.finditer(text))
+    if not heads:
+        return None
+    rows = []
+    for line in text[heads[-1].end():].splitlines()[1:]:
+        m = _PROFILE_ROW.match(line)
+        if m is None:
+            if rows and not line.strip():
+                break
+            continue
+        rows.append({"op": m.group(1), "count": int(m.group(2)), "avg_ms": float(m.group(3)),
+                     "percent": float(m.group(4))})
+    return sorted(rows, key=lambda r: -r["avg_ms"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,11 +199,12 @@ class Adb:
 # the two ways to run on the device
 # --------------------------------------------------------------------------------------------
 def benchmark_model_args(binary_remote: str, model_remote: str, delegate: str, threads: int,
-                         warmup: int, runs: int) -> List[str]:
+                         warmup: int, runs: int, op_profiling: bool = False) -> List[str]:
     if delegate not in DELEGATE_FLAGS:
         raise AndroidError(f"unknown delegate {delegate!r}: choose from {sorted(DELEGATE_FLAGS)}")
     return [binary_remote, f"--graph={model_remote}", f"--num_threads={threads}",
-            f"--warmup_runs={warmup}", f"--num_runs={runs}", *DELEGATE_FLAGS[delegate]]
+            f"--warmup_runs={warmup}", f"--num_runs={runs}", *DELEGATE_FLAGS[delegate]] + (
+        ["--enable_op_profiling=true"] if op_profiling else [])
 
 
 def app_start_args(extras: Dict[str, object]) -> List[str]:
@@ -197,8 +229,14 @@ def _fill(rec: dict, fields: dict) -> dict:
 def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str] = None,
         delegates: Sequence[str] = ("cpu",), threads: int = 4, warmup: int = 5, runs: int = 50,
         binary: Optional[str] = None, eval_images: int = 0, timeout: float = 600,
-        only: Optional[Sequence[str]] = None, log=print) -> List[dict]:
-    """Latency (and with the app, accuracy) per artifact x delegate -> ``android.jsonl``."""
+        only: Optional[Sequence[str]] = None, log=print, op_profiling: bool = False,
+        require_full_delegation: bool = False) -> List[dict]:
+    """Latency (and with the app, accuracy) per artifact x delegate -> ``android.jsonl``.
+    With benchmark_model, each record says how many nodes the delegate took (its "Replacing N
+    out of M node(s)" line) and with ``op_profiling`` where the milliseconds went per op type;
+    ``require_full_delegation`` fails a record whose delegate did not take the whole graph."""
+    from contract.litert import delegation_problem
+
     for d in delegates:
         if d not in DELEGATE_FLAGS:
             raise AndroidError(f"unknown delegate {d!r}: choose from {sorted(DELEGATE_FLAGS)}")
@@ -241,13 +279,16 @@ def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str
                     out.append(_fill(rec, {"status": "failed", "error": problem}))
                     continue
                 text = dev.shell(*benchmark_model_args(bin_remote, model_remote, d, threads,
-                                                       warmup, runs), check=False)
+                                                       warmup, runs, op_profiling), check=False)
                 try:
                     parsed = parse_benchmark_model(text)
                     rec.update(parsed)
                     if parsed["fallback"]:
                         rec["error"] = None
                         rec["note"] = f"delegate fallback: {parsed['fallback']}"
+                    why = delegation_problem(parsed.get("delegation"))
+                    if require_full_delegation and why:
+                        rec.update(status="failed", error=f"not fully delegated: {why}")
                 except ValueError as ex:
                     rec.update(status="failed", error=str(ex))
                 log(f"[android] {e['file']} {d}: " + (

@@ -68,6 +68,69 @@ def timed_runs(invoke, x, runs: int, min_seconds: float, max_seconds: float) -> 
             return times
 
 
+def _results(times, warmup, threads, batch, delegate, runtime, init_ms, first_ms, delegation):
+    why = validity(len(times), sum(t / 1e3 for t in times))
+    out = {"status": "ok" if why is None else "invalid", "error": why,
+           "latency_ms": None if why else latency_stats(times), "init_ms": init_ms,
+           "first_inference_ms": first_ms, "warmup_runs": warmup, "runs": len(times),
+           "duration_s": sum(times) / 1e3, "threads": threads, "batch_size": batch,
+           "delegate": delegate, "runtime": runtime, "peak_memory_mb": peak_rss_mb(),
+           "delegation": delegation}
+    if why:
+        out["raw_latency_ms"] = latency_stats(times)  # kept for debugging, never reported
+    return out
+
+
+def bench_compiled(path: str, threads: int = 2, delegate: str = "xnnpack", warmup: int = 5,
+                   runs: int = 50, min_seconds: float = 1.0, max_seconds: float = 60.0,
+                   seed: int = 0) -> dict:
+    """``bench_tflite`` through LiteRT's CompiledModel API (ai_edge_litert.compiled_model):
+    the CPU accelerator with ``threads`` threads, input/output TensorBuffers made once, timed
+    as the Interpreter is. ``delegation`` comes from the model's own ``is_fully_accelerated``."""
+    if delegate != "xnnpack":
+        raise ValueError("the CompiledModel runtime runs on its CPU accelerator (XNNPACK): "
+                         f"delegate {delegate!r} is the Interpreter's")
+    try:
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import CpuOptions, Options
+    except ImportError as e:
+        raise DelegateUnavailable(f"LiteRT's CompiledModel API is not installed ({e}): pip "
+                                  "install ai-edge-litert>=2") from None
+    t = time.perf_counter()
+    model = CompiledModel.from_file(path, options=Options(
+        hardware_accelerators=HardwareAccelerator.CPU,
+        cpu_options=CpuOptions(num_threads=threads)))
+    init_ms = (time.perf_counter() - t) * 1e3
+    sig = list(model.get_signature_list())[0]
+    idx = model.get_signature_index(sig)
+    ins, outs = model.create_input_buffers(idx), model.create_output_buffers(idx)
+    details = list(model.get_input_tensor_details(sig).values())
+    rng = np.random.default_rng(seed)
+    for buf, d in zip(ins, details):
+        dt = np.dtype(d.get("dtype", "float32"))
+        shape = d.get("shape", [1])
+        data = rng.uniform(-1, 1, shape).astype(dt) if dt.kind == "f" else \
+            rng.integers(-128 if dt.kind == "i" else 0, 128, shape).astype(dt)
+        buf.write(data)
+    run = lambda _: model.run_by_index(idx, ins, outs)  # noqa: E731
+    t = time.perf_counter()
+    run(None)
+    first_ms = (time.perf_counter() - t) * 1e3
+    for _ in range(warmup):
+        run(None)
+    times = timed_runs(run, None, runs, min_seconds, max_seconds)
+    full = bool(model.is_fully_accelerated())
+    from contract.litert import delegation_record
+
+    deleg = dict(delegation_record("compiled_model_cpu", 1, 1 if full else 0, None, None,
+                                   "CompiledModel.is_fully_accelerated (a yes/no: no counts)"),
+                 nodes=None, delegated=None, full=full)
+    shape = details[0].get("shape", [1]) if details else [1]
+    return _results(times, warmup, threads, int(shape[0]), delegate,
+                    "litert compiled_model", init_ms, first_ms, deleg)
+
+
 def edgetpu_delegate():
     """The Edge TPU delegate, or raises DelegateUnavailable saying where to get the runtime."""
     from contract.litert import load_delegate
@@ -105,10 +168,20 @@ def time_preprocessing(spec, image: Optional[np.ndarray] = None, repeats: int = 
     return float(np.median(times))
 
 
+RUNTIMES = ("interpreter", "compiled_model")
+
+
 def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup: int = 5,
                  runs: int = 50, min_seconds: float = 1.0, max_seconds: float = 60.0,
-                 seed: int = 0) -> dict:
-    """Times one model; returns the record's measurement fields (status, latency_ms, ...)."""
+                 seed: int = 0, runtime: str = "interpreter") -> dict:
+    """Times one model; returns the record's measurement fields (status, latency_ms, ...).
+    ``runtime``: LiteRT's ``interpreter`` (the Interpreter API) or ``compiled_model`` (the
+    CompiledModel API LiteRT now recommends: CPU accelerator, XNNPACK inside)."""
+    if runtime == "compiled_model":
+        return bench_compiled(path, threads, delegate, warmup, runs, min_seconds, max_seconds,
+                              seed)
+    if runtime != "interpreter":
+        raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
     from contract.litert import TFLiteModel
 
     delegates = None
@@ -131,12 +204,5 @@ def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup:
     for _ in range(warmup):
         model.invoke_raw(x)
     times = timed_runs(model.invoke_raw, x, runs, min_seconds, max_seconds)
-    why = validity(len(times), sum(t / 1e3 for t in times))
-    out = {"status": "ok" if why is None else "invalid", "error": why,
-           "latency_ms": None if why else latency_stats(times), "init_ms": init_ms,
-           "first_inference_ms": first_ms, "warmup_runs": warmup, "runs": len(times),
-           "duration_s": sum(times) / 1e3, "threads": threads, "batch_size": shape[0],
-           "delegate": delegate, "runtime": _runtime_label(), "peak_memory_mb": peak_rss_mb()}
-    if why:
-        out["raw_latency_ms"] = latency_stats(times)  # kept for debugging, never reported
-    return out
+    return _results(times, warmup, threads, shape[0], delegate, _runtime_label(), init_ms,
+                    first_ms, model.delegation(delegate))

@@ -21,11 +21,13 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from contract.manifest import (MANIFEST, ManifestError, artifact_path, read_manifest,  # noqa
+from contract.manifest import (MANIFEST, ManifestError, artifact_path, atomic_write_json,  # noqa
+                               read_manifest,
                                sha256_file, sha256_tree, verify)
 from contract import records
 from edge_eval import preprocess, stats
 from contract.proc import child_setup
+from convert.metadata import mediapipe_problem
 from contract.preprocessing import PreprocessingSpec
 
 
@@ -37,8 +39,11 @@ class EvalError(ValueError):
 # --------------------------------------------------------------------------------------------
 # workers
 # --------------------------------------------------------------------------------------------
-def run_worker(job: dict, timeout: float, workdir: str) -> dict:
-    """Runs ``edge_eval.worker`` on ``job`` in a fresh process; a crash or timeout is a result."""
+def run_worker(job: dict, timeout: float, workdir: str, python: Optional[str] = None,
+               env: Optional[dict] = None) -> dict:
+    """Runs ``edge_eval.worker`` on ``job`` in a fresh process (of ``python``, default this
+    one's; in ``env``); a crash or timeout is a result. The process's stderr is kept in the
+    result's ``stderr_tail`` (runtimes print warnings there)."""
     fd, job_path = tempfile.mkstemp(suffix=".json", dir=workdir)
     job = dict(job, result=job_path + ".result")
     with os.fdopen(fd, "w") as f:
@@ -47,8 +52,8 @@ def run_worker(job: dict, timeout: float, workdir: str) -> dict:
     try:
         # the worker imports what this process imports (the installed project, or the clone
         # it runs from: the same working directory); every path in the job is absolute
-        proc = subprocess.run([sys.executable, "-m", "edge_eval.worker", job_path],
-                              capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run([python or sys.executable, "-m", "edge_eval.worker", job_path],
+                              capture_output=True, text=True, timeout=timeout, env=env,
                               preexec_fn=child_setup())  # dies with this process
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"timed out after {timeout:.0f} s",
@@ -64,6 +69,7 @@ def run_worker(job: dict, timeout: float, workdir: str) -> dict:
                         f"{'signal ' + str(-proc.returncode) if proc.returncode < 0 else 'no result'})"
                         + (": " + " | ".join(tail) if tail else "")}
     out["wall_s"] = wall
+    out["stderr_tail"] = (proc.stderr or "")[-20000:]
     return out
 
 
@@ -212,7 +218,8 @@ class EvalSet(NamedTuple):
 
 
 def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optional[int] = None,
-                crops: int = 1, seed: int = 0, log=print, split: str = "test"):
+                crops: int = 1, seed: int = 0, log=print, split: str = "test",
+                streamed: Optional[bool] = None):
     """The EvalSet a worker reads: ``{"inputs": .npy}`` or ``{"items": .json}``.
 
     One crop: a cached float32 .npy of model inputs, shared by every worker, written one image
@@ -221,7 +228,9 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
     averages its crops' outputs (``edge_eval.worker``): memory stays flat however many images
     and crops there are. The cache is keyed by the data's contents (``data_fingerprint``), the
     split, the sample, the crops and the preprocessing; its labels file is committed before the
-    inputs file, each atomically, and an unreadable one is a cache miss, never an error."""
+    inputs file, each atomically, and an unreadable one is a cache miss, never an error.
+    ``streamed=True``: the images' list even for one crop (runtimes that preprocess on their
+    own, as MediaPipe, are handed the images themselves)."""
     key = hashlib.sha256(json.dumps(
         {"data": {"source": data_cfg.source.value, "path": data_cfg.path,
                   "holdout_path": data_cfg.holdout_path,
@@ -229,7 +238,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
          "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 4},
         sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
-    streamed = crops > 1
+    streamed = crops > 1 if streamed is None else streamed
     x_path = os.path.join(cache_dir, f"{'items' if streamed else 'inputs'}-{key}."
                           + ("json" if streamed else "npy"))
     meta_path = os.path.join(cache_dir, f"inputs-{key}.json" if not streamed
@@ -323,18 +332,38 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
              images: Optional[int] = None, crops: int = 1, threads: int = 2,
              timeout: float = 900.0, bootstrap_rounds: int = 2000, seed: int = 0,
              only: Optional[Sequence[str]] = None, workers: int = 1, log=print,
-             split: str = "test") -> List[dict]:
+             split: str = "test", runtime: str = "auto") -> List[dict]:
     """Accuracy + drift records for the reference and every artifact on ``split`` of the data
     (``test``: what reports quote; ``holdout``: what the recipe choice decides on); written to
     ``out_dir/accuracy.jsonl``. Failures are rows, not exceptions.
 
     ``workers`` artifacts are evaluated at once, each in its own process with ``threads``
     threads (on 2 cores, 2 workers x 1 thread beat 1 x 2: process start-up and single-threaded
-    kernels - LiteRT's int16 ones - overlap); rows come out in manifest order either way."""
+    kernels - LiteRT's int16 ones - overlap); rows come out in manifest order either way.
+
+    ``runtime``: ``litert`` (the harness: preprocessing.json + LiteRT), ``mediapipe`` (also
+    every metadata-carrying .tflite through MediaPipe Tasks' ImageClassifier, which
+    preprocesses on its own: rows with ``evaluator: mediapipe`` in ``mediapipe.jsonl``, paired
+    against the harness's row of the same artifact; an error when MediaPipe is not installed)
+    or ``auto`` (mediapipe where installed). Preprocessing fingerprints of every runtime go to
+    ``fingerprints.json`` (edge_eval.fingerprint)."""
     if workers < 1 or threads < 1:
         raise EvalError(f"--workers and --threads must be >= 1. Received: {workers}, {threads}")
     if crops not in preprocess.CROP_SCHEMES:
         raise EvalError(f"--crops must be one of {preprocess.CROP_SCHEMES}. Received: {crops}")
+    if runtime not in RUNTIMES:
+        raise EvalError(f"--runtime must be one of {list(RUNTIMES)}. Received: {runtime!r}")
+    mp_python = None
+    if runtime != "litert":
+        from edge_eval import mediapipe_rt
+
+        mp_python = mediapipe_rt.interpreter()
+        if mp_python is None and runtime == "mediapipe":
+            raise EvalError(mediapipe_rt.missing_reason())
+        if mp_python is not None and crops != 1:
+            if runtime == "mediapipe":
+                raise EvalError("MediaPipe classifies one view of each image: --crops 1")
+            mp_python = None
     # workers run from the repository root: every path they are handed is absolute
     artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
@@ -382,7 +411,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                    "kind": "tflite", "threads": threads, "delegate": "xnnpack", "batch_size": 50,
                    "channels": spec.channels}
             jobs.append((fields, job, ("failed", problem) if problem else None))
-        out, ref_probs = [], None
+        out, ref_probs, probs_of = [], None, {}
         for i, (fields, job, preset) in enumerate(jobs):
             if job is not None and not preset:
                 jobs[i] = (fields, dict(job, **what, output=os.path.join(work, f"p{i}.npy"),
@@ -415,6 +444,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                     f"{len(names)} classes: labels do not match the model"))
             else:
                 p = np.load(job["output"])  # one row per image (crops averaged)
+                probs_of[fields["artifact"]] = p
                 rec["accuracy"] = dict(stats.accuracy(p, labels), crops=crops)
                 if job["kind"] == "keras":  # the reference (always the first job)
                     ref_probs = p
@@ -435,21 +465,141 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             else:
                 log(f"[eval] {fields['artifact']}: {rec['status']}: {rec['error']}", flush=True)
             out.append(rec)
+        prints = _fingerprints(manifest, artifacts_dir, spec, work, mp_python is not None, log)
+        atomic_write_json(os.path.join(out_dir, "fingerprints.json"), prints)
+        for r in out:
+            r["fingerprint"] = prints["runtimes"].get(
+                "harness" if r["target"] == "tflite" else f"coreml: {r['artifact']}")
+        app_rows = []
+        if mp_python is not None:
+            app_rows = _mediapipe_rows(manifest, artifacts_dir, dcfg, spec, out_dir, work, images,
+                                       seed, split, labels, names, ref_probs, probs_of,
+                                       prints, only, timeout, workers, threads,
+                                       bootstrap_rounds, log)
         summary = {"images": len(labels), "inputs": n_inputs, "crops": crops, "split": split,
                    "split_is": note,
                    "preprocess_s": prep_s, "wall_s": time.perf_counter() - t_all,
                    "skipped_images": skipped}
-        for r in out:
+        for r in out + app_rows:
             r["eval_set"] = dict(summary, source=dcfg.source.value)
+        mp_path = os.path.join(out_dir, "mediapipe.jsonl")
+        if app_rows:
+            records.write_jsonl(app_rows, mp_path)
+        elif os.path.exists(mp_path):  # an earlier run's rows would pair with these
+            os.remove(mp_path)
         records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
         log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
             f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
-        return out
+        return out + app_rows
     finally:
         for f in futures:  # an error part-way: jobs not yet started do not start
             if f is not None:
                 f.cancel()
         shutil.rmtree(work, ignore_errors=True)
+
+
+RUNTIMES = ("auto", "litert", "mediapipe")
+
+
+def _fingerprints(manifest: dict, artifacts_dir: str, spec: PreprocessingSpec, work: str,
+                  with_mediapipe: bool, log) -> dict:
+    """Every runtime's preprocessing of the canaries against preprocessing.json: the harness's
+    OpenCV path, the Android core (Java), each Core ML package's image input and, with
+    MediaPipe, each .tflite through ImageClassifier (edge_eval.fingerprint)."""
+    from edge_eval import fingerprint as fp
+
+    rts = [fp.Runtime("harness", lambda ims: fp.harness_tensors(ims, spec)),
+           fp.Runtime("android core", fp.java_tensors(tempfile.mkdtemp(dir=work), spec))]
+    for e in manifest["artifacts"]:
+        path = os.path.join(artifacts_dir, e["file"])
+        if e.get("target") == "coreml" and (e.get("coreml") or {}).get("input"):
+            rts.append(fp.Runtime(f"coreml: {e['file']}", lambda ims, i=e["coreml"]["input"]:
+                                  fp.coreml_tensors(ims, spec, i)))
+        elif with_mediapipe and e.get("target") == "tflite" and verify(artifacts_dir, e) is None:
+            with open(path, "rb") as f:
+                if mediapipe_problem(f.read()) is None:
+                    rts.append(fp.Runtime(f"mediapipe: {e['file']}", fp.mediapipe_tensors(
+                        path, spec, tempfile.mkdtemp(dir=work))))
+    verdicts = fp.fingerprint(rts, spec)
+    for name, v in verdicts.items():
+        if v["verdict"] != "unavailable":
+            log(f"[fingerprint] {fp.verdict_line(name, v)}", flush=True)
+        else:
+            log(f"[fingerprint] {name}: unavailable: {v['reason']}", flush=True)
+    return {"preprocessing": spec.to_dict(), "tolerance": fp.TOLERANCE, "runtimes": verdicts}
+
+
+def _mediapipe_rows(manifest, artifacts_dir, dcfg, spec, out_dir, work, images, seed, split,
+                    labels, names, ref_probs, probs_of, prints, only, timeout, workers, threads,
+                    rounds, log) -> List[dict]:
+    """One ``evaluator: mediapipe`` accuracy row per .tflite: its top-1 through ImageClassifier
+    on the same images, drift against float and the paired difference against the harness's
+    row of the same artifact (``vs_harness``); ``unavailable`` with the reason for a model
+    MediaPipe cannot run."""
+    from edge_eval import mediapipe_rt
+
+    es = eval_inputs(dcfg, spec, os.path.join(out_dir, "cache"), images, 1, seed, log, split,
+                     streamed=True)
+    if not np.array_equal(es.labels, labels):
+        raise EvalError("the image list for MediaPipe does not match the evaluated images")
+    exe, env = mediapipe_rt.interpreter(), mediapipe_rt.worker_env()
+    todo = []
+    for e in manifest["artifacts"]:
+        if e.get("target") != "tflite" or (only and e.get("file") not in only
+                                           and e.get("recipe") not in only):
+            continue
+        fields = records.artifact_fields(e)
+        rec = records.new_record("accuracy", **fields, threads=None, batch_size=1,
+                                 delegate="xnnpack", evaluator="mediapipe",
+                                 runtime="mediapipe")
+        problem = verify(artifacts_dir, e)
+        if problem is None:
+            with open(os.path.join(artifacts_dir, e["file"]), "rb") as f:
+                problem = mediapipe_problem(f.read())
+            status = "unavailable"
+        else:
+            status = "failed"
+        if problem:
+            rec.update(status=status, error=problem)
+            todo.append((rec, None))
+            continue
+        job = {"op": "predict", "kind": "mediapipe", "model": os.path.join(artifacts_dir,
+                                                                           e["file"]),
+               "items": es.path, "spec": spec.to_dict(), "classes": len(names), "roi": True,
+               "output": os.path.join(work, f"mp-{len(todo)}.npy")}
+        todo.append((rec, job))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    futs = [pool.submit(run_worker, job, timeout, work, exe, env) if job else None
+            for _, job in todo]
+    pool.shutdown(wait=False)
+    rows = []
+    for (rec, job), fut in zip(todo, futs):
+        if fut is not None:
+            res = fut.result()
+            warn = (res.get("stderr_tail") or "").count("unaligned buffer")
+            rec.update(runtime=res.get("runtime") or "mediapipe", wall_s=res.get("wall_s"),
+                       images_per_s=res.get("images_per_s"),
+                       mediapipe={"region_of_interest": spec.crop_fraction < 1.0,
+                                  "unaligned_buffer_warnings": warn})
+            harness_p = probs_of.get(rec["artifact"])
+            if res["status"] != "ok":
+                rec.update(status=res["status"], error=res["error"])
+            else:
+                p = np.load(job["output"])
+                rec["accuracy"] = dict(stats.accuracy(p, labels), crops=1)
+                rec["drift"] = None if ref_probs is None else stats.drift(
+                    ref_probs, p, labels, names, rounds, seed)
+                rec["vs_harness"] = None if harness_p is None else stats.drift(
+                    harness_p, p, labels, names, rounds, seed)
+            rec["fingerprint"] = prints["runtimes"].get(f"mediapipe: {rec['artifact']}")
+        v = rec.get("vs_harness")
+        log(f"[mediapipe] {rec['artifact']}: " + (
+            f"top-1 {100 * rec['accuracy']['top1']:.2f}"
+            + (f", {v['top1_delta_points']:+.2f} pts vs the harness (agreement "
+               f"{100 * v['argmax_agreement']:.2f} %)" if v else "")
+            if rec["status"] == "ok" else f"{rec['status']}: {rec['error']}"), flush=True)
+        rows.append(rec)
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,13 +608,26 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
 def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnnpack",),
               threads: Sequence[int] = (2,), warmup: int = 5, runs: int = 50,
               min_seconds: float = 1.0, max_seconds: float = 60.0, timeout: float = 300.0,
-              only: Optional[Sequence[str]] = None, log=print) -> List[dict]:
+              only: Optional[Sequence[str]] = None, log=print,
+              require_full_delegation: bool = False,
+              runtimes: Sequence[str] = ("interpreter",)) -> List[dict]:
     """One latency record per (artifact, delegate, threads), each timed in its own worker
     (no TensorFlow in the process); written to ``out_dir/latency.jsonl``. Each record also
     carries the host's preprocessing time for one camera-sized frame (``preprocess_ms``, the
     manifest's spec, timed here once: every artifact of a folder shares it), apart from
-    inference, as the app reports the two apart."""
+    inference, as the app reports the two apart. Each record says how much of the graph the
+    delegate took (``delegation``: nodes, partitions, the ops left on the CPU kernels); with
+    ``require_full_delegation`` a record whose delegate did not take every node fails.
+    ``runtimes``: LiteRT's ``interpreter`` and/or ``compiled_model`` API (XNNPACK rows only)."""
     import platform
+
+    from edge_eval.bench import RUNTIMES as BENCH_RUNTIMES
+
+    bad = [r for r in runtimes if r not in BENCH_RUNTIMES]
+    if bad:
+        raise EvalError(f"--runtimes must be among {list(BENCH_RUNTIMES)}. Received: {bad}")
+
+    from contract.litert import delegation_problem
 
     from edge_eval.bench import PREPROCESS_FRAME, time_preprocessing
 
@@ -484,7 +647,8 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
             if only and e.get("file") not in only and e.get("recipe") not in only:
                 continue
             problem = verify(artifacts_dir, e)
-            for delegate in delegates:
+            for delegate, rt in [(d, r) for d in delegates for r in runtimes
+                                 if r == "interpreter" or d == "xnnpack"]:
                 for n in threads:
                     rec = records.new_record("latency", **records.artifact_fields(e),
                                              delegate=delegate, threads=n, warmup_runs=warmup,
@@ -493,22 +657,35 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
                     if problem:
                         rec.update(status="failed", error=problem)
                     elif e.get("target") == "coreml":
+                        if rt != "interpreter":
+                            continue
                         rec.update(status="unavailable", runtime="coreml", error=(
                             "Core ML latency needs macOS (coremltools + Core ML per compute "
                             f"unit); this is {platform.system()}"))
+                    elif e.get("target") != "tflite":
+                        continue
                     else:
                         res = run_worker({"op": "bench", "model": os.path.join(
                             artifacts_dir, e["file"]), "threads": n, "delegate": delegate,
                             "warmup": warmup, "runs": runs, "min_seconds": min_seconds,
-                            "max_seconds": max_seconds}, timeout, work)
-                        res.pop("traceback", None)
-                        res.pop("wall_s", None)
+                            "max_seconds": max_seconds, "runtime": rt}, timeout, work)
+                        for k in ("traceback", "wall_s", "stderr_tail"):
+                            res.pop(k, None)
                         rec.update(res)
                         rec["delegate"], rec["threads"] = delegate, n
+                        why = delegation_problem(rec.get("delegation"))
+                        if require_full_delegation and delegate != "none" and why and \
+                                rec["status"] == "ok":
+                            rec.update(status="failed", error=f"not fully delegated: {why}")
                     lat = rec.get("latency_ms")
-                    log(f"[bench] {e.get('file')} {delegate} x{n}: " + (
+                    d = rec.get("delegation") or {}
+                    log(f"[bench] {e.get('file')} {rt} {delegate} x{n}: " + (
                         f"p50 {lat['p50']:.2f} ms p90 {lat['p90']:.2f} ms ({rec['runs']} runs)"
-                        if lat else f"{rec['status']}: {rec['error']}"), flush=True)
+                        if lat and rec["status"] == "ok" else f"{rec['status']}: {rec['error']}")
+                        + (f"; {delegate} took {d['delegated']}/{d['nodes']} nodes in "
+                           f"{d['partitions']} partition(s)" if d.get("nodes") and
+                           delegate != "none" and rec["status"] == "ok" else ""),
+                        flush=True)
                     out.append(rec)
         records.write_jsonl(out, os.path.join(out_dir, "latency.jsonl"))
         return out

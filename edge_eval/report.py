@@ -13,11 +13,17 @@ from typing import Dict, List, Optional, Tuple
 from contract import records
 
 
-def load(results_dir: str) -> List[dict]:
+def load(results_dir: str, app_runtimes: bool = False) -> List[dict]:
+    """The folder's records; the rows of runtimes that preprocess on their own (``evaluator:
+    mediapipe``) only with ``app_runtimes``: gates and the recipe choice judge the harness's."""
     rows = []
     for path in sorted(glob.glob(os.path.join(results_dir, "*.jsonl"))):
         rows.extend(records.read_jsonl(path))
-    return rows
+    return rows if app_runtimes else [r for r in rows if not is_app_runtime(r)]
+
+
+def is_app_runtime(r: dict) -> bool:
+    return r.get("evaluator") == "mediapipe"
 
 
 def _get(d, *keys):
@@ -31,7 +37,8 @@ def _get(d, *keys):
 def flat(r: dict) -> dict:
     """One CSV row per record."""
     return {
-        "kind": r["kind"], "artifact": r["artifact"], "recipe": r["recipe"],
+        "kind": r["kind"], "evaluator": r.get("evaluator") or "harness",
+        "artifact": r["artifact"], "recipe": r["recipe"],
         "target": r["target"], "status": r["status"], "runtime": r["runtime"],
         "delegate": r["delegate"], "device": _get(r, "device", "name"), "threads": r["threads"],
         "bytes": r.get("bytes"), "top1": _get(r, "accuracy", "top1"),
@@ -147,6 +154,59 @@ def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
                 f"{r['status']}{': ' + r['error'] if r['error'] else ''} |")
         out.append("")
     return "\n".join(out)
+
+
+def mediapipe_section(rows: List[dict]) -> str:
+    """Harness vs MediaPipe: each .tflite's top-1 both ways on the same images, the paired
+    difference with its interval, and MediaPipe's preprocessing fingerprint."""
+    app = [r for r in rows if is_app_runtime(r)]
+    if not app:
+        return ""
+    harness = {r["artifact"]: r for r in rows if r["kind"] == "accuracy"
+               and not is_app_runtime(r)}
+    out = ["", "## Harness vs MediaPipe", "",
+           "Each .tflite through MediaPipe Tasks' ImageClassifier (it reads the model's metadata "
+           "and preprocesses the image itself, as an app does) on the same images as the "
+           "harness. Δ is MediaPipe minus harness, paired, with its 95 % bootstrap interval; "
+           "the fingerprint compares the tensor MediaPipe builds with preprocessing.json.", "",
+           "| artifact | harness top-1 | MediaPipe top-1 | Δ (pts) [95 % CI] | agreement | "
+           "fingerprint | status |", "|---|---|---|---|---|---|---|"]
+    for r in app:
+        h = harness.get(r["artifact"]) or {}
+        v = r.get("vs_harness") or {}
+        b = v.get("bootstrap") or {}
+        fp = r.get("fingerprint") or {}
+        verdict = ("" if not fp else "matches" if fp.get("verdict") == "match" else
+                   f"differs: {fp.get('cause')} ({fp.get('detail')})"
+                   if fp.get("verdict") == "differs" else fp.get("verdict", ""))
+        warn = _get(r, "mediapipe", "unaligned_buffer_warnings")
+        out.append(
+            f"| {r['artifact']} | {_f(_get(h, 'accuracy', 'top1'), scale=100)} | "
+            f"{_f(_get(r, 'accuracy', 'top1'), scale=100)} | "
+            f"{_f(v.get('top1_delta_points'), '{:+.2f}')}"
+            + (f" [{b['ci_low_points']:+.2f}, {b['ci_high_points']:+.2f}]" if b else "")
+            + f" | {_f(v.get('argmax_agreement'), scale=100)} | {verdict} | "
+            f"{r['status']}{': ' + r['error'] if r['error'] else ''}"
+            + (f"; {warn} unaligned-buffer warning(s)" if warn else "") + " |")
+    return "\n".join(out) + "\n"
+
+
+def fingerprint_section(results_dir: str) -> str:
+    fps = _read_json(os.path.join(results_dir, "fingerprints.json"))
+    if not fps:
+        return ""
+    out = ["", "## Preprocessing fingerprints", "",
+           "Canary images through each runtime's real preprocessing, against preprocessing.json "
+           f"(mean |difference| as a fraction of the input range; tolerance "
+           f"{fps.get('tolerance')}). A difference names its likely cause.", "",
+           "| runtime | verdict | mean abs diff | likely cause |", "|---|---|---|---|"]
+    for name, v in (fps.get("runtimes") or {}).items():
+        cause = "" if v.get("verdict") != "differs" else f"{v.get('cause')}: {v.get('detail')}"
+        if v.get("verdict") == "unavailable":
+            cause = v.get("reason", "")
+        out.append(f"| {name} | {v.get('verdict')} | {_f(v.get('error'), '{:.4f}')} | "
+                   f"{cause} |")
+    return "\n".join(out) + "\n"
 
 
 def _latency_by_artifact(rows) -> Dict[str, float]:
@@ -328,13 +388,14 @@ def write(results_dir: str, title: str = "edge_eval report",
     """Writes results.json, results.csv, report.md and the plots; returns (report, gate
     failures): artifacts over ``max_top1_drift``, and with ``require_choice`` the recipe
     choice's own gate (``choice_gate``)."""
-    rows = load(results_dir)
-    if not rows:
+    every = load(results_dir, app_runtimes=True)
+    rows = [r for r in every if not is_app_runtime(r)]
+    if not every:
         raise ValueError(f"no result records (*.jsonl) in {results_dir}")
     with open(os.path.join(results_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+        json.dump(every, f, indent=1)
     with open(os.path.join(results_dir, "results.csv"), "w", newline="") as f:
-        flats = [flat(r) for r in rows]
+        flats = [flat(r) for r in every]
         w = csv.DictWriter(f, fieldnames=list(flats[0]))
         w.writeheader()
         w.writerows(flats)
@@ -343,7 +404,8 @@ def write(results_dir: str, title: str = "edge_eval report",
     if written:
         md += "\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
                                for p in written) + "\n"
-    md += choice_section(results_dir) + pipeline_section(results_dir)
+    md += (mediapipe_section(every) + fingerprint_section(results_dir)
+           + choice_section(results_dir) + pipeline_section(results_dir))
     failures = gate(rows, max_top1_drift)
     if max_top1_drift is not None:
         md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points): "

@@ -106,6 +106,11 @@ def _per_image(run, batches, n: int):
 def _predict(job: dict) -> dict:
     import numpy as np
 
+    if job.get("kind") == "mediapipe":  # in MediaPipe's own environment (edge_eval.mediapipe_rt)
+        from edge_eval.mediapipe_rt import classify
+
+        return classify(job)
+
     channels = int(job.get("channels", 3))
     items = None
     if "items" in job:  # multi-crop: the images themselves, cropped here
@@ -191,8 +196,14 @@ def _bench(job: dict) -> dict:
     from edge_eval.bench import bench_tflite
 
     kw = {k: job[k] for k in ("threads", "delegate", "warmup", "runs", "min_seconds",
-                              "max_seconds") if k in job}
+                              "max_seconds", "runtime") if k in job}
     return bench_tflite(job["model"], **kw)
+
+
+def _probe(job: dict) -> dict:
+    from edge_eval.mediapipe_rt import probe
+
+    return probe(job)
 
 
 def main(argv=None) -> int:
@@ -202,7 +213,7 @@ def main(argv=None) -> int:
     from edge_eval.bench import DelegateUnavailable
 
     try:
-        out = {"predict": _predict, "bench": _bench}[job["op"]](job)
+        out = {"predict": _predict, "bench": _bench, "probe": _probe}[job["op"]](job)
         code = 0
     except Exception as e:  # noqa: BLE001 - every failure becomes the row's error
         out = {"status": "unavailable" if isinstance(e, DelegateUnavailable) else "failed",

@@ -33,3 +33,11 @@ echo "[setup] pip install -e . (the project itself: its packages import from any
   | grep -v -E "^WARNING: (Running pip as|Location)" || true
 "$PY" -c "import tensorflow, tf_keras, tensorflow_model_optimization, ai_edge_litert" \
   || { echo "[setup] the Python packages did not install" >&2; exit 1; }
+# MediaPipe Tasks (an evaluation runtime): its own virtual environment, because it pulls
+# opencv-contrib-python, which would overwrite the project's cv2 (edge_eval/mediapipe_rt.py).
+# SKIP_MEDIAPIPE=1 leaves it out (its tests then skip, saying how to install it).
+if [ -z "${SKIP_MEDIAPIPE:-}" ]; then
+  echo "[setup] MediaPipe Tasks in its own environment (python -m edge_eval.mediapipe_rt --setup)"
+  "$PY" -m edge_eval.mediapipe_rt --setup 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" \
+    || echo "[setup] MediaPipe did not install: its tests will skip" >&2
+fi

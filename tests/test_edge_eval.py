@@ -463,6 +463,28 @@ INFO: count=3 first=220000 curr=180000 min=180000 max=220000 avg=193333 std=1885
 INFO: count=50 first=101000 curr=99000 min=97000 max=130000 avg=1.01e+05 std=5000
 INFO: Inference timings in us: Init: 312100, First inference: 220000, Warmup (avg): 193333, Inference (avg): 1.01e+05
 """,
+    # --enable_op_profiling=true: TFLite's stats calculator prints a table for the
+    # initialization and then for the regular runs; the regular runs' is the one to read
+    "op_profiling": """INFO: Use xnnpack: [1]
+INFO: Replacing 117 out of 127 node(s) with delegate (TfLiteXNNPackDelegate) node, yielding 11 partitions for subgraph 0.
+INFO: count=5 first=16000 curr=14000 min=13900 max=16000 avg=14500 std=700
+INFO: count=50 first=13900 curr=13800 min=13700 max=14900 avg=13850 std=210
+INFO: Inference timings in us: Init: 90100, First inference: 16000, Warmup (avg): 14500, Inference (avg): 13850
+Profiling Info for Benchmark Initialization:
+============================== Summary by node type ==============================
+	             [Node type]	  [count]	  [avg ms]	    [avg %]	    [cdf %]	  [mem KB]	[times called]
+	         ModifyGraphWithDelegate	        1	    60.100	    70.000%	    70.000%	  8000.000	        1
+	         AllocateTensors	        1	    25.800	    30.000%	   100.000%	     0.000	        1
+
+Operator-wise Profiling Info for Regular Benchmark Runs:
+============================== Summary by node type ==============================
+	             [Node type]	  [count]	  [avg ms]	    [avg %]	    [cdf %]	  [mem KB]	[times called]
+	   TfLiteXNNPackDelegate	       11	    10.400	    75.362%	    75.362%	     0.000	       11
+	         AVERAGE_POOL_2D	        9	     3.300	    23.913%	    99.275%	     0.000	        9
+	                 SOFTMAX	        1	     0.100	     0.725%	   100.000%	     0.000	        1
+
+Timings (microseconds): count=50 first=13000 curr=13800 min=13700 max=14900 avg=13800 std=200
+""",
 }
 
 
@@ -473,7 +495,8 @@ def test_benchmark_model_parser(name):
     r = parse_benchmark_model(BENCHMARK_MODEL_OUTPUTS[name])
     expect = {"plain": (50, 118.940, 1.527, 61.5, 138.809, None),
               "info_percentiles": (56, 18.1022, 0.311, 1180.6, 168.734, 18.050),
-              "nnapi_fallback": (50, 101.0, 5.0, 312.1, None, None)}[name]
+              "nnapi_fallback": (50, 101.0, 5.0, 312.1, None, None),
+              "op_profiling": (50, 13.85, 0.21, 90.1, None, None)}[name]
     runs, mean, std, init, peak, p50 = expect
     assert r["runs"] == runs
     assert r["latency_ms"]["mean"] == pytest.approx(mean)
@@ -481,8 +504,22 @@ def test_benchmark_model_parser(name):
     assert r["init_ms"] == pytest.approx(init)
     assert r["peak_memory_mb"] == (None if peak is None else pytest.approx(peak))
     assert r["latency_ms"]["p50"] == (None if p50 is None else pytest.approx(p50))
+    from contract.litert import delegation_problem
+
+    d = r.get("delegation")
     if name == "nnapi_fallback":
         assert r["delegated_nodes"] == [94, 126]
+        assert (d["delegated"], d["nodes"], d["partitions"], d["full"]) == (94, 126, 4, False)
+        assert delegation_problem(d) == "TfLiteNnapiDelegate took 94 of 126 nodes in 4 partition(s)"
+    elif name == "info_percentiles":
+        assert d["full"] and delegation_problem(d) is None
+    elif name == "op_profiling":
+        assert (d["delegated"], d["nodes"], d["partitions"]) == (117, 127, 11)
+        assert [(p["op"], p["count"], p["avg_ms"]) for p in r["op_profile"]] == [
+            ("TfLiteXNNPackDelegate", 11, 10.4), ("AVERAGE_POOL_2D", 9, 3.3), ("SOFTMAX", 1, 0.1)]
+    else:
+        assert d is None and r["op_profile"] is None
+        assert delegation_problem(d).startswith("no delegation information")
     with pytest.raises(ValueError, match="no timed runs"):
         parse_benchmark_model("ERROR: Failed to load model /data/local/tmp/x.tflite\n")
 

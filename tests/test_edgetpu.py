@@ -72,11 +72,19 @@ def test_parse_log_with_cpu_ops():
                                  "status": "More than one subgraph is not supported"}
     assert sum(o["count"] for o in p["operators"] if o["op"] == "CONCATENATION") == 4
     assert p["output_model"] == "model2_edgetpu.tflite" and p["error"] is None
+    from contract.litert import delegation_problem
+
+    d = p["delegation"]  # the record's one shape, as for XNNPACK and benchmark_model
+    assert (d["nodes"], d["delegated"], d["partitions"], d["full"]) == (93, 83, 1, False)
+    assert d["cpu_ops"] == {"LOGISTIC": 1, "CONCATENATION": 1}
+    assert delegation_problem(d) == ("edgetpu took 83 of 93 nodes in 1 partition(s); left on the "
+                                     "CPU: CONCATENATION x1, LOGISTIC x1")
 
 
 def test_parse_log_all_mapped_and_failed():
     p = edgetpu.parse_compiler_log(LOG_ALL_MAPPED)
     assert (p["total_ops"], p["edgetpu_ops"], p["cpu_ops"]) == (50, 50, 0)
+    assert p["delegation"]["full"] and p["delegation"]["cpu_ops"] == {}
     assert p["on_chip_used_bytes"] == round(604.5 * 1024) and p["operators"] == []
     f = edgetpu.parse_compiler_log("Edge TPU Compiler version 16.0.384591198\nCompilation failed: "
                                    "Compilation failed due to large activation tensors in model.\n")
