@@ -148,17 +148,16 @@ class TFLiteModel:
 DELEGATE_NODE = "DELEGATE"  # the op name LiteRT gives a delegate kernel's node
 
 
-def graph_delegation(ops, delegate: str) -> dict:
-    """How much of the graph a delegate took, from the interpreter's node list after it was
-    applied: the model's own nodes plus one ``DELEGATE`` node per partition, whose inputs and
-    outputs are the partition's boundary tensors. Walking back from each partition's outputs
-    through the producers, stopping at its inputs, visits exactly the nodes it replaced; the
-    rest run on the built-in CPU kernels (``cpu_ops``, by op name)."""
-    delegate_nodes = [o for o in ops if o["op_name"] == DELEGATE_NODE]
+def delegated_nodes(ops) -> set:
+    """Indices of the model's nodes a delegate replaced, from the interpreter's node list after
+    it was applied: the model's own nodes plus one ``DELEGATE`` node per partition, whose
+    inputs and outputs are the partition's boundary tensors. Walking back from each
+    partition's outputs through the producers, stopping at its inputs, visits exactly the
+    nodes it replaced."""
     model = [o for o in ops if o["op_name"] != DELEGATE_NODE]
     producer = {t: o for o in model for t in o["outputs"] if t >= 0}
     taken = set()
-    for d in delegate_nodes:
+    for d in (o for o in ops if o["op_name"] == DELEGATE_NODE):
         stop, stack = set(d["inputs"]), [t for t in d["outputs"] if t >= 0]
         while stack:
             t = stack.pop()
@@ -167,11 +166,20 @@ def graph_delegation(ops, delegate: str) -> dict:
                 continue
             taken.add(n["index"])
             stack.extend(t for t in n["inputs"] if t >= 0)
+    return taken
+
+
+def graph_delegation(ops, delegate: str) -> dict:
+    """How much of the graph a delegate took (``delegated_nodes``); the rest run on the
+    built-in CPU kernels (``cpu_ops``, by op name)."""
+    model = [o for o in ops if o["op_name"] != DELEGATE_NODE]
+    taken = delegated_nodes(ops)
     cpu: dict = {}
     for o in model:
         if o["index"] not in taken:
             cpu[o["op_name"]] = cpu.get(o["op_name"], 0) + 1
-    return delegation_record(delegate, len(model), len(taken), len(delegate_nodes), cpu,
+    return delegation_record(delegate, len(model), len(taken),
+                             sum(o["op_name"] == DELEGATE_NODE for o in ops), cpu,
                              "interpreter graph after delegation")
 
 

@@ -209,9 +209,10 @@ def compile_model(tflite_path: str, out_dir: str, compiler: str = COMPILER,
 
 
 def _whole_int8(name) -> bool:
-    """A full-integer recipe with no block kept float: what the Edge TPU compiler maps."""
+    """A full-integer recipe with no op kept float (no ``+float:`` block, no XNNPACK float
+    islands): what the Edge TPU compiler maps whole."""
     r = recipe_of(name)
-    return bool(r and r.full_integer and not r.float_blocks)
+    return bool(r and r.full_integer and not r.float_blocks and not r.float_islands)
 
 
 def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,

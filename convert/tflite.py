@@ -110,7 +110,13 @@ class TFLiteAdapter(Adapter):
             raise ConvertError(str(e)) from None
 
     def build(self, recipe: Recipe, ref: np.ndarray, check_x: np.ndarray) -> Built:
-        data = align(self._convert(recipe))  # zero-copy: every buffer 16-byte aligned
+        data = self._convert(recipe)
+        islands = 0
+        if recipe.float_islands:  # XNNPACK takes the whole int8 graph (convert/islands.py)
+            from convert.islands import float_islands
+
+            data, islands = float_islands(data)
+        data = align(data)  # zero-copy: every buffer 16-byte aligned
         desc = describe_tflite(data)
         if recipe.name == "fp32":
             self.fp32_bytes, self.fp32_wbytes = len(data), weight_bytes(data)
@@ -119,8 +125,8 @@ class TFLiteAdapter(Adapter):
         if check["passed"] and self.metadata is not None:
             data, meta = self._with_metadata(recipe, data)
         why = mediapipe_problem(data)  # MediaPipe Tasks reads the metadata: after it is in
-        return Built(check, dict(desc, metadata=meta, mediapipe={"runs": why is None,
-                                                                 "reason": why}),
+        return Built(check, dict(desc, metadata=meta, float_islands=islands,
+                                 mediapipe={"runs": why is None, "reason": why}),
                      place=lambda path: atomic_write_bytes(path, data))
 
     def _with_metadata(self, recipe: Recipe, data: bytes):

@@ -3,6 +3,8 @@
   accuracy ARTIFACTS   top-1/top-5 and drift of every artifact against the float model
   bench ARTIFACTS      host latency (LiteRT, XNNPACK on/off, threads, Edge TPU if present)
   android ARTIFACTS    latency (and on-device accuracy) over adb: benchmark_model or the app
+  profile MODEL...     where the milliseconds go: segments of the graph timed on the host
+                       (prefix models), fp32 against int8 side by side, CPU-kernel ops named
   app-assets ARTIFACTS the chosen (or --model) TFLite model + labels + preprocessing into the
                        Android app's assets (android_demo/app/src/main/assets/model)
   report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI,
@@ -120,6 +122,14 @@ def main(argv=None) -> int:
     m.add_argument("--into", help="assets folder to (re)write (default: "
                                   "android_demo/app/src/main/assets/model)")
 
+    pr = sub.add_parser("profile", help="where the milliseconds go, segment by segment")
+    pr.add_argument("models", nargs="+", help=".tflite files (several: side by side)")
+    pr.add_argument("--threads", type=int, default=2)
+    pr.add_argument("--runs", type=int, default=20, help="interleaved rounds")
+    pr.add_argument("--warmup", type=int, default=3)
+    pr.add_argument("--no-xnnpack", action="store_true", help="the built-in kernels alone")
+    pr.add_argument("--out", help="write the profiles as JSON here")
+
     r = sub.add_parser("report", help="CSV + Markdown + plots from a results folder")
     r.add_argument("results")
     r.add_argument("--title", default="edge_eval report")
@@ -142,6 +152,15 @@ def main(argv=None) -> int:
         allow_code()  # for this process and the workers it starts
     from edge_eval import harness, report
 
+    if args.cmd == "profile":
+        from edge_eval import profile
+
+        try:
+            return profile.main(args.models, args.threads, args.runs, args.warmup,
+                                not args.no_xnnpack, args.out)
+        except (profile.ProfileError, OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.cmd == "app-assets":
         from edge_eval import app_assets
 

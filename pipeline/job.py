@@ -277,11 +277,12 @@ def plan(job: JobConfig) -> List[Stage]:
                      "--workers", str(job.eval_workers)] + eval_common,
         inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
         code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
-        description="top-1/top-5 and drift of every artifact on the test split"))
+        description="top-1/top-5 and drift of every artifact on the test split (and through "
+                    "MediaPipe Tasks where it is installed)"))
     held = os.path.join(rep, "holdout")
     stages.append(Stage(
         "evaluate_holdout", [PY, "-m", "edge_eval", "accuracy", art, "--out", held, "--strict",
-                             "--split", "holdout",
+                             "--split", "holdout", "--runtime", "litert",
                              "--threads", str(max(1, job.threads // job.eval_workers)),
                              "--workers", str(job.eval_workers)]
         + (["--images", str(job.choice_images)] if job.choice_images else [])

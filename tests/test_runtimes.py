@@ -208,30 +208,57 @@ def test_runtime_mediapipe_without_mediapipe_is_one_clear_error(tmp_path, monkey
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_delegation_is_counted_and_the_flag_fails_a_split_graph(converted, tmp_path):
-    """XNNPACK takes every node of the float model; full int8 leaves its quantized
-    AVERAGE_POOL_2D (and SOFTMAX) to the CPU kernels, which splits the graph; with XNNPACK off
-    nothing is delegated. --require-full-delegation fails exactly the split rows."""
+    """XNNPACK takes every node of the float model and - with its pools and softmax made float
+    islands (convert/islands.py) - of the full-int8 one; the Edge TPU's uint8 recipe keeps its
+    int8 AVERAGE_POOL_2D, which XNNPACK lacks, so its graph splits; with XNNPACK off nothing is
+    delegated. --require-full-delegation fails exactly the split rows."""
     from edge_eval import harness
 
-    art, _ = converted
+    art, manifest = converted
+    by_recipe = {a["recipe"]: a for a in manifest["artifacts"]}
+    assert by_recipe["static_wi8_ai8"]["float_islands"] == 10  # 9 pools + the softmax
+    assert by_recipe["static_wi8_ai8_uint8io"]["float_islands"] == 0
     rows = harness.benchmark(art, str(tmp_path), delegates=("xnnpack",), runs=10,
-                             min_seconds=0.2, only=["fp32", "static_wi8_ai8"],
+                             min_seconds=0.2, only=["fp32", "static_wi8_ai8",
+                                                    "static_wi8_ai8_uint8io"],
                              require_full_delegation=True,
                              runtimes=("interpreter", "compiled_model"),
                              log=lambda *a, **k: None)
     by = {(r["recipe"], r["runtime"]): r for r in rows}
-    f = by[("fp32", "litert")]
-    assert f["status"] == "ok" and f["delegation"]["full"]
-    assert f["delegation"]["delegated"] == f["delegation"]["nodes"] > 100
-    assert f["delegation"]["partitions"] == 1
-    q = by[("static_wi8_ai8", "litert")]
+    for recipe in ("fp32", "static_wi8_ai8"):
+        f = by[(recipe, "litert")]
+        assert f["status"] == "ok" and f["delegation"]["full"], f
+        assert f["delegation"]["delegated"] == f["delegation"]["nodes"] > 100
+        assert f["delegation"]["partitions"] == 1
+        cm = by[(recipe, "litert compiled_model")]
+        assert cm["status"] == "ok" and cm["delegation"]["full"] and cm["latency_ms"]["p50"] > 0
+    q = by[("static_wi8_ai8_uint8io", "litert")]
     assert q["status"] == "failed" and "not fully delegated" in q["error"]
     d = q["delegation"]
     assert d["cpu_ops"].get("AVERAGE_POOL_2D") == 9 and d["partitions"] > 1
     assert d["delegated"] == d["nodes"] - sum(d["cpu_ops"].values())
-    cm = by[("fp32", "litert compiled_model")]
-    assert cm["status"] == "ok" and cm["delegation"]["full"] and cm["latency_ms"]["p50"] > 0
-    assert by[("static_wi8_ai8", "litert compiled_model")]["status"] == "failed"
+    assert by[("static_wi8_ai8_uint8io", "litert compiled_model")]["status"] == "failed"
     off = harness.benchmark(art, str(tmp_path / "off"), delegates=("none",), runs=10,
                             min_seconds=0.2, only=["fp32"], log=lambda *a, **k: None)[0]
     assert off["status"] == "ok" and off["delegation"]["delegated"] == 0
+
+
+@pytest.mark.slow
+def test_float_islands_change_no_more_than_rounding(converted):
+    """The rewritten int8 graph against the same conversion without the pass: the same output
+    grid, and on the check images at most a couple of quantization steps apart."""
+    from contract.litert import TFLiteModel
+    from convert.islands import float_islands
+
+    art, manifest = converted
+    e = next(a for a in manifest["artifacts"] if a["recipe"] == "static_wi8_ai8_uint8io")
+    data = open(os.path.join(art, e["file"]), "rb").read()  # no islands: the Edge TPU recipe
+    fixed, n = float_islands(data)
+    assert n == 10 and float_islands(fixed)[1] == 0  # idempotent: nothing int8 is left to wrap
+    a, b = TFLiteModel(model_content=data), TFLiteModel(model_content=fixed)
+    assert b.delegation("xnnpack")["cpu_ops"] == {"QUANTIZE": 2}  # only the uint8 I/O converts
+    x = np.random.RandomState(0).uniform(-1, 1, (32, 75, 75, 3)).astype(np.float32)
+    pa, pb = a.predict(x), b.predict(x)
+    step = a.output_quantization[0]
+    assert np.abs(pa - pb).max() <= 32 * step  # a few steps through the rest of the network
+    assert np.mean(pa.argmax(1) == pb.argmax(1)) >= 0.9
