@@ -7,7 +7,8 @@ converted once into ``--dir``: fp32, dynamic-range int8, full int8 as TF's conve
 (``static_wi8_ai8 (converter)``) and as our recipe writes it (float islands: convert/islands.py,
 the whole graph in one XNNPACK partition), and int4 dynamic weights where LiteRT has kernels.
 Each is timed with LiteRT + XNNPACK at 2 threads, batch 1, all models interleaved round by
-round (the order rotating) in one process without TensorFlow; ``--peers`` adds OpenVINO (reading the same fp32
+round (the order rotating) in one process without TensorFlow; ``--peers`` adds int4 dynamic weights (Google's AI Edge Quantizer: LiteRT's only int4
+path for convolutions), OpenVINO (reading the same fp32
 .tflite, quantized by NNCF on 16 samples) and ONNX Runtime's static int8 (QDQ, 16 samples) of
 the same model, installed into their own environment (``~/.cache/inception-edge/peers``): peers
 to measure against, never dependencies of the product. Prints each artifact's median, its
@@ -25,7 +26,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(os.path.expanduser("~"), ".cache", "inception-edge", "peers")
-PEER_PACKAGES = ["openvino==2026.4.1", "nncf==3.4.0", "onnxruntime==1.32.0", "tf2onnx==1.17.0"]
+PEER_PACKAGES = ["openvino==2026.4.1", "nncf==3.4.0", "onnxruntime==1.32.0", "tf2onnx==1.17.0",
+                 "ai-edge-quantizer==0.10.0"]
 
 
 def build(out_dir: str, log=print) -> dict:
@@ -126,6 +128,15 @@ try:
     out["onnxruntime"] = ort.__version__
 except Exception as e:
     out["onnxruntime_error"] = f"{type(e).__name__}: {e}"[:300]
+try:  # 4-bit weights: Google's AI Edge Quantizer, dynamic int4 weights for CONV_2D/FC
+    from ai_edge_quantizer import quantizer, recipe
+    q = quantizer.Quantizer(job["fp32"])
+    q.load_quantization_recipe(recipe.dynamic_wi4_afp32())
+    q.quantize().export_model(os.path.join(job["dir"], "iv3_299_dynamic_wi4_afp32.tflite"),
+                              overwrite=True)
+    out["int4"] = "ai-edge-quantizer"
+except Exception as e:
+    out["int4_error"] = f"{type(e).__name__}: {e}"[:300]
 json.dump(out, open(job["result"], "w"))
 """
 
@@ -197,6 +208,10 @@ def main(argv=None) -> int:
         if "openvino" in notes:
             job["openvino"] = {"OpenVINO fp32": os.path.join(a.dir, "ov_fp32.xml"),
                                "OpenVINO+NNCF int8": os.path.join(a.dir, "ov_int8.xml")}
+        if "int4" in notes:
+            job["tflite"] = dict(job["tflite"], **{"dynamic_wi4_afp32 (ai-edge-quantizer)":
+                                                   os.path.join(a.dir,
+                                                                "iv3_299_dynamic_wi4_afp32.tflite")})
         if "onnxruntime" in notes:
             job["onnx"] = {"ONNX Runtime int8 (QDQ)": os.path.join(a.dir, "iv3_299_int8.onnx")}
     path = os.path.join(a.dir, "timer_job.json")
@@ -208,11 +223,13 @@ def main(argv=None) -> int:
     base, dyn = med["fp32"], med["dynamic_wi8_afp32"]
     print(f"299 px, batch 1, {a.threads} threads, {a.runs} interleaved rounds "
           f"(medians; ratios are the result, times move with the CPU)")
-    print("| model | median ms | / fp32 | / dynamic int8 | XNNPACK nodes (partitions) |")
-    print("|---|---|---|---|---|")
+    print("| model | median ms | / fp32 | / dynamic int8 | MB | XNNPACK nodes (partitions) |")
+    print("|---|---|---|---|---|---|")
+    files = dict(job["tflite"], **{k: p for k, p in job.get("onnx", {}).items()})
     for k, v in med.items():
         d = res["delegation"].get(k)
-        print(f"| {k} | {v:.2f} | {v / base:.3f} | {v / dyn:.3f} | "
+        size = f"{os.path.getsize(files[k]) / 1e6:.1f}" if k in files else ""
+        print(f"| {k} | {v:.2f} | {v / base:.3f} | {v / dyn:.3f} | {size} | "
               + (f"{d[0]}/{d[1]} ({d[2]})" if d else "-") + " |")
     ours = min((v, k) for k, v in med.items() if k in built["tflite"])
     if "OpenVINO+NNCF int8" in med:

@@ -140,9 +140,11 @@ class TFLiteModel:
         """The builtin op names of the model, in execution order."""
         return [d["op_name"] for d in self.interp._get_ops_details()]
 
-    def delegation(self, delegate: str) -> dict:
-        """Which nodes ``delegate`` took (see ``graph_delegation``)."""
-        return graph_delegation(self.interp._get_ops_details(), delegate)
+    def delegation(self, delegate: str) -> Optional[dict]:
+        """Which nodes ``delegate`` took (see ``graph_delegation``); None from an interpreter
+        that does not list its nodes."""
+        ops = getattr(self.interp, "_get_ops_details", None)
+        return graph_delegation(ops(), delegate) if ops is not None else None
 
 
 DELEGATE_NODE = "DELEGATE"  # the op name LiteRT gives a delegate kernel's node

@@ -279,10 +279,40 @@ def mediapipe_tensors(model_path: str, spec: PreprocessingSpec, workdir: str, ro
     return tensors
 
 
+def _java_classes(src: str, timeout: float) -> str:
+    """The Android core compiled once per version of its sources (a cache folder named by
+    their hash, filled atomically), so every evaluation does not pay for javac."""
+    import glob
+    import hashlib
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    files = sorted(glob.glob(os.path.join(src, "org", "inceptionedge", "core", "*.java")))
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            h.update(os.path.basename(f).encode() + b"\0" + fh.read())
+    final = os.path.join(tempfile.gettempdir(), f"inception-edge-java-{h.hexdigest()[:16]}")
+    if os.path.isdir(final):
+        return final
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-")
+    try:
+        subprocess.run(["javac", "-d", tmp, "-nowarn", *files], check=True,
+                       capture_output=True, timeout=timeout)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process made it first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def java_tensors(workdir: str, spec: PreprocessingSpec, timeout: float = 120.0):
     """The Android core's ``Preprocessor.toFloat`` (android_demo/core, compiled here with javac)
     on the canaries: the tensor the app feeds the model."""
-    import glob
     import os
     import shutil
     import struct
@@ -297,10 +327,7 @@ def java_tensors(workdir: str, spec: PreprocessingSpec, timeout: float = 120.0):
         if not shutil.which("javac") or not shutil.which("java"):
             raise RuntimeError("no JDK (javac/java) on this machine: apt-get install "
                                "default-jdk-headless")
-        classes = os.path.join(workdir, "classes")
-        subprocess.run(["javac", "-d", classes, "-nowarn", *sorted(glob.glob(
-            os.path.join(src, "org", "inceptionedge", "core", "*.java")))],
-            check=True, capture_output=True, timeout=timeout)
+        classes = _java_classes(src, timeout)
         spec_path = os.path.join(workdir, "preprocessing.json")
         atomic_write_json(spec_path, spec.to_dict())
         with open(os.path.join(workdir, "canaries.bin"), "wb") as f:

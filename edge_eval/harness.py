@@ -435,7 +435,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             res = fut.result()
             rec.update(runtime=res.get("runtime"), wall_s=res.get("wall_s"),
                        images_per_s=res.get("images_per_s"), batch_size=job.get("batch_size"),
-                       peak_memory_mb=res.get("peak_memory_mb"))
+                       peak_memory_mb=res.get("peak_memory_mb"),
+                       delegation=res.get("delegation"))
             if res["status"] != "ok":
                 rec.update(status=res["status"], error=res["error"])
             elif res["classes"] != len(names):

@@ -143,7 +143,13 @@ def profile(path: str, threads: int = 2, runs: int = 20, warmup: int = 3,
 
     with open(path, "rb") as f:
         data = f.read()
-    m, g, names = _ops(data)
+    try:
+        m, g, names = _ops(data)
+    except ProfileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged flatbuffer raises many types
+        raise ProfileError(f"{path} is not a readable .tflite model ({type(e).__name__})") \
+            from None
     cuts = cut_points(g)
     full = TFLiteModel(model_content=data, num_threads=threads, xnnpack=xnnpack)
     deleg = full.delegation("xnnpack" if xnnpack else "none")

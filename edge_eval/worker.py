@@ -123,6 +123,7 @@ def _predict(job: dict) -> dict:
         n = _count(job["inputs"])
     kind = job.get("kind", "tflite")
     t = time.perf_counter()
+    delegation = None
     if kind == "tflite":
         from contract.litert import TFLiteModel
 
@@ -137,6 +138,7 @@ def _predict(job: dict) -> dict:
         from edge_eval.bench import _runtime_label
 
         runtime = _runtime_label()
+        delegation = model.delegation(delegate)
         bs = int(job.get("batch_size", 50))
         run = lambda c: model.predict_batches([c])  # noqa: E731
         whole = lambda: model.predict_batches(iter_chunks(  # noqa: E731
@@ -189,7 +191,8 @@ def _predict(job: dict) -> dict:
     os.replace(tmp, job["output"])
     return {"status": "ok", "error": None, "runtime": runtime, "load_s": load_s,
             "seconds": total, "images_per_s": n / max(total - load_s, 1e-9),
-            "classes": int(probs.shape[1]), "peak_memory_mb": peak_rss_mb()}
+            "classes": int(probs.shape[1]), "peak_memory_mb": peak_rss_mb(),
+            "delegation": delegation}
 
 
 def _bench(job: dict) -> dict:

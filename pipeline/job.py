@@ -61,6 +61,9 @@ class JobConfig:
     parallel_stages: int = 2
     # artifacts evaluated at once (each worker gets threads // eval_workers threads)
     eval_workers: int = 2
+    # also evaluate through MediaPipe Tasks (edge_eval --runtime): auto (where installed),
+    # mediapipe (required), litert (the harness alone)
+    eval_runtime: str = "auto"
     bench_runs: int = 50
     # the accuracy-aware recipe choice
     budget_points: float = 0.3  # allowed top-1 drop against float, in points
@@ -78,6 +81,9 @@ class JobConfig:
 
     def __post_init__(self):
         safe_name(self.name, "the job's name")  # runs/<name>, artifacts/<name>, reports/<name>
+        if self.eval_runtime not in ("auto", "litert", "mediapipe"):
+            raise ValueError("eval_runtime must be auto, litert or mediapipe. Received: "
+                             f"{self.eval_runtime!r}")
         if self.goal not in [g.value for g in Goal]:
             raise ValueError(f"goal must be {' or '.join(g.value for g in Goal)}. Received: "
                              f"{self.goal!r}")
@@ -125,7 +131,8 @@ PRESETS: Dict[str, JobConfig] = {
                       qat_preset="tiny_test_qat",
                       recipes=["fp32", "static_wi8_ai8"], qat_recipes=["static_wi8_ai8"],
                       coreml_variants=["fp16"], qat_coreml_variants=["wi8_ai8"],
-                      calib_images=32, eval_images=200, choice_images=200, bench_runs=10),
+                      calib_images=32, eval_images=200, choice_images=200, bench_runs=10,
+                      eval_runtime="litert"),
 }
 
 
@@ -273,6 +280,7 @@ def plan(job: JobConfig) -> List[Stage]:
         ["--data-path", job.data_path] if job.data_path else [])
     stages.append(Stage(
         "evaluate", [PY, "-m", "edge_eval", "accuracy", art, "--out", rep, "--strict",
+                     "--runtime", job.eval_runtime,
                      "--threads", str(max(1, job.threads // job.eval_workers)),
                      "--workers", str(job.eval_workers)] + eval_common,
         inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],

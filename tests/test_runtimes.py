@@ -262,3 +262,34 @@ def test_float_islands_change_no_more_than_rounding(converted):
     step = a.output_quantization[0]
     assert np.abs(pa - pb).max() <= 32 * step  # a few steps through the rest of the network
     assert np.mean(pa.argmax(1) == pb.argmax(1)) >= 0.9
+
+
+@pytest.mark.slow
+def test_profile_cuts_the_tiny_model_into_its_blocks(converted, tmp_path):
+    """python -m edge_eval profile: the stem's layers and the eleven mixed blocks as segments,
+    whose times add up to the whole model's; the Edge TPU recipe's int8 pools named as the
+    CPU-kernel ops of the blocks they sit in; fp32 and int8 side by side in one table."""
+    from edge_eval import profile
+
+    art, manifest = converted
+    by = {a["recipe"]: os.path.join(art, a["file"]) for a in manifest["artifacts"]
+          if a["target"] == "tflite"}
+    f = profile.profile(by["fp32"], runs=5, warmup=1, log=lambda *a, **k: None)
+    q = profile.profile(by["static_wi8_ai8_uint8io"], runs=5, warmup=1,
+                        log=lambda *a, **k: None)
+    names = [s["segment"] for s in f["segments"]]
+    assert [n for n in names if n.startswith("mixed")] == [f"mixed{i}" for i in range(11)]
+    assert sum(s["ms"] for s in f["segments"]) == pytest.approx(f["total_ms"], rel=1e-9)
+    assert sum(sum(s["ops"].values()) for s in f["segments"]) == f["delegation"]["nodes"]
+    assert not any(s["cpu_ops"] for s in f["segments"])
+    pools = {s["segment"]: s["cpu_ops"].get("AVERAGE_POOL_2D") for s in q["segments"]
+             if s["cpu_ops"].get("AVERAGE_POOL_2D")}
+    assert sorted(pools) == sorted(f"mixed{i}" for i in (0, 1, 2, 4, 5, 6, 7, 9, 10))
+    md = profile.table([f, q])
+    assert "| mixed3 |" in md and "xnnpack took" in md and "#2 CPU-kernel ops" in md
+    from edge_eval.__main__ import main
+
+    out = str(tmp_path / "p.json")
+    assert main(["profile", by["fp32"], "--runs", "3", "--out", out]) == 0
+    assert len(json.load(open(out))["profiles"][0]["segments"]) == len(f["segments"])
+    assert main(["profile", str(tmp_path / "missing.tflite")]) == 2
