@@ -332,7 +332,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
              images: Optional[int] = None, crops: int = 1, threads: int = 2,
              timeout: float = 900.0, bootstrap_rounds: int = 2000, seed: int = 0,
              only: Optional[Sequence[str]] = None, workers: int = 1, log=print,
-             split: str = "test", runtime: str = "auto") -> List[dict]:
+             split: str = "test", runtime: str = "litert") -> List[dict]:
     """Accuracy + drift records for the reference and every artifact on ``split`` of the data
     (``test``: what reports quote; ``holdout``: what the recipe choice decides on); written to
     ``out_dir/accuracy.jsonl``. Failures are rows, not exceptions.
@@ -345,7 +345,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     every metadata-carrying .tflite through MediaPipe Tasks' ImageClassifier, which
     preprocesses on its own: rows with ``evaluator: mediapipe`` in ``mediapipe.jsonl``, paired
     against the harness's row of the same artifact; an error when MediaPipe is not installed)
-    or ``auto`` (mediapipe where installed). Preprocessing fingerprints of every runtime go to
+    or ``auto`` (mediapipe where installed; the command line's default, this function's is
+    ``litert``). Preprocessing fingerprints of every runtime go to
     ``fingerprints.json`` (edge_eval.fingerprint)."""
     if workers < 1 or threads < 1:
         raise EvalError(f"--workers and --threads must be >= 1. Received: {workers}, {threads}")

@@ -289,6 +289,7 @@ def test_job_takes_user_config_without_code(tmp_path):
 @pytest.mark.parametrize("sets, error", [
     (("colour=red",), "unknown job key 'colour'"),
     (("goal=cheapest",), "goal must be smallest or fastest"),
+    (("eval_runtime=tflite",), "eval_runtime must be auto, litert or mediapipe"),
     (("budget_points=-1",), "budget_points must be >= 0"),
     (("model=/nonexistent/model.keras",), "does not exist"),
     (("eval_workers=0",), "must be >= 1"),
