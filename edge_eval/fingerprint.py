@@ -27,6 +27,14 @@ TOLERANCE = 0.002  # mean |observed - expected| / range width; float-vs-float pi
 EXPLAINS = 0.5  # a cause explains a difference when its variant leaves at most half of it ...
 CLEAR = 0.6  # ... and at most 0.6 of what the next best cause leaves
 BLUR_SIGMA = 1.5  # pixels of the model input
+# where each cause is fixed: what to tell the user along with the name
+WHERE = {"colour order": "the frames the app hands over (BGR?) or the model's colour metadata",
+         "range": "the model's normalization (metadata mean/std, or Core ML's scale/bias)",
+         "resize filter": "the runtime's own resampler (not the artifact: its effect is the "
+                          "measured top-1 difference)",
+         "crop fraction": "the region of interest the app passes (preprocessing.json's "
+                          "central crop)",
+         "letterbox": "the runtime's or the app's resize mode (stretch, not pad)"}
 CAUSES = ("colour order", "range", "resize filter", "crop fraction", "letterbox")
 
 
@@ -206,6 +214,7 @@ def compare(observed: Sequence[np.ndarray], images: Sequence[np.ndarray],
                 cause, err, what, named = c2, e2, f"{w2}, with {m} resizing", True
     out.update(cause=cause if named else "unexplained",
                detail=what if named else "no single cause explains it",
+               fix_in=WHERE.get(cause) if named else None,
                explained_error=round(err, 6),
                causes={k: round(v[0], 6) for k, v in sorted(tried.items())})
     return out
@@ -358,7 +367,8 @@ def verdict_line(name: str, v: dict) -> str:
     if v["verdict"] == "match":
         return f"{name}: matches preprocessing.json (mean |d| {v['error']:.2g} of the range)"
     return (f"{name}: differs from preprocessing.json by {v['error']:.3g} of the range; "
-            f"likely cause: {v['cause']} ({v['detail']})")
+            f"likely cause: {v['cause']} ({v['detail']})"
+            + (f"; lies in {v['fix_in']}" if v.get("fix_in") else ""))
 
 
 @dataclasses.dataclass

@@ -199,13 +199,14 @@ def fingerprint_section(results_dir: str) -> str:
            "Canary images through each runtime's real preprocessing, against preprocessing.json "
            f"(mean |difference| as a fraction of the input range; tolerance "
            f"{fps.get('tolerance')}). A difference names its likely cause.", "",
-           "| runtime | verdict | mean abs diff | likely cause |", "|---|---|---|---|"]
+           "| runtime | verdict | mean abs diff | likely cause | where it lies |",
+           "|---|---|---|---|---|"]
     for name, v in (fps.get("runtimes") or {}).items():
         cause = "" if v.get("verdict") != "differs" else f"{v.get('cause')}: {v.get('detail')}"
         if v.get("verdict") == "unavailable":
             cause = v.get("reason", "")
         out.append(f"| {name} | {v.get('verdict')} | {_f(v.get('error'), '{:.4f}')} | "
-                   f"{cause} |")
+                   f"{cause} | {v.get('fix_in') or ''} |")
     return "\n".join(out) + "\n"
 
 

@@ -60,7 +60,7 @@ def test_each_injected_preprocessing_fault_is_named(spec_name, fault):
     images = fp.canaries(grey)
     v = fp.compare(_independent(images, spec, fault), images, spec)
     assert v["verdict"] == "differs" and v["cause"] == fault, v
-    assert v["error"] > 2 * fp.TOLERANCE
+    assert v["fix_in"] == fp.WHERE[fault] and v["error"] > 2 * fp.TOLERANCE
 
 
 @pytest.mark.parametrize("spec_name", sorted(SPECS))
