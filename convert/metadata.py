@@ -199,13 +199,19 @@ def input_tensor(model_bytes: bytes) -> dict:
 
 def mediapipe_problem(model_bytes: bytes) -> Optional[str]:
     """None when ImageClassifier can run the model, else why not (in words)."""
-    tin = input_tensor(model_bytes)
+    try:
+        tin = input_tensor(model_bytes)
+    except Exception as e:  # noqa: BLE001 - a damaged flatbuffer raises many types
+        return f"not a readable .tflite model ({type(e).__name__})"
     if tin["dtype"] not in MEDIAPIPE_INPUTS:
         return (f"MediaPipe Tasks' ImageClassifier accepts {' or '.join(MEDIAPIPE_INPUTS)} input "
                 f"tensors only; this model's input is {tin['dtype']}")
     if len(tin["shape"]) != 4 or tin["shape"][-1] not in (1, 3):
         return f"MediaPipe needs a [1, H, W, 1|3] image input; this model's is {tin['shape']}"
-    md = read_metadata(model_bytes)
+    try:
+        md = read_metadata(model_bytes)
+    except Exception as e:  # noqa: BLE001
+        return f"its metadata does not read ({type(e).__name__})"
     if tin["dtype"] == "float32" and not (md and md["inputs"] and
                                           md["inputs"][0].get("normalization")):
         return "a float-input model needs normalization metadata for MediaPipe (none embedded)"

@@ -467,7 +467,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             else:
                 log(f"[eval] {fields['artifact']}: {rec['status']}: {rec['error']}", flush=True)
             out.append(rec)
-        prints = _fingerprints(manifest, artifacts_dir, spec, work, mp_python is not None, log)
+        prints = _fingerprints(manifest, artifacts_dir, spec, work, mp_python is not None, log,
+                               only)
         atomic_write_json(os.path.join(out_dir, "fingerprints.json"), prints)
         for r in out:
             r["fingerprint"] = prints["runtimes"].get(
@@ -504,7 +505,7 @@ RUNTIMES = ("auto", "litert", "mediapipe")
 
 
 def _fingerprints(manifest: dict, artifacts_dir: str, spec: PreprocessingSpec, work: str,
-                  with_mediapipe: bool, log) -> dict:
+                  with_mediapipe: bool, log, only: Optional[Sequence[str]] = None) -> dict:
     """Every runtime's preprocessing of the canaries against preprocessing.json: the harness's
     OpenCV path, the Android core (Java), each Core ML package's image input and, with
     MediaPipe, each .tflite through ImageClassifier (edge_eval.fingerprint)."""
@@ -513,11 +514,15 @@ def _fingerprints(manifest: dict, artifacts_dir: str, spec: PreprocessingSpec, w
     rts = [fp.Runtime("harness", lambda ims: fp.harness_tensors(ims, spec)),
            fp.Runtime("android core", fp.java_tensors(tempfile.mkdtemp(dir=work), spec))]
     for e in manifest["artifacts"]:
-        path = os.path.join(artifacts_dir, e["file"])
-        if e.get("target") == "coreml" and (e.get("coreml") or {}).get("input"):
-            rts.append(fp.Runtime(f"coreml: {e['file']}", lambda ims, i=e["coreml"]["input"]:
+        if only and e.get("file") not in only and e.get("recipe") not in only:
+            continue
+        if e.get("target") == "coreml" and isinstance(e.get("coreml"), dict) and \
+                isinstance(e["coreml"].get("input"), dict) and verify(artifacts_dir, e) is None:
+            # the scale/bias convert/ read back from this very package (its tree is verified)
+            rts.append(fp.Runtime(f"coreml: {e.get('file')}", lambda ims, i=e["coreml"]["input"]:
                                   fp.coreml_tensors(ims, spec, i)))
         elif with_mediapipe and e.get("target") == "tflite" and verify(artifacts_dir, e) is None:
+            path = os.path.join(artifacts_dir, e["file"])  # a plain name inside: verified
             with open(path, "rb") as f:
                 if mediapipe_problem(f.read()) is None:
                     rts.append(fp.Runtime(f"mediapipe: {e['file']}", fp.mediapipe_tensors(
