@@ -5,7 +5,8 @@ interpreter (a corrupt file, a bad delegate) becomes a failed row while the othe
 peak memory and timings belong to one model. TFLite jobs import numpy and LiteRT only; only the
 float reference (``kind: keras``/``savedmodel``) imports TensorFlow.
 
-Job keys: ``op`` (predict | bench), ``model``, ``kind`` (tflite | coreml | keras | savedmodel), ``result``
+Job keys: ``op`` (predict | bench | probe), ``model``, ``kind`` (tflite | coreml | keras |
+savedmodel | mediapipe: run in MediaPipe's own environment, see edge_eval.mediapipe_rt), ``result``
 (where the worker writes its JSON answer); predict: ``inputs`` (.npy, float32, model input range;
 grey inputs stay one channel and are expanded to ``channels`` batch by batch) or, for multi-crop,
 ``items`` (edge_eval.preprocess.Items as JSON) with ``spec`` and ``scheme``: the worker crops each
