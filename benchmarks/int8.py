@@ -25,14 +25,16 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS = os.path.join(os.path.expanduser("~"), ".cache", "inception-edge", "peers")
+sys.path.insert(0, ROOT)
+from contract.workdirs import user_cache  # noqa: E402
+
+PEERS = user_cache("peers")
 PEER_PACKAGES = ["openvino==2026.4.1", "nncf==3.4.0", "onnxruntime==1.32.0", "tf2onnx==1.17.0",
                  "ai-edge-quantizer==0.10.0"]
 
 
 def build(out_dir: str, log=print) -> dict:
     """{name: .tflite path} (and the Keras model for the ONNX export), converted once."""
-    sys.path.insert(0, ROOT)
     names = {"fp32": "fp32", "dynamic_wi8_afp32": "dynamic_wi8_afp32",
              "static_wi8_ai8 (converter)": "static_wi8_ai8_converter",
              "static_wi8_ai8 (float islands)": "static_wi8_ai8"}

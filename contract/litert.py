@@ -185,13 +185,15 @@ def graph_delegation(ops, delegate: str) -> dict:
                              "interpreter graph after delegation")
 
 
-def delegation_record(delegate: str, nodes: int, delegated: int, partitions: Optional[int],
-                      cpu_ops: Optional[dict], how: str) -> dict:
-    """The record's ``delegation`` field, one shape for the host interpreter, benchmark_model
-    and the Edge TPU compiler."""
+def delegation_record(delegate: str, nodes: Optional[int], delegated: Optional[int],
+                      partitions: Optional[int], cpu_ops: Optional[dict], how: str,
+                      full: Optional[bool] = None) -> dict:
+    """The record's ``delegation`` field, one shape for the host interpreter, benchmark_model,
+    the Edge TPU compiler and CompiledModel (which says only ``full``, no counts)."""
+    if full is None:
+        full = bool(nodes) and delegated == nodes
     return {"delegate": delegate, "nodes": nodes, "delegated": delegated,
-            "partitions": partitions, "cpu_ops": cpu_ops,
-            "full": nodes > 0 and delegated == nodes, "how": how}
+            "partitions": partitions, "cpu_ops": cpu_ops, "full": full, "how": how}
 
 
 def delegation_problem(d: Optional[dict]) -> Optional[str]:

@@ -21,6 +21,14 @@ OWNED = re.compile(r"^(?:\.coreml-|\.old-|\.app-|convert-sm-)(\d+)-|^\..+\.(\d+)
                    r"(?:\.npy(?:\.short\.npy)?)?$")
 
 
+def user_cache(*parts: str) -> str:
+    """``$XDG_CACHE_HOME/inception-edge/...`` (default ``~/.cache``): this user's own cache of
+    things built once (MediaPipe's environment, the Android core's classes, the peers'
+    environment) - never a shared folder like /tmp, where another user could plant them."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "inception-edge", *parts)
+
+
 def alive(pid: int) -> bool:
     """Whether process ``pid`` is running (a zombie, exited but not yet reaped, is not)."""
     try:

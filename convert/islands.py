@@ -26,14 +26,16 @@ ISLAND_OPS = ("AVERAGE_POOL_2D", "SOFTMAX")  # int8 ops XNNPACK lacks, with floa
 def float_islands(model_bytes: bytes, ops: Sequence[str] = ISLAND_OPS) -> Tuple[bytes, int]:
     """(the model with every int8/uint8 ``ops`` node run in float between a DEQUANTIZE and a
     QUANTIZE, how many nodes were rewritten)."""
+    from convert.layout import rewrite
+
+    out, done = rewrite(model_bytes, lambda m: _wrap(m, ops))
+    return out, done
+
+
+def _wrap(m, ops: Sequence[str]) -> int:
+    """Rewrites ``m`` (a schema.ModelT) in place; returns how many nodes it wrapped."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from convert.layout import pack
-    from convert.metadata import strip_zip
-
-    flat = strip_zip(model_bytes)
-    tail = model_bytes[len(flat):]
-    m = schema.ModelT.InitFromPackedBuf(bytearray(flat), 0)
     B = schema.BuiltinOperator
     wanted = {getattr(B, name) for name in ops}
     integer = (schema.TensorType.INT8, schema.TensorType.UINT8)
@@ -90,11 +92,4 @@ def float_islands(model_bytes: bytes, ops: Sequence[str] = ISLAND_OPS) -> Tuple[
             out_ops += [deq, op, q]
             done += 1
         g.operators = out_ops
-    if not done:
-        return model_bytes, 0
-    out = pack(m, len(flat))
-    if tail:
-        from convert.layout import _reappend
-
-        out = _reappend(out, model_bytes, flat)
-    return out, done
+    return done

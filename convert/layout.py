@@ -10,7 +10,7 @@ after the flatbuffer (the metadata's packed label file) is kept as it was.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, List, Tuple
 
 import numpy as np
 
@@ -74,20 +74,31 @@ def misaligned(model_bytes: bytes, alignment: int = ALIGNMENT) -> List[int]:
     return bad
 
 
-def align(model_bytes: bytes) -> bytes:
-    """The same model with its buffers aligned (an appended zip kept byte for byte)."""
+def rewrite(model_bytes: bytes, edit: Callable) -> Tuple[bytes, object]:
+    """(the model after ``edit(schema.ModelT)``, what ``edit`` returned), written by ``pack``
+    with its buffers aligned and an appended zip kept; a falsy result leaves the bytes as
+    they were. The one way a pass here changes a .tflite (``align``, convert/islands.py)."""
     from ai_edge_litert import schema_py_generated as schema
     from convert.metadata import strip_zip
 
     flat = strip_zip(model_bytes)
-    tail = model_bytes[len(flat):]
-    if not misaligned(flat):
-        return model_bytes
     m = schema.ModelT.InitFromPackedBuf(bytearray(flat), 0)
+    result = edit(m)
+    if not result:
+        return model_bytes, result
     out = pack(m, len(flat))
-    if tail:  # the zip's offsets are relative to its own start only if it was appended as is
+    if len(flat) < len(model_bytes):  # a zip's central directory holds absolute offsets
         out = _reappend(out, model_bytes, flat)
-    return out
+    return out, result
+
+
+def align(model_bytes: bytes) -> bytes:
+    """The same model with its buffers aligned (an appended zip kept byte for byte)."""
+    from convert.metadata import strip_zip
+
+    if not misaligned(strip_zip(model_bytes)):
+        return model_bytes
+    return rewrite(model_bytes, lambda m: True)[0]
 
 
 def _reappend(new_flat: bytes, old: bytes, old_flat: bytes) -> bytes:

@@ -17,7 +17,7 @@ import uuid
 from typing import Dict, List, Optional, Sequence
 
 from contract import records
-from edge_eval.harness import EvalError, load_manifest, verify
+from edge_eval.harness import EvalError, load_manifest, selected_artifacts, verify
 
 PROTOCOL_PATH = os.path.join(os.path.dirname(records.SCHEMA_PATH), "android_app.json")
 REMOTE_TMP = "/data/local/tmp"
@@ -262,9 +262,8 @@ def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str
     eval_remote = ""
     if eval_images and not binary:
         eval_remote = _push_eval_set(dev, artifacts_dir, manifest, eval_images, remote_dir, log)
-    for e in manifest["artifacts"]:
-        if e.get("target") != "tflite" or (only and e.get("file") not in only
-                                           and e.get("recipe") not in only):
+    for e in selected_artifacts(manifest, only):
+        if e.get("target") != "tflite":
             continue
         problem = verify(artifacts_dir, e)
         model_remote = f"{remote_dir}/{e['file']}"

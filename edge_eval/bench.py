@@ -123,9 +123,8 @@ def bench_compiled(path: str, threads: int = 2, delegate: str = "xnnpack", warmu
     full = bool(model.is_fully_accelerated())
     from contract.litert import delegation_record
 
-    deleg = dict(delegation_record("compiled_model_cpu", 1, 1 if full else 0, None, None,
-                                   "CompiledModel.is_fully_accelerated (a yes/no: no counts)"),
-                 nodes=None, delegated=None, full=full)
+    deleg = delegation_record("compiled_model_cpu", None, None, None, None,
+                              "CompiledModel.is_fully_accelerated (a yes/no: no counts)", full)
     shape = details[0].get("shape", [1]) if details else [1]
     return _results(times, warmup, threads, int(shape[0]), delegate,
                     "litert compiled_model", init_ms, first_ms, deleg)

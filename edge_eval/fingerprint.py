@@ -289,8 +289,8 @@ def mediapipe_tensors(model_path: str, spec: PreprocessingSpec, workdir: str, ro
 
 
 def _java_classes(src: str, timeout: float) -> str:
-    """The Android core compiled once per version of its sources (a cache folder named by
-    their hash, filled atomically), so every evaluation does not pay for javac."""
+    """The Android core compiled once per version of its sources (a folder of this user's cache
+    named by their hash, filled atomically), so every evaluation does not pay for javac."""
     import glob
     import hashlib
     import os
@@ -298,15 +298,18 @@ def _java_classes(src: str, timeout: float) -> str:
     import subprocess
     import tempfile
 
+    from contract.workdirs import user_cache
+
     files = sorted(glob.glob(os.path.join(src, "org", "inceptionedge", "core", "*.java")))
     h = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
             h.update(os.path.basename(f).encode() + b"\0" + fh.read())
-    final = os.path.join(tempfile.gettempdir(), f"inception-edge-java-{h.hexdigest()[:16]}")
+    final = user_cache(f"java-core-{h.hexdigest()[:16]}")
     if os.path.isdir(final):
         return final
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-")
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(final) + ".tmp-", dir=os.path.dirname(final))
     try:
         subprocess.run(["javac", "-d", tmp, "-nowarn", *files], check=True,
                        capture_output=True, timeout=timeout)

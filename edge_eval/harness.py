@@ -392,11 +392,11 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                   "target": "keras", "sha256": None},
                  {"op": "predict", "model": ref_path, "kind": "keras",
                   "channels": spec.channels, "threads": threads}, None)]
-        for e in manifest["artifacts"]:
-            if only and e.get("file") not in only and e.get("recipe") not in only:
-                continue
+        # the artifacts evaluated, each with its verification problem (None: intact), checked
+        # once here for the harness, the fingerprints and MediaPipe alike
+        checked = [(e, verify(artifacts_dir, e)) for e in selected_artifacts(manifest, only)]
+        for e, problem in checked:
             fields = records.artifact_fields(e)
-            problem = verify(artifacts_dir, e)
             if e.get("target") == "coreml":
                 job = {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
                        "kind": "coreml", "batch_size": 100, "channels": spec.channels,
@@ -467,18 +467,23 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             else:
                 log(f"[eval] {fields['artifact']}: {rec['status']}: {rec['error']}", flush=True)
             out.append(rec)
-        prints = _fingerprints(manifest, artifacts_dir, spec, work, mp_python is not None, log,
-                               only)
+        # MediaPipe's verdict per intact .tflite: None (it runs it) or why it cannot
+        mp_problem = {}
+        if mp_python is not None:
+            for e, problem in checked:
+                if e.get("target") == "tflite" and problem is None:
+                    with open(os.path.join(artifacts_dir, e["file"]), "rb") as f:
+                        mp_problem[e["file"]] = mediapipe_problem(f.read())
+        prints = _fingerprints(checked, artifacts_dir, spec, work, mp_problem, log)
         atomic_write_json(os.path.join(out_dir, "fingerprints.json"), prints)
-        for r in out:
+        for r in out:  # the reference and the .tflite models are fed the harness's tensors
             r["fingerprint"] = prints["runtimes"].get(
-                "harness" if r["target"] == "tflite" else f"coreml: {r['artifact']}")
+                f"coreml: {r['artifact']}" if r["target"] == "coreml" else "harness")
         app_rows = []
         if mp_python is not None:
-            app_rows = _mediapipe_rows(manifest, artifacts_dir, dcfg, spec, out_dir, work, images,
-                                       seed, split, labels, names, ref_probs, probs_of,
-                                       prints, only, timeout, workers, threads,
-                                       bootstrap_rounds, log)
+            app_rows = _mediapipe_rows(checked, mp_problem, artifacts_dir, dcfg, spec, out_dir,
+                                       work, images, seed, split, labels, names, ref_probs,
+                                       probs_of, prints, timeout, workers, bootstrap_rounds, log)
         summary = {"images": len(labels), "inputs": n_inputs, "crops": crops, "split": split,
                    "split_is": note,
                    "preprocess_s": prep_s, "wall_s": time.perf_counter() - t_all,
@@ -504,29 +509,33 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
 RUNTIMES = ("auto", "litert", "mediapipe")
 
 
-def _fingerprints(manifest: dict, artifacts_dir: str, spec: PreprocessingSpec, work: str,
-                  with_mediapipe: bool, log, only: Optional[Sequence[str]] = None) -> dict:
+def selected_artifacts(manifest: dict, only: Optional[Sequence[str]]) -> List[dict]:
+    """The manifest's artifacts that ``--only`` names by file or recipe (all without it)."""
+    return [e for e in manifest["artifacts"]
+            if not only or e.get("file") in only or e.get("recipe") in only]
+
+
+def _fingerprints(checked, artifacts_dir: str, spec: PreprocessingSpec, work: str,
+                  mp_problem: dict, log) -> dict:
     """Every runtime's preprocessing of the canaries against preprocessing.json: the harness's
-    OpenCV path, the Android core (Java), each Core ML package's image input and, with
-    MediaPipe, each .tflite through ImageClassifier (edge_eval.fingerprint)."""
+    OpenCV path, the Android core (Java), each intact Core ML package's image input and each
+    .tflite MediaPipe runs (``mp_problem`` None) through ImageClassifier
+    (edge_eval.fingerprint). ``checked``: [(manifest entry, verification problem)]."""
     from edge_eval import fingerprint as fp
 
     rts = [fp.Runtime("harness", lambda ims: fp.harness_tensors(ims, spec)),
            fp.Runtime("android core", fp.java_tensors(tempfile.mkdtemp(dir=work), spec))]
-    for e in manifest["artifacts"]:
-        if only and e.get("file") not in only and e.get("recipe") not in only:
+    for e, problem in checked:
+        if problem is not None:
             continue
         if e.get("target") == "coreml" and isinstance(e.get("coreml"), dict) and \
-                isinstance(e["coreml"].get("input"), dict) and verify(artifacts_dir, e) is None:
+                isinstance(e["coreml"].get("input"), dict):
             # the scale/bias convert/ read back from this very package (its tree is verified)
-            rts.append(fp.Runtime(f"coreml: {e.get('file')}", lambda ims, i=e["coreml"]["input"]:
+            rts.append(fp.Runtime(f"coreml: {e['file']}", lambda ims, i=e["coreml"]["input"]:
                                   fp.coreml_tensors(ims, spec, i)))
-        elif with_mediapipe and e.get("target") == "tflite" and verify(artifacts_dir, e) is None:
-            path = os.path.join(artifacts_dir, e["file"])  # a plain name inside: verified
-            with open(path, "rb") as f:
-                if mediapipe_problem(f.read()) is None:
-                    rts.append(fp.Runtime(f"mediapipe: {e['file']}", fp.mediapipe_tensors(
-                        path, spec, tempfile.mkdtemp(dir=work))))
+        elif e.get("file") in mp_problem and mp_problem[e["file"]] is None:
+            rts.append(fp.Runtime(f"mediapipe: {e['file']}", fp.mediapipe_tensors(
+                os.path.join(artifacts_dir, e["file"]), spec, tempfile.mkdtemp(dir=work))))
     verdicts = fp.fingerprint(rts, spec)
     for name, v in verdicts.items():
         if v["verdict"] != "unavailable":
@@ -536,13 +545,13 @@ def _fingerprints(manifest: dict, artifacts_dir: str, spec: PreprocessingSpec, w
     return {"preprocessing": spec.to_dict(), "tolerance": fp.TOLERANCE, "runtimes": verdicts}
 
 
-def _mediapipe_rows(manifest, artifacts_dir, dcfg, spec, out_dir, work, images, seed, split,
-                    labels, names, ref_probs, probs_of, prints, only, timeout, workers, threads,
+def _mediapipe_rows(checked, mp_problem: dict, artifacts_dir, dcfg, spec, out_dir, work, images,
+                    seed, split, labels, names, ref_probs, probs_of, prints, timeout, workers,
                     rounds, log) -> List[dict]:
-    """One ``evaluator: mediapipe`` accuracy row per .tflite: its top-1 through ImageClassifier
-    on the same images, drift against float and the paired difference against the harness's
-    row of the same artifact (``vs_harness``); ``unavailable`` with the reason for a model
-    MediaPipe cannot run."""
+    """One ``evaluator: mediapipe`` accuracy row per .tflite of ``checked``: its top-1 through
+    ImageClassifier on the same images, drift against float and the paired difference against
+    the harness's row of the same artifact (``vs_harness``); ``unavailable`` with the reason
+    for a model MediaPipe cannot run (``mp_problem``), ``failed`` for one that did not verify."""
     from edge_eval import mediapipe_rt
 
     es = eval_inputs(dcfg, spec, os.path.join(out_dir, "cache"), images, 1, seed, log, split,
@@ -551,23 +560,15 @@ def _mediapipe_rows(manifest, artifacts_dir, dcfg, spec, out_dir, work, images, 
         raise EvalError("the image list for MediaPipe does not match the evaluated images")
     exe, env = mediapipe_rt.interpreter(), mediapipe_rt.worker_env()
     todo = []
-    for e in manifest["artifacts"]:
-        if e.get("target") != "tflite" or (only and e.get("file") not in only
-                                           and e.get("recipe") not in only):
+    for e, problem in checked:
+        if e.get("target") != "tflite":
             continue
-        fields = records.artifact_fields(e)
-        rec = records.new_record("accuracy", **fields, threads=None, batch_size=1,
-                                 delegate="xnnpack", evaluator="mediapipe",
+        rec = records.new_record("accuracy", **records.artifact_fields(e), threads=None,
+                                 batch_size=1, delegate="xnnpack", evaluator="mediapipe",
                                  runtime="mediapipe")
-        problem = verify(artifacts_dir, e)
-        if problem is None:
-            with open(os.path.join(artifacts_dir, e["file"]), "rb") as f:
-                problem = mediapipe_problem(f.read())
-            status = "unavailable"
-        else:
-            status = "failed"
-        if problem:
-            rec.update(status=status, error=problem)
+        status, why = ("failed", problem) if problem else ("unavailable", mp_problem[e["file"]])
+        if why:
+            rec.update(status=status, error=why)
             todo.append((rec, None))
             continue
         job = {"op": "predict", "kind": "mediapipe", "model": os.path.join(artifacts_dir,
@@ -650,9 +651,7 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     out = []
     try:
-        for e in manifest["artifacts"]:
-            if only and e.get("file") not in only and e.get("recipe") not in only:
-                continue
+        for e in selected_artifacts(manifest, only):
             problem = verify(artifacts_dir, e)
             for delegate, rt in [(d, r) for d in delegates for r in runtimes
                                  if r == "interpreter" or d == "xnnpack"]:

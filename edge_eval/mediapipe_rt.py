@@ -13,8 +13,8 @@ beside the project's ``opencv-python-headless`` the two OpenCV wheels overwrite 
 that environment's Python, with this project on their path: the main environment never imports
 mediapipe. ``MEDIAPIPE_PYTHON`` points at another interpreter that has it.
 
-Main side (``probe_model``, ``interpreter``; which models it runs: convert.tflite.mediapipe_problem) imports numpy and LiteRT's schema
-only; worker side (``classify``, ``probe``) imports mediapipe, numpy and cv2 only.
+Main side (``probe_model``, ``interpreter``; which models it runs:
+convert.metadata.mediapipe_problem) imports numpy and LiteRT's schema only; worker side (``classify``, ``probe``) imports mediapipe, numpy and cv2 only.
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def venv_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "inception-edge", f"mediapipe-{VERSION}")
+    from contract.workdirs import user_cache
+
+    return user_cache(f"mediapipe-{VERSION}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,7 +81,7 @@ def setup(log=print) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# main side: which models MediaPipe can run, and the probe model
+# main side: the probe model
 # --------------------------------------------------------------------------------------------
 def probe_model(model_bytes: bytes) -> bytes:
     """A model with ``model_bytes``' input tensor (shape, dtype, quantization) and its embedded
@@ -161,7 +162,7 @@ def probe_model(model_bytes: bytes) -> bytes:
 # --------------------------------------------------------------------------------------------
 # worker side (runs in MediaPipe's environment)
 # --------------------------------------------------------------------------------------------
-def _classifier(model: str, categories: int):
+def _classifier(model: str):
     from mediapipe.tasks.python import BaseOptions, vision
 
     opts = vision.ImageClassifierOptions(
@@ -221,7 +222,7 @@ def classify(job: dict) -> dict:
         items = Items.from_json(json.load(f))
     spec = PreprocessingSpec.from_dict(job["spec"])
     t = time.perf_counter()
-    clf = _classifier(job["model"], int(job["classes"]))
+    clf = _classifier(job["model"])
     load_s = time.perf_counter() - t
     rows = []
     for i in range(len(items)):
@@ -254,7 +255,7 @@ def probe(job: dict) -> dict:
     spec = PreprocessingSpec.from_dict(job["spec"])
     h, w = spec.input_size
     n = h * w * spec.channels
-    clf = _classifier(job["model"], n)
+    clf = _classifier(job["model"])
     out = []
     flat, k = images.reshape(-1), 0
     for (ih, iw) in sizes:
