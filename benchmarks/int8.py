@@ -49,8 +49,8 @@ def build(out_dir: str, log=print) -> dict:
 
     from contract.preprocessing import PreprocessingSpec
     from convert.islands import float_islands
-    from convert.layout import align
-    from quantize.recipes import RECIPES
+    from contract.tflite_file import align
+    from contract.recipes import RECIPES
     from quantize.tflite import convert_bytes
     from train.model import build_inception_v3
     from train.source import Source

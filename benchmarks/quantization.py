@@ -124,7 +124,7 @@ def fullsize(args):
     from convert.tflite import weight_bytes
     from quantize.tflite import convert_bytes
     from train.source import Source
-    from quantize.recipes import RECIPES
+    from contract.recipes import RECIPES
     from train.model import build_inception_v3
     from contract.preprocessing import PreprocessingSpec
 

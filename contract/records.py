@@ -109,6 +109,7 @@ def new_record(kind: str, status: str = "ok", error: Optional[str] = None, **fie
 def artifact_fields(entry: dict) -> dict:
     """The record's artifact keys from a manifest entry."""
     return {"artifact": entry.get("file"), "recipe": entry.get("recipe"),
+            "recipe_spec": entry.get("recipe_spec"), "qat": entry.get("qat"),
             "target": entry.get("target"), "sha256": entry.get("sha256"),
             "bytes": entry.get("bytes")}
 

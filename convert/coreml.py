@@ -8,7 +8,7 @@ against the source model on the same seeded images as the TFLite artifacts, thro
 evaluator (``convert/mil_eval.py``) on Linux, or Core ML itself on macOS, and is listed in the
 same ``manifest.json``.
 
-Variants are data (``VARIANTS``); W8A8's activation calibration, which coremltools runs through
+Variants are data (``contract.recipes.VARIANTS``); W8A8's activation calibration, which coremltools runs through
 Core ML's ``predict`` (macOS only), runs here through the reference evaluator.
 """
 from __future__ import annotations
@@ -24,61 +24,14 @@ import numpy as np
 
 from contract import workdirs
 from contract.manifest import sha256_tree
+from contract.recipes import CoreMLVariant, file_name
 from convert.loop import Adapter, Built, ConvertError, run
 from train.source import Source
 
 
-@dataclasses.dataclass(frozen=True)
-class CoreMLVariant:
-    name: str
-    description: str
-    precision: str = "fp16"  # compute precision: fp16 | fp32
-    weights: str = "float"  # float | int8 | palettize6 | palettize4
-    activations: str = "float"  # float | int8 (W8A8, calibrated)
-    min_target: str = "iOS16"  # the least deployment target its ops need
-    max_abs_diff: float = 1e-2  # max |p - p_source| on the check images
-    min_top1_agreement: float = 0.98
-    max_size_ratio: float = 1.05  # weight bytes / the fp32 package's
-
-
-_VARIANTS: List[CoreMLVariant] = [
-    CoreMLVariant("fp16", "float16 weights and compute (the Core ML default)",
-                  max_abs_diff=1e-2, min_top1_agreement=0.98, max_size_ratio=0.55),
-    CoreMLVariant("fp32", "float32 weights and compute, the reference", precision="fp32",
-                  max_abs_diff=1e-4, min_top1_agreement=1.0),
-    CoreMLVariant("wi8_afp16", "int8 linear (per-channel symmetric) weights, fp16 compute",
-                  weights="int8", max_abs_diff=0.1, min_top1_agreement=0.9, max_size_ratio=0.3),
-    CoreMLVariant("wlut6_afp16", "6-bit palettized weights (k-means LUT per tensor)",
-                  weights="palettize6", max_abs_diff=0.15, min_top1_agreement=0.9,
-                  max_size_ratio=0.25),
-    CoreMLVariant("wlut4_afp16", "4-bit palettized weights (k-means LUT per tensor)",
-                  weights="palettize4", max_abs_diff=0.35, min_top1_agreement=0.8,
-                  max_size_ratio=0.18),
-    CoreMLVariant("wi8_ai8", "W8A8: int8 weights and activations, calibrated on the "
-                  "representative images", weights="int8", activations="int8",
-                  min_target="iOS17", max_abs_diff=0.3, min_top1_agreement=0.85,
-                  max_size_ratio=0.3),
-]
-VARIANTS: Dict[str, CoreMLVariant] = {v.name: v for v in _VARIANTS}
 SIZE_CHECK_MIN_BYTES = 4 << 20
 TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 _TARGET_ORDER = {"iOS16": 0, "macOS13": 0, "iOS17": 1, "macOS14": 1, "iOS18": 2, "macOS15": 2}
-DEFAULT_VARIANTS = "fp16,fp32,wi8_afp16,wlut6_afp16,wlut4_afp16,wi8_ai8"
-
-
-def describe() -> str:
-    return "\n".join(f"  {v.name:14s} {v.description} (needs {v.min_target}+)" for v in _VARIANTS)
-
-
-def parse_variants(tokens) -> List[CoreMLVariant]:
-    if isinstance(tokens, str):
-        tokens = [tokens]
-    names = [n.strip() for t in tokens for n in t.split(",") if n.strip()]
-    bad = [n for n in names if n not in VARIANTS]
-    if bad or not names:
-        raise ConvertError(f"unknown Core ML variant(s) {bad or names}; valid: "
-                           f"{', '.join(VARIANTS)}")
-    return [VARIANTS[n] for n in names]
 
 
 def check_target(target: Optional[str], variants: Sequence[CoreMLVariant]) -> Optional[str]:
@@ -361,12 +314,6 @@ class CoreMLAdapter(Adapter):
         self.bases: Dict[tuple, object] = {}
         self.fp32_wbytes = None
 
-    def name(self, v: CoreMLVariant) -> str:
-        return f"coreml_{v.name}"
-
-    def file_name(self, src: Source, v: CoreMLVariant) -> str:
-        return f"{src.name}_coreml_{v.name}.mlpackage"
-
     def key(self, v: CoreMLVariant) -> dict:
         return dict(super().key(v), deployment_target=self.deploy or v.min_target)
 
@@ -382,7 +329,7 @@ class CoreMLAdapter(Adapter):
 
     def build(self, v: CoreMLVariant, ref: np.ndarray, check_x: np.ndarray) -> Built:
         tgt = self.deploy or v.min_target
-        fname = self.file_name(self.src, v)
+        fname = file_name(self.src.name, v)
         work = workdirs.mkdtemp(".coreml-", dir=self.out_dir)  # beside: same disk
         try:
             key = (v.precision, tgt)

@@ -21,7 +21,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from quantize.recipes import recipe_of
+from contract import recipes
+from contract.recipes import from_entry
 
 # op -> known limitation (Coral's table); any op not here runs on the CPU
 SUPPORTED: Dict[str, str] = {
@@ -208,11 +209,11 @@ def compile_model(tflite_path: str, out_dir: str, compiler: str = COMPILER,
 
 
 
-def _whole_int8(name) -> bool:
+def _whole_int8(entry: dict) -> bool:
     """A full-integer recipe with no op kept float (no ``+float:`` block, no XNNPACK float
     islands): what the Edge TPU compiler maps whole."""
-    r = recipe_of(name)
-    return bool(r and r.full_integer and not r.float_blocks and not r.float_islands)
+    r = from_entry(entry)
+    return bool(r and r.integer_only)
 
 
 def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
@@ -226,7 +227,7 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
     manifest = read_manifest(out_dir, required=False)
     arts = {a["file"]: a for a in manifest.get("artifacts", [])}
     todo = [a for a in arts.values() if a.get("source_sha256") == source_sha256
-            and a.get("target") == "tflite" and _whole_int8(a.get("recipe"))]
+            and a.get("target") == "tflite" and _whole_int8(a)]
     if not todo:
         raise ConvertError("no full-integer TFLite artifact of this model to prepare for the "
                            "Edge TPU: convert static_wi8_ai8_uint8io first")
@@ -241,7 +242,9 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
             cfile = comp["file"]
             with open(os.path.join(out_dir, os.path.splitext(cfile)[0] + ".log.txt"), "w") as f:
                 f.write(text or "")
-            arts[cfile] = {"file": cfile, "target": "edgetpu", "recipe": a["recipe"] + "_edgetpu",
+            spec = from_entry(a).compiled_for_edgetpu()
+            arts[cfile] = {"file": cfile, "target": "edgetpu", "recipe": spec.key,
+                           "recipe_spec": recipes.fields(spec),
                            "source_sha256": source_sha256, "source_name": a.get("source_name"),
                            "sha256": sha256_file(os.path.join(out_dir, cfile)),
                            "bytes": os.path.getsize(os.path.join(out_dir, cfile)),

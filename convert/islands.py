@@ -26,7 +26,7 @@ ISLAND_OPS = ("AVERAGE_POOL_2D", "SOFTMAX")  # int8 ops XNNPACK lacks, with floa
 def float_islands(model_bytes: bytes, ops: Sequence[str] = ISLAND_OPS) -> Tuple[bytes, int]:
     """(the model with every int8/uint8 ``ops`` node run in float between a DEQUANTIZE and a
     QUANTIZE, how many nodes were rewritten)."""
-    from convert.layout import rewrite
+    from contract.tflite_file import rewrite
 
     out, done = rewrite(model_bytes, lambda m: _wrap(m, ops))
     return out, done

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from contract import workdirs
+from contract import recipes, workdirs
 from contract.manifest import (atomic_write_bytes, atomic_write_json, git_state, read_manifest,
                                tool_versions, update_manifest)
 from contract.preprocessing import FILENAME as PREPROCESSING_FILE
@@ -46,16 +46,10 @@ class Adapter:
     target = ""
     baseline = "fp32"  # built first: the size baseline of the others
 
-    def name(self, item) -> str:  # the recipe name in the manifest
-        raise NotImplementedError
-
-    def file_name(self, src: Source, item) -> str:
-        raise NotImplementedError
-
     def key(self, item) -> dict:
-        """Manifest fields that must be unchanged for an artifact to be up to date."""
-        return {"recipe": self.name(item),
-                "recipe_spec": json.loads(json.dumps(dataclasses.asdict(item)))}
+        """Manifest fields that must be unchanged for an artifact to be up to date: the
+        recipe's name and its structured fields (what every later reader goes by)."""
+        return {"recipe": item.key, "recipe_spec": json.loads(json.dumps(recipes.fields(item)))}
 
     def digest(self, path: str) -> str:
         raise NotImplementedError
@@ -90,10 +84,10 @@ def run(src: Source, adapter: Adapter, items: Sequence, out_dir: str, check_x: n
                  .get("artifacts", [])}
     failures: List[dict] = []
     ref = src.predict(check_x)
-    ordered = sorted(items, key=lambda i: adapter.name(i) != adapter.baseline)
+    ordered = sorted(items, key=lambda i: i.key != adapter.baseline)
     adapter.prepare(ordered, artifacts, out_dir)
     for item in ordered:
-        fname = adapter.file_name(src, item)
+        fname = recipes.file_name(src.name, item)
         path = os.path.join(out_dir, fname)
         prev, key = artifacts.get(fname), adapter.key(item)
         if (prev and prev.get("source_sha256") == src.sha256
@@ -103,7 +97,7 @@ def run(src: Source, adapter: Adapter, items: Sequence, out_dir: str, check_x: n
             adapter.reuse(item, prev)
             continue
         log(f"[convert] {fname} ...", flush=True)
-        failure = {"recipe": adapter.name(item), "source_sha256": src.sha256,
+        failure = {"recipe": item.key, "source_sha256": src.sha256,
                    "source_name": src.name}
         try:
             built = adapter.build(item, ref, check_x)
@@ -130,7 +124,7 @@ def run(src: Source, adapter: Adapter, items: Sequence, out_dir: str, check_x: n
         commit_artifact(out_dir, src, artifacts[fname])
         log(f"[convert]   ok: {artifacts[fname]['bytes'] / 1e6:.2f} MB, {summary(built.check)}"
             + (f" ({built.note})" if built.note else ""), flush=True)
-    return finish_manifest(out_dir, src, failures, {adapter.name(i) for i in items}, check_x,
+    return finish_manifest(out_dir, src, failures, {i.key for i in items}, check_x,
                            check_from)
 
 

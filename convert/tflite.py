@@ -9,10 +9,10 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from contract.manifest import atomic_write_bytes, sha256_file
-from convert.layout import ALIGNMENT, align, misaligned
+from contract.tflite_file import ALIGNMENT, align, misaligned
 from convert.loop import Adapter, Built, ConvertError, run
-from convert.metadata import mediapipe_problem, strip_zip
-from quantize.recipes import RECIPES, Recipe
+from contract.tflite_file import mediapipe_problem, strip_zip
+from contract.recipes import RECIPES, Recipe, file_name
 from quantize.tflite import QuantizeError, convert_bytes
 from train.source import Source
 
@@ -85,17 +85,11 @@ class TFLiteAdapter(Adapter):
         self.src, self.calib, self.metadata = src, calib, metadata
         self.fp32_bytes = self.fp32_wbytes = None
 
-    def name(self, recipe: Recipe) -> str:
-        return recipe.name
-
-    def file_name(self, src: Source, recipe: Recipe) -> str:
-        return f"{src.name}_{recipe.name.replace('+float:', '_float-').replace(',', '-')}.tflite"
-
     def digest(self, path: str) -> str:
         return sha256_file(path)
 
     def prepare(self, recipes, artifacts: dict, out_dir: str) -> None:
-        fp32 = artifacts.get(self.file_name(self.src, RECIPES["fp32"]))
+        fp32 = artifacts.get(file_name(self.src.name, RECIPES["fp32"]))
         if (fp32 and os.path.isfile(os.path.join(out_dir, fp32["file"]))
                 and fp32.get("source_sha256") == self.src.sha256):
             self.fp32_bytes, self.fp32_wbytes = fp32["bytes"], fp32["check"]["weight_bytes"]
@@ -130,7 +124,7 @@ class TFLiteAdapter(Adapter):
                      place=lambda path: atomic_write_bytes(path, data))
 
     def _with_metadata(self, recipe: Recipe, data: bytes):
-        from convert.metadata import add_metadata, read_metadata
+        from contract.tflite_file import add_metadata, read_metadata
 
         src = self.src
         data = add_metadata(data, src.spec, src.labels, **_metadata_fields(src, recipe,

@@ -1,14 +1,13 @@
-"""python -m edge_eval {accuracy,bench,android,report} ...
+"""python -m edge_eval {accuracy,bench,android,profile,report} ...
 
   accuracy ARTIFACTS   top-1/top-5 and drift of every artifact against the float model
   bench ARTIFACTS      host latency (LiteRT, XNNPACK on/off, threads, Edge TPU if present)
   android ARTIFACTS    latency (and on-device accuracy) over adb: benchmark_model or the app
   profile MODEL...     where the milliseconds go: segments of the graph timed on the host
                        (prefix models), fp32 against int8 side by side, CPU-kernel ops named
-  app-assets ARTIFACTS the chosen (or --model) TFLite model + labels + preprocessing into the
-                       Android app's assets (android_demo/app/src/main/assets/model)
-  report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI,
-                       --require-choice gates on the recipe choice (the main job's gate)
+  report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI
+                       (the main job's report, with its recipe choice and gate, is
+                       python -m pipeline.report; its app install, python -m pipeline.app_assets)
 
 Results go to RESULTS (default reports/<artifacts folder name>) as JSON-lines records, one schema
 for every device (contract/schema/record.json). Exit 2 on a user error, 1 when a gate fails,
@@ -20,6 +19,8 @@ import argparse
 import os
 import sys
 
+from contract import exitcodes
+
 
 def _csv(s):
     return [v.strip() for v in s.split(",") if v.strip()]
@@ -29,12 +30,9 @@ def _out(args):
     return args.out or os.path.join("reports", os.path.basename(os.path.normpath(args.artifacts)))
 
 
-# the exit status of accuracy/bench/android when some rows failed (with --strict, the default
-# under $CI): 1 stays a failed gate (and Python's crash), 2 a user error
-ROWS_FAILED = 4
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m edge_eval", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
@@ -113,15 +111,6 @@ def main(argv=None) -> int:
     d.add_argument("--only", type=_csv)
     d.add_argument("--out")
 
-    m = sub.add_parser("app-assets", help="one model + labels + preprocessing into the app")
-    m.add_argument("artifacts", help="folder with manifest.json (python -m convert --out)")
-    m.add_argument("--model", help="a .tflite file (or recipe) of the folder; default: the "
-                                   "main job's choice")
-    m.add_argument("--choice", help="folder with the job's choice.json (default: "
-                                    "reports/<artifacts folder name>)")
-    m.add_argument("--into", help="assets folder to (re)write (default: "
-                                  "android_demo/app/src/main/assets/model)")
-
     pr = sub.add_parser("profile", help="where the milliseconds go, segment by segment")
     pr.add_argument("models", nargs="+", help=".tflite files (several: side by side)")
     pr.add_argument("--threads", type=int, default=2)
@@ -135,86 +124,85 @@ def main(argv=None) -> int:
     r.add_argument("--title", default="edge_eval report")
     r.add_argument("--max-top1-drift", type=float,
                    help="exit 1 if any artifact's top-1 drops more than this many points")
-    r.add_argument("--require-choice", action="store_true",
-                   help="exit 1 unless the recipe choice (choice.json) picked an artifact "
-                        "whose own record meets its budget (the main job's gate)")
 
     for sp in (a, b, d):
         sp.add_argument("--strict", dest="strict", action="store_true", default=None,
-                        help=f"exit {ROWS_FAILED} when any row failed or is invalid (the default "
+                        help=f"exit {exitcodes.ROWS_FAILED} when any row failed or is invalid (the default "
                              "when $CI is set)")
         sp.add_argument("--no-strict", dest="strict", action="store_false",
                         help="exit 0 even when rows failed (they are in the records)")
-    args = p.parse_args(argv)
+    return p
+
+
+def _run(args) -> tuple:
+    """The subcommand's rows, report path and gate failures."""
+    from edge_eval import harness, report  # the harness imports numpy, OpenCV and train.data
+
+    if args.cmd == "report":
+        return [], *report.write(args.results, args.title, args.max_top1_drift)
+    out = _out(args)
+    if args.cmd == "accuracy":
+        rows = harness.evaluate(args.artifacts, out, args.reference, args.data_source,
+                                args.data_path, args.images, args.crops, args.threads,
+                                args.timeout, args.bootstrap, only=args.only,
+                                workers=args.workers, split=args.split, runtime=args.runtime)
+        return rows, *report.write(out, max_top1_drift=args.max_top1_drift)
+    if args.cmd == "bench":
+        rows = harness.benchmark(args.artifacts, out, args.delegates, args.threads,
+                                 args.warmup, args.runs, args.min_seconds, args.max_seconds,
+                                 only=args.only,
+                                 require_full_delegation=args.require_full_delegation,
+                                 runtimes=args.runtimes)
+        return rows, *report.write(out)
+    from edge_eval import android
+
+    rows = android.run(args.artifacts, out, adb=args.adb, serial=args.serial,
+                       delegates=args.delegates, threads=args.threads, warmup=args.warmup,
+                       runs=args.runs, binary=args.benchmark_binary,
+                       eval_images=args.eval_images, timeout=args.timeout, only=args.only,
+                       op_profiling=args.op_profiling,
+                       require_full_delegation=args.require_full_delegation)
+    return rows, *report.write(out)
+
+
+def _profile(args) -> int:
+    from edge_eval import profile
+
+    try:
+        return profile.main(args.models, args.threads, args.runs, args.warmup,
+                            not args.no_xnnpack, args.out)
+    except (profile.ProfileError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if getattr(args, "unsafe_allow_model_code", False):
         from train.safe_load import allow_code  # standard library only
 
         allow_code()  # for this process and the workers it starts
-    from edge_eval import harness, report
-
     if args.cmd == "profile":
-        from edge_eval import profile
+        return _profile(args)
+    from edge_eval.harness import EvalError
 
-        try:
-            return profile.main(args.models, args.threads, args.runs, args.warmup,
-                                not args.no_xnnpack, args.out)
-        except (profile.ProfileError, OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    if args.cmd == "app-assets":
-        from edge_eval import app_assets
-
-        try:
-            app_assets.install(args.artifacts, args.into, args.model, args.choice)
-        except (harness.EvalError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    rows = []
     try:
-        if args.cmd == "accuracy":
-            out = _out(args)
-            rows = harness.evaluate(args.artifacts, out, args.reference, args.data_source,
-                             args.data_path, args.images, args.crops, args.threads, args.timeout,
-                             args.bootstrap, only=args.only, workers=args.workers,
-                             split=args.split, runtime=args.runtime)
-            path, failures = report.write(out, max_top1_drift=args.max_top1_drift)
-        elif args.cmd == "bench":
-            out = _out(args)
-            rows = harness.benchmark(args.artifacts, out, args.delegates, args.threads, args.warmup,
-                              args.runs, args.min_seconds, args.max_seconds, only=args.only,
-                              require_full_delegation=args.require_full_delegation,
-                              runtimes=args.runtimes)
-            path, failures = report.write(out)
-        elif args.cmd == "android":
-            from edge_eval import android
-
-            out = _out(args)
-            rows = android.run(args.artifacts, out, adb=args.adb, serial=args.serial,
-                        delegates=args.delegates, threads=args.threads, warmup=args.warmup,
-                        runs=args.runs, binary=args.benchmark_binary,
-                        eval_images=args.eval_images, timeout=args.timeout, only=args.only,
-                        op_profiling=args.op_profiling,
-                        require_full_delegation=args.require_full_delegation)
-            path, failures = report.write(out)
-        else:
-            path, failures = report.write(args.results, args.title, args.max_top1_drift,
-                                          args.require_choice)
-    except (harness.EvalError, ValueError, FileNotFoundError) as e:
+        rows, path, failures = _run(args)
+    except (EvalError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     print(f"report: {path}")
     if failures:
         print("gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
+        return exitcodes.GATE_FAILED
     bad = [r for r in rows if r.get("status") in ("failed", "invalid")]
     strict = args.strict if getattr(args, "strict", None) is not None else _ci()
     if bad and strict:
         print(f"{len(bad)} of {len(rows)} rows failed:\n  " + "\n  ".join(
             f"{r.get('artifact')} ({r.get('delegate') or r.get('kind')}): {r.get('error')}"
             for r in bad), file=sys.stderr)
-        return ROWS_FAILED
-    return 0
+        return exitcodes.ROWS_FAILED
+    return exitcodes.OK
 
 
 def _ci() -> bool:

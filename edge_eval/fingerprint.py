@@ -265,7 +265,7 @@ def mediapipe_tensors(model_path: str, spec: PreprocessingSpec, workdir: str, ro
     import os
 
     from edge_eval import mediapipe_rt
-    from edge_eval.harness import run_worker
+    from contract.jobs import WorkerJob, run as run_job
 
     def tensors(images):
         exe = mediapipe_rt.interpreter()
@@ -278,13 +278,14 @@ def mediapipe_tensors(model_path: str, spec: PreprocessingSpec, workdir: str, ro
             f.write(probe)
         rgb = [np.ascontiguousarray(im[..., ::-1] if bgr_frames else im) for im in images]
         np.save(os.path.join(workdir, "canaries.npy"), np.concatenate([im.ravel() for im in rgb]))
-        job = {"op": "probe", "model": path, "images": os.path.join(workdir, "canaries.npy"),
-               "sizes": [list(im.shape[:2]) for im in images], "spec": spec.to_dict(),
-               "roi": roi, "output": os.path.join(workdir, "probe_out.npy")}
-        res = run_worker(job, timeout, workdir, python=exe, env=mediapipe_rt.worker_env())
-        if res["status"] != "ok":
-            raise RuntimeError(res["error"])
-        return list(np.load(job["output"]))
+        job = WorkerJob("probe", path, kind="mediapipe",
+                        images=os.path.join(workdir, "canaries.npy"),
+                        sizes=[list(im.shape[:2]) for im in images], spec=spec.to_dict(),
+                        roi=roi, output=os.path.join(workdir, "probe_out.npy"))
+        res = run_job(job, timeout, workdir, python=exe, env=mediapipe_rt.worker_env())
+        if not res.ok:
+            raise RuntimeError(res.error)
+        return list(np.load(job.output))
     return tensors
 
 

@@ -21,56 +21,18 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from contract.manifest import (MANIFEST, ManifestError, artifact_path, atomic_write_json,  # noqa
-                               read_manifest,
-                               sha256_file, sha256_tree, verify)
-from contract import records
-from edge_eval import preprocess, stats
-from contract.proc import child_setup
-from convert.metadata import mediapipe_problem
+from contract import records, workdirs
+from contract.jobs import WorkerJob, WorkerResult, run as run_job
+from contract.manifest import ManifestError, atomic_write_json, read_manifest, verify
 from contract.preprocessing import PreprocessingSpec
-
+from contract.tflite_file import mediapipe_problem
+from edge_eval import preprocess, stats
+from train import data as tdata
+from train.data import DataConfig, DataError, fashion_mnist_dir
 
 
 class EvalError(ValueError):
     """A user error that stops the whole evaluation (one clear message)."""
-
-
-# --------------------------------------------------------------------------------------------
-# workers
-# --------------------------------------------------------------------------------------------
-def run_worker(job: dict, timeout: float, workdir: str, python: Optional[str] = None,
-               env: Optional[dict] = None) -> dict:
-    """Runs ``edge_eval.worker`` on ``job`` in a fresh process (of ``python``, default this
-    one's; in ``env``); a crash or timeout is a result. The process's stderr is kept in the
-    result's ``stderr_tail`` (runtimes print warnings there)."""
-    fd, job_path = tempfile.mkstemp(suffix=".json", dir=workdir)
-    job = dict(job, result=job_path + ".result")
-    with os.fdopen(fd, "w") as f:
-        json.dump(job, f)
-    t = time.perf_counter()
-    try:
-        # the worker imports what this process imports (the installed project, or the clone
-        # it runs from: the same working directory); every path in the job is absolute
-        proc = subprocess.run([python or sys.executable, "-m", "edge_eval.worker", job_path],
-                              capture_output=True, text=True, timeout=timeout, env=env,
-                              preexec_fn=child_setup())  # dies with this process
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "error": f"timed out after {timeout:.0f} s",
-                "wall_s": time.perf_counter() - t}
-    wall = time.perf_counter() - t
-    try:
-        with open(job["result"]) as f:
-            out = json.load(f)
-    except (OSError, ValueError):
-        tail = (proc.stderr or "").strip().splitlines()[-3:]
-        out = {"status": "failed",
-               "error": f"worker exited with code {proc.returncode} (crashed: "
-                        f"{'signal ' + str(-proc.returncode) if proc.returncode < 0 else 'no result'})"
-                        + (": " + " | ".join(tail) if tail else "")}
-    out["wall_s"] = wall
-    out["stderr_tail"] = (proc.stderr or "")[-20000:]
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,7 +67,6 @@ def data_config(reference: str, source: Optional[str] = None, path: Optional[str
     """The evaluation data: the reference export's training data config, overridable."""
     import dataclasses
 
-    from train.data import DataConfig
 
     cfg_path = os.path.join(reference if os.path.isdir(reference) else
                             os.path.dirname(reference), "config.json")
@@ -126,7 +87,6 @@ def data_config(reference: str, source: Optional[str] = None, path: Optional[str
 def eval_items(data_cfg, split: str = "test", images: Optional[int] = None, seed: int = 0):
     """(the set's Items, class names, which split it is): ``split`` of the data, or a seeded
     sample of ``images`` of it (train.data.Dataset.sample, the rule calibration uses too)."""
-    from train import data as tdata
 
     # the whole split (training's max_eval_examples is not the evaluation's; max_train_examples
     # still says which training images are held out)
@@ -170,7 +130,6 @@ def data_fingerprint(data_cfg) -> str:
     it, so a cache keyed by it never serves the old images' inputs."""
     path = data_cfg.path
     if path is None and data_cfg.source.value == "fashion_mnist":
-        from train.data import fashion_mnist_dir
 
         path = fashion_mnist_dir()
     h = hashlib.sha256()
@@ -255,7 +214,6 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
             log(f"[eval] the cached inputs' labels ({meta_path}) are damaged: preprocessing "
                 "again", flush=True)
     items, names, note = eval_items(data_cfg, split, images, seed)
-    from contract import workdirs
 
     workdirs.sweep(cache_dir)  # what a killed run was writing
     h, w = spec.input_size
@@ -314,17 +272,94 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
-def _expected_cost(job: Optional[dict], manifest: dict) -> int:
+def _expected_cost(job: Optional[WorkerJob], manifest: dict) -> int:
     """A rank (lower: start sooner) of how long a job runs: LiteRT's int16-activation kernels
     are reference code (~20x slower than XNNPACK's int8), Core ML programs run through the
     evaluator, the float reference through TensorFlow, other TFLite models through XNNPACK."""
     if job is None:
         return 9
-    if job["kind"] == "tflite":
+    if job.kind == "tflite":
         entry = next((e for e in manifest["artifacts"]
-                      if os.path.basename(job["model"]) == e.get("file")), {})
+                      if os.path.basename(job.model) == e.get("file")), {})
         return 0 if (entry.get("recipe_spec") or {}).get("activations") == "int16" else 3
-    return {"coreml": 1, "keras": 2, "savedmodel": 2}.get(job["kind"], 3)
+    return {"coreml": 1, "keras": 2, "savedmodel": 2}.get(job.kind, 3)
+
+
+class Planned(NamedTuple):
+    """One accuracy row to produce: its artifact fields, the worker job (None when ``preset``
+    already says the row's status and error)."""
+    fields: dict
+    job: Optional[WorkerJob]
+    preset: Optional[tuple] = None
+
+
+def _accuracy_jobs(ref_path: str, checked, artifacts_dir: str, spec: PreprocessingSpec,
+                   threads: int) -> List[Planned]:
+    """The float reference first, then one job per artifact of ``checked`` (a row with its
+    status already set for one that did not verify or that no evaluator here runs)."""
+    ref_kind = "savedmodel" if os.path.isdir(ref_path) else "keras"
+    plans = [Planned({"artifact": os.path.basename(os.path.normpath(ref_path)), "recipe": "float",
+                      "target": "keras", "sha256": None},
+                     WorkerJob("predict", ref_path, kind=ref_kind, channels=spec.channels,
+                               threads=threads))]
+    for e, problem in checked:
+        fields = records.artifact_fields(e)
+        path = os.path.join(artifacts_dir, e["file"])
+        if problem:
+            plans.append(Planned(fields, None, ("failed", problem)))
+        elif e.get("target") == "coreml":
+            plans.append(Planned(fields, WorkerJob(
+                "predict", path, kind="coreml", batch_size=100, channels=spec.channels,
+                threads=threads, scale=list(spec.scales), offset=list(spec.offsets))))
+        elif e.get("target") != "tflite":
+            plans.append(Planned(fields, None, (
+                "unavailable", f"no evaluator for {e.get('target')} artifacts")))
+        else:
+            plans.append(Planned(fields, WorkerJob(
+                "predict", path, kind="tflite", threads=threads, delegate="xnnpack",
+                batch_size=50, channels=spec.channels)))
+    return plans
+
+
+def _with_set(plan: Planned, what: dict, spec: PreprocessingSpec, crops: int,
+              output: str) -> Planned:
+    """``plan``'s job pointed at the evaluation set (``what``: eval_inputs' inputs or items)."""
+    if plan.job is None:
+        return plan
+    return plan._replace(job=plan.job.replace(**what, output=output, spec=spec.to_dict(),
+                                              scheme=crops))
+
+
+def _accuracy_row(rec: dict, job: WorkerJob, res: WorkerResult, labels, names,
+                  crops: int) -> Optional[np.ndarray]:
+    """Fills ``rec`` from the worker's result; the probabilities (one row per image, crops
+    averaged) when it ran and its classes match the labels, else None."""
+    rec.update(runtime=res.runtime, wall_s=res.wall_s, images_per_s=res.images_per_s,
+               batch_size=job.batch_size, peak_memory_mb=res.peak_memory_mb,
+               delegation=res.delegation)
+    if not res.ok:
+        rec.update(status=res.status, error=res.error)
+        return None
+    if res.classes != len(names):
+        rec.update(status="failed", error=(
+            f"the model has {res.classes} outputs but the evaluation set has "
+            f"{len(names)} classes: labels do not match the model"))
+        return None
+    p = np.load(job.output)
+    rec["accuracy"] = dict(stats.accuracy(p, labels), crops=crops)
+    return p
+
+
+def _log_row(rec: dict, log) -> None:
+    if rec["status"] == "ok":
+        d = rec.get("drift") or {}
+        log(f"[eval] {rec['artifact']}: top-1 {100 * rec['accuracy']['top1']:.2f} "
+            f"top-5 {100 * rec['accuracy']['top5']:.2f}"
+            + (f" drift {d['top1_delta_points']:+.2f} pts agreement "
+               f"{100 * d['argmax_agreement']:.2f} %" if d else " (reference)")
+            + f"  {rec['images_per_s'] or 0:.0f} img/s", flush=True)
+    else:
+        log(f"[eval] {rec['artifact']}: {rec['status']}: {rec['error']}", flush=True)
 
 
 def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
@@ -379,93 +414,46 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     t_all = time.perf_counter()
     futures: List[Optional[concurrent.futures.Future]] = []
     try:
-        from train.data import DataError
-
         try:
             what, labels, names, prep_s, skipped, note = eval_inputs(
                 dcfg, spec, os.path.join(out_dir, "cache"), images, crops, seed, log, split)
         except (DataError, preprocess.ImageError, FileNotFoundError) as e:
             raise EvalError(str(e)) from None
         n_inputs = len(labels) * crops
-
-        jobs = [({"artifact": os.path.basename(os.path.normpath(ref_path)), "recipe": "float",
-                  "target": "keras", "sha256": None},
-                 {"op": "predict", "model": ref_path, "kind": "keras",
-                  "channels": spec.channels, "threads": threads}, None)]
         # the artifacts evaluated, each with its verification problem (None: intact), checked
         # once here for the harness, the fingerprints and MediaPipe alike
         checked = [(e, verify(artifacts_dir, e)) for e in selected_artifacts(manifest, only)]
-        for e, problem in checked:
-            fields = records.artifact_fields(e)
-            if e.get("target") == "coreml":
-                job = {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
-                       "kind": "coreml", "batch_size": 100, "channels": spec.channels,
-                       "threads": threads,
-                       "scale": spec.scales, "offset": spec.offsets}
-                jobs.append((fields, job, ("failed", problem) if problem else None))
-                continue
-            if e.get("target") != "tflite" and problem is None:
-                jobs.append((fields, None, ("unavailable", f"no evaluator for {e.get('target')} "
-                                                          "artifacts")))
-                continue
-            job = {"op": "predict", "model": os.path.join(artifacts_dir, e["file"]),
-                   "kind": "tflite", "threads": threads, "delegate": "xnnpack", "batch_size": 50,
-                   "channels": spec.channels}
-            jobs.append((fields, job, ("failed", problem) if problem else None))
-        out, ref_probs, probs_of = [], None, {}
-        for i, (fields, job, preset) in enumerate(jobs):
-            if job is not None and not preset:
-                jobs[i] = (fields, dict(job, **what, output=os.path.join(work, f"p{i}.npy"),
-                                        spec=spec.to_dict(), scheme=crops), preset)
+        jobs = [_with_set(j, what, spec, crops, os.path.join(work, f"p{i}.npy"))
+                for i, j in enumerate(_accuracy_jobs(ref_path, checked, artifacts_dir, spec,
+                                                     threads))]
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         futures = [None] * len(jobs)
         # the slowest first, so that with several workers none is left running alone at the end
-        for i in sorted(range(len(jobs)), key=lambda i: _expected_cost(jobs[i][1], manifest)):
-            if jobs[i][1] is not None and not jobs[i][2]:
-                futures[i] = pool.submit(run_worker, jobs[i][1], timeout, work)
+        for i in sorted(range(len(jobs)), key=lambda i: _expected_cost(jobs[i].job, manifest)):
+            if jobs[i].job is not None:
+                futures[i] = pool.submit(run_job, jobs[i].job, timeout, work)
         pool.shutdown(wait=False)  # the submitted jobs still run
-        for (fields, job, preset), fut in zip(jobs, futures):
-            rec = records.new_record("accuracy", **fields, threads=threads, batch_size=None,
-                                     delegate="xnnpack" if fields["target"] == "tflite" else "none",
-                                     workers=workers)
-            if preset:
-                rec.update(status=preset[0], error=preset[1])
-                out.append(rec)
-                log(f"[eval] {fields['artifact']}: {preset[0]}: {preset[1]}", flush=True)
-                continue
-            res = fut.result()
-            rec.update(runtime=res.get("runtime"), wall_s=res.get("wall_s"),
-                       images_per_s=res.get("images_per_s"), batch_size=job.get("batch_size"),
-                       peak_memory_mb=res.get("peak_memory_mb"),
-                       delegation=res.get("delegation"))
-            if res["status"] != "ok":
-                rec.update(status=res["status"], error=res["error"])
-            elif res["classes"] != len(names):
-                rec.update(status="failed", error=(
-                    f"the model has {res['classes']} outputs but the evaluation set has "
-                    f"{len(names)} classes: labels do not match the model"))
+        out, ref_probs, probs_of = [], None, {}
+        for i, (j, fut) in enumerate(zip(jobs, futures)):
+            rec = records.new_record("accuracy", **j.fields, threads=threads, batch_size=None,
+                                     delegate="xnnpack" if j.fields["target"] == "tflite"
+                                     else "none", workers=workers)
+            if j.preset:
+                rec.update(status=j.preset[0], error=j.preset[1])
             else:
-                p = np.load(job["output"])  # one row per image (crops averaged)
-                probs_of[fields["artifact"]] = p
-                rec["accuracy"] = dict(stats.accuracy(p, labels), crops=crops)
-                if job["kind"] == "keras":  # the reference (always the first job)
-                    ref_probs = p
-                    rec["drift"] = None
-                elif ref_probs is not None:
-                    rec["drift"] = stats.drift(ref_probs, p, labels, names, bootstrap_rounds, seed)
-                else:
-                    rec["drift"] = None
-                    rec["note"] = "no drift: the float reference failed"
-
-            if rec["status"] == "ok":
-                d = rec.get("drift") or {}
-                log(f"[eval] {fields['artifact']}: top-1 {100 * rec['accuracy']['top1']:.2f} "
-                    f"top-5 {100 * rec['accuracy']['top5']:.2f}"
-                    + (f" drift {d['top1_delta_points']:+.2f} pts agreement "
-                       f"{100 * d['argmax_agreement']:.2f} %" if d else " (reference)")
-                    + f"  {rec['images_per_s'] or 0:.0f} img/s", flush=True)
-            else:
-                log(f"[eval] {fields['artifact']}: {rec['status']}: {rec['error']}", flush=True)
+                p = _accuracy_row(rec, j.job, fut.result(), labels, names, crops)
+                if p is not None:
+                    probs_of[j.fields["artifact"]] = p
+                    if i == 0:  # the reference (always the first job)
+                        ref_probs = p
+                        rec["drift"] = None
+                    elif ref_probs is not None:
+                        rec["drift"] = stats.drift(ref_probs, p, labels, names,
+                                                   bootstrap_rounds, seed)
+                    else:
+                        rec["drift"] = None
+                        rec["note"] = "no drift: the float reference failed"
+            _log_row(rec, log)
             out.append(rec)
         # MediaPipe's verdict per intact .tflite: None (it runs it) or why it cannot
         mp_problem = {}
@@ -571,29 +559,28 @@ def _mediapipe_rows(checked, mp_problem: dict, artifacts_dir, dcfg, spec, out_di
             rec.update(status=status, error=why)
             todo.append((rec, None))
             continue
-        job = {"op": "predict", "kind": "mediapipe", "model": os.path.join(artifacts_dir,
-                                                                           e["file"]),
-               "items": es.path, "spec": spec.to_dict(), "classes": len(names), "roi": True,
-               "output": os.path.join(work, f"mp-{len(todo)}.npy")}
+        job = WorkerJob("predict", os.path.join(artifacts_dir, e["file"]), kind="mediapipe",
+                        items=es.path, spec=spec.to_dict(), classes=len(names), roi=True,
+                        output=os.path.join(work, f"mp-{len(todo)}.npy"))
         todo.append((rec, job))
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-    futs = [pool.submit(run_worker, job, timeout, work, exe, env) if job else None
+    futs = [pool.submit(run_job, job, timeout, work, exe, env) if job else None
             for _, job in todo]
     pool.shutdown(wait=False)
     rows = []
     for (rec, job), fut in zip(todo, futs):
         if fut is not None:
             res = fut.result()
-            warn = (res.get("stderr_tail") or "").count("unaligned buffer")
-            rec.update(runtime=res.get("runtime") or "mediapipe", wall_s=res.get("wall_s"),
-                       images_per_s=res.get("images_per_s"),
+            warn = (res.stderr_tail or "").count("unaligned buffer")
+            rec.update(runtime=res.runtime or "mediapipe", wall_s=res.wall_s,
+                       images_per_s=res.images_per_s,
                        mediapipe={"region_of_interest": spec.crop_fraction < 1.0,
                                   "unaligned_buffer_warnings": warn})
             harness_p = probs_of.get(rec["artifact"])
-            if res["status"] != "ok":
-                rec.update(status=res["status"], error=res["error"])
+            if not res.ok:
+                rec.update(status=res.status, error=res.error)
             else:
-                p = np.load(job["output"])
+                p = np.load(job.output)
                 rec["accuracy"] = dict(stats.accuracy(p, labels), crops=1)
                 rec["drift"] = None if ref_probs is None else stats.drift(
                     ref_probs, p, labels, names, rounds, seed)
@@ -671,13 +658,13 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
                     elif e.get("target") != "tflite":
                         continue
                     else:
-                        res = run_worker({"op": "bench", "model": os.path.join(
-                            artifacts_dir, e["file"]), "threads": n, "delegate": delegate,
-                            "warmup": warmup, "runs": runs, "min_seconds": min_seconds,
-                            "max_seconds": max_seconds, "runtime": rt}, timeout, work)
-                        for k in ("traceback", "wall_s", "stderr_tail"):
-                            res.pop(k, None)
-                        rec.update(res)
+                        res = run_job(WorkerJob(
+                            "bench", os.path.join(artifacts_dir, e["file"]), threads=n,
+                            delegate=delegate, warmup=warmup, runs=runs,
+                            min_seconds=min_seconds, max_seconds=max_seconds, runtime=rt),
+                            timeout, work)
+                        rec.update(res.measurement or {"status": res.status,
+                                                       "error": res.error})
                         rec["delegate"], rec["threads"] = delegate, n
                         why = delegation_problem(rec.get("delegation"))
                         if require_full_delegation and delegate != "none" and why and \

@@ -14,7 +14,7 @@ that environment's Python, with this project on their path: the main environment
 mediapipe. ``MEDIAPIPE_PYTHON`` points at another interpreter that has it.
 
 Main side (``probe_model``, ``interpreter``; which models it runs:
-convert.metadata.mediapipe_problem) imports numpy and LiteRT's schema only; worker side (``classify``, ``probe``) imports mediapipe, numpy and cv2 only.
+contract.tflite_file.mediapipe_problem) imports numpy and LiteRT's schema only; worker side (``classify``, ``probe``) imports mediapipe, numpy and cv2 only.
 """
 from __future__ import annotations
 
@@ -89,13 +89,12 @@ def probe_model(model_bytes: bytes) -> bytes:
     run through ImageClassifier, its scores are the tensor MediaPipe fed the model."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from convert import metadata
-    from convert.layout import pack
-    from convert.metadata import input_tensor
+    from contract import tflite_file
+    from contract.tflite_file import input_tensor, pack
 
     tin = input_tensor(model_bytes)
     n = int(np.prod(tin["shape"]))
-    md = metadata.read_metadata(model_bytes) or {"inputs": [{}]}
+    md = tflite_file.read_metadata(model_bytes) or {"inputs": [{}]}
     norm = md["inputs"][0].get("normalization") or {}
     stats = md["inputs"][0].get("stats") or {}
 
@@ -149,14 +148,14 @@ def probe_model(model_bytes: bytes) -> bytes:
     m.subgraphs, m.buffers = [g], bufs
     bare = pack(m)
     h, w, c = tin["shape"][1:]
-    meta = metadata.build_metadata(
+    meta = tflite_file.build_metadata(
         name="probe", description="echoes its input tensor", version="1", author="edge_eval",
         license_="", input_name="image", input_description="probe",
         mean=norm.get("mean") or [0.0] * c, std=norm.get("std") or [1.0] * c, width=w,
         height=h, channels=c, value_min=(stats.get("min") or [-1.0])[0],
         value_max=(stats.get("max") or [1.0])[0], output_name="input_values",
         output_description="the input tensor, flattened", labels_file=None)
-    return metadata.attach(bare, meta, {})
+    return tflite_file.attach(bare, meta, {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,61 +209,61 @@ def roi_of(spec, height: int, width: int):
     return [left / width, top / height, (left + cw) / width, (top + ch) / height]
 
 
-def classify(job: dict) -> dict:
-    """Worker: ``items`` through the model's ImageClassifier; one probability row per image,
+def classify(job):
+    """Worker (a contract.jobs.WorkerJob): ``items`` through the model's ImageClassifier; one probability row per image,
     indexed by the model's class index."""
     import time
 
     from contract.preprocessing import PreprocessingSpec
     from edge_eval.preprocess import Items
 
-    with open(job["items"]) as f:
+    with open(job.items) as f:
         items = Items.from_json(json.load(f))
-    spec = PreprocessingSpec.from_dict(job["spec"])
+    spec = PreprocessingSpec.from_dict(job.spec)
     t = time.perf_counter()
-    clf = _classifier(job["model"])
+    clf = _classifier(job.model)
     load_s = time.perf_counter() - t
     rows = []
     for i in range(len(items)):
         image, _ = items.load(i, 3)
-        opts = _options(roi_of(spec, image.shape[0], image.shape[1])) if job.get("roi") else None
-        rows.append(_scores(clf.classify(_mp_image(image), opts), int(job["classes"])))
+        opts = _options(roi_of(spec, image.shape[0], image.shape[1])) if job.roi else None
+        rows.append(_scores(clf.classify(_mp_image(image), opts), int(job.classes)))
     clf.close()
     total = time.perf_counter() - t
     import mediapipe
 
     probs = np.stack(rows).astype(np.float32)
-    tmp = job["output"] + ".tmp.npy"
+    tmp = job.output + ".tmp.npy"
     np.save(tmp, probs)
-    os.replace(tmp, job["output"])
+    os.replace(tmp, job.output)
     return {"status": "ok", "error": None, "runtime": f"mediapipe {mediapipe.__version__}",
             "load_s": load_s, "seconds": total,
             "images_per_s": len(rows) / max(total - load_s, 1e-9),
             "classes": int(probs.shape[1]), "peak_memory_mb": None}
 
 
-def probe(job: dict) -> dict:
-    """Worker: the tensor MediaPipe builds for each of ``images`` (a .npy list of uint8 RGB
+def probe(job):
+    """Worker (a contract.jobs.WorkerJob): the tensor MediaPipe builds for each of ``images`` (a .npy list of uint8 RGB
     arrays), read through the probe model ``model``; saved to ``output`` [N, H, W, C]."""
     import mediapipe
 
     from contract.preprocessing import PreprocessingSpec
 
-    images = np.load(job["images"], allow_pickle=False)
-    sizes = job["sizes"]
-    spec = PreprocessingSpec.from_dict(job["spec"])
+    images = np.load(job.images, allow_pickle=False)
+    sizes = job.sizes
+    spec = PreprocessingSpec.from_dict(job.spec)
     h, w = spec.input_size
     n = h * w * spec.channels
-    clf = _classifier(job["model"])
+    clf = _classifier(job.model)
     out = []
     flat, k = images.reshape(-1), 0
     for (ih, iw) in sizes:
         image = flat[k:k + ih * iw * 3].reshape(ih, iw, 3)
         k += ih * iw * 3
-        opts = _options(roi_of(spec, ih, iw)) if job.get("roi") else None
+        opts = _options(roi_of(spec, ih, iw)) if job.roi else None
         out.append(_scores(clf.classify(_mp_image(image), opts), n).reshape(h, w, spec.channels))
     clf.close()
-    np.save(job["output"], np.stack(out))
+    np.save(job.output, np.stack(out))
     return {"status": "ok", "error": None, "runtime": f"mediapipe {mediapipe.__version__}"}
 
 

@@ -31,7 +31,7 @@ class ProfileError(ValueError):
 def _ops(model_bytes: bytes):
     from ai_edge_litert import schema_py_generated as schema
 
-    from convert.metadata import strip_zip
+    from contract.tflite_file import strip_zip
 
     m = schema.ModelT.InitFromPackedBuf(bytearray(strip_zip(model_bytes)), 0)
     if len(m.subgraphs or []) != 1:
@@ -83,7 +83,7 @@ def cut_points(g) -> List[int]:
 def _prefix(m, g, upto: int) -> bytes:
     import copy
 
-    from convert.layout import pack
+    from contract.tflite_file import pack
 
     p = copy.copy(m)
     sg = copy.copy(g)

@@ -8,9 +8,10 @@ import csv
 import glob
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from contract import records
+from contract.recipes import from_entry
 
 
 def load(results_dir: str, app_runtimes: bool = False) -> List[dict]:
@@ -77,30 +78,6 @@ def gate(rows: List[dict], max_top1_drift: Optional[float]) -> List[str]:
                 -d > max_top1_drift:
             bad.append(f"{r['artifact']}: top-1 {d:+.2f} points (allowed -{max_top1_drift})")
     return bad
-
-
-def choice_gate(rows: List[dict], choice: Optional[dict]) -> List[str]:
-    """The main job's gate: the recipe choice picked an artifact, and that artifact's own
-    accuracy record (the evaluation's or a selective step's) is within the choice's budget.
-    Empty: pass; else why not."""
-    if not choice:
-        return ["no recipe choice (choice.json) in the results: run pipeline.choose first"]
-    budget = choice["budget_points"]
-    chosen = choice.get("chosen")
-    if not chosen:
-        return [f"no artifact is within {budget} points of float top-1"
-                + (f" with argmax agreement >= {choice['min_agreement']}"
-                   if choice.get("min_agreement") is not None else "")
-                + (" among full-integer models" if choice.get("integer_only") else "")]
-    rec = next((r for r in rows if r["kind"] == "accuracy" and r["status"] == "ok"
-                and r["artifact"] == chosen["artifact"] and r.get("drift")), None)
-    if rec is None:
-        return [f"the chosen artifact {chosen['artifact']} has no accuracy record"]
-    d = rec["drift"]["top1_delta_points"]
-    if -d > budget + 1e-9:
-        return [f"the chosen artifact {chosen['artifact']}: top-1 {d:+.2f} points "
-                f"(allowed -{budget})"]
-    return []
 
 
 def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
@@ -192,7 +169,7 @@ def mediapipe_section(rows: List[dict]) -> str:
 
 
 def fingerprint_section(results_dir: str) -> str:
-    fps = _read_json(os.path.join(results_dir, "fingerprints.json"))
+    fps = read_json(os.path.join(results_dir, "fingerprints.json"))
     if not fps:
         return ""
     out = ["", "## Preprocessing fingerprints", "",
@@ -236,8 +213,8 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
         fig, ax = plt.subplots(figsize=(8, 5.5))
         sizes = [max((r.get("bytes") or 0) / 1e6, 0.05) for r, _ in pts]
         scale = 600.0 / max(sizes)
-        colors = ["tab:red" if "int8" in (r["recipe"] or "") or "ai" in (r["recipe"] or "")
-                  else "tab:blue" for r, _ in pts]
+        colors = ["tab:red" if (lambda s: s is not None and s.bits <= 8)(from_entry(r))
+                  else "tab:blue" for r, _ in pts]  # 8 bits or fewer: red
         ax.scatter([p for _, p in pts], [100 * r["accuracy"]["top1"] for r, _ in pts],
                    s=[s * scale for s in sizes], c=colors, alpha=0.5, edgecolors="k")
         # labels of nearby points fan out left and right instead of printing over each other
@@ -245,7 +222,7 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
         for k, i in enumerate(order):
             (r, p), s = pts[i], sizes[i]
             dx = 34 if k % 2 else -34
-            ax.annotate(f"{r['recipe']}{' (QAT)' if 'qat' in r['artifact'] else ''} {s:.2f} MB",
+            ax.annotate(f"{r['recipe']}{' (QAT)' if r.get('qat') else ''} {s:.2f} MB",
                         (p, 100 * r["accuracy"]["top1"]), fontsize=7,
                         ha="left" if dx > 0 else "right", va="center", xytext=(dx, 0),
                         textcoords="offset points",
@@ -302,7 +279,7 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
     return written
 
 
-def _read_json(path: str):
+def read_json(path: str):
     try:
         with open(path) as f:
             return json.load(f)
@@ -310,85 +287,14 @@ def _read_json(path: str):
         return None
 
 
-def choice_section(results_dir: str) -> str:
-    """The accuracy-aware recipe choice (``pipeline.choose``'s choice.json), if made."""
-    c = _read_json(os.path.join(results_dir, "choice.json"))
-    if not c:
-        return ""
-    mb = lambda v: "" if v is None else f"{v / 1e6:.3f}"  # noqa: E731
-    ms = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-    out = ["", "## Recipe choice", "",
-           f"Budget: top-1 within {c['budget_points']} points of float "
-           f"({100 * c['float_top1']:.2f} %)"
-           + (f", argmax agreement >= {100 * c['min_agreement']:.2f} %"
-              if c.get("min_agreement") is not None else "")
-           + f"; goal: {c['goal']}" + ("; full-integer models only" if c.get("integer_only")
-                                       else "") + f"; among {c.get('target', 'tflite')} "
-           "artifacts.", "", f"**{c['why']}**", ""]
-    sel, rep = c.get("selected_on") or {}, c.get("reported_on") or {}
-    if sel.get("split") and sel["split"] != "test":
-        ct = c.get("chosen_test")
-        out += [f"Decided on {sel.get('images')} held-out images ({sel.get('split_is')}); the "
-                f"steps and candidates below are those images' numbers. The accuracy table "
-                f"above is the test split ({rep.get('images')} images), which played no part "
-                "in the choice" + (f"; there the chosen artifact is {ct['drift_points']:+.2f} "
-                                   f"points from float (agreement {100 * ct['agreement']:.2f} %)"
-                                   if ct else "") + ".", ""]
-    elif sel:
-        out += ["Decided on the test split itself (no held-out records were given), so the "
-                "chosen artifact's drift is an optimistic estimate.", ""]
-    for t, o in (c.get("chosen_other_targets") or {}).items():
-        out += [f"Same rule among {t} artifacts: " + (
-            f"{o['artifact']} ({o['drift_points']:+.2f} points, {o['bytes'] / 1e6:.3f} MB)"
-            if o else "none within the budget") + ".", ""]
-    if c.get("steps"):
-        base = c.get("best_full_integer") or {}
-        out += ["Selective steps (blocks kept in float, worst quantization error first; cost "
-                "against full int8):", "",
-                "| step | float blocks | Δ top-1 (pts) | agreement | MB | +MB | p50 ms | +ms | "
-                "fits |", "|---|---|---|---|---|---|---|---|---|"]
-        for s in c["steps"]:
-            if s.get("status") != "ok":
-                out.append(f"| {s['step']} | {','.join(s['float_blocks'])} | failed: "
-                           f"{s.get('error')} | | | | | | no |")
-                continue
-            dmb = (s["bytes"] - base["bytes"]) / 1e6 if base.get("bytes") else None
-            dms = (s["p50_ms"] - base["p50_ms"]) if s.get("p50_ms") and base.get("p50_ms") \
-                else None
-            out.append(f"| {s['step']} | {','.join(s['float_blocks'])} | "
-                       f"{s['drift_points']:+.2f} | {100 * s['agreement']:.2f} | "
-                       f"{mb(s['bytes'])} | {'' if dmb is None else f'{dmb:+.3f}'} | "
-                       f"{ms(s.get('p50_ms'))} | {'' if dms is None else f'{dms:+.3f}'} | "
-                       f"{'yes' if s['meets_budget'] else 'no'} |")
-        out.append("")
-    out += ["| candidate | recipe | Δ top-1 (pts) | agreement | MB | p50 ms |",
-            "|---|---|---|---|---|---|"]
-    for k in c.get("candidates", []):
-        out.append(f"| {k['artifact']} | {k['recipe']} | {k['drift_points']:+.2f} | "
-                   f"{100 * k['agreement']:.2f} | {mb(k['bytes'])} | {ms(k.get('p50_ms'))} |")
-    return "\n".join(out) + "\n"
-
-
-def pipeline_section(results_dir: str) -> str:
-    """Per-stage wall times of the main job (``pipeline.json``), when the job wrote the folder."""
-    st = _read_json(os.path.join(results_dir, "pipeline.json"))
-    if not st or not st.get("stages"):
-        return ""
-    out = ["", "## Main job stages", "", "Wall time of each stage when it last ran (a skipped "
-           "stage keeps its time; stages whose times overlap ran side by side).", "",
-           "| stage | status | wall s | started | finished |", "|---|---|---|---|---|"]
-    for name, r in st["stages"].items():
-        out.append(f"| {name} | {r['status']} | {r['wall_s']:.1f} | {r.get('started', '')} "
-                   f"| {r['finished']} |")
-    return "\n".join(out) + "\n"
-
-
 def write(results_dir: str, title: str = "edge_eval report",
           max_top1_drift: Optional[float] = None,
-          require_choice: bool = False) -> Tuple[str, List[str]]:
+          sections: Sequence[str] = (),
+          gates: Sequence[Tuple[str, List[str]]] = ()) -> Tuple[str, List[str]]:
     """Writes results.json, results.csv, report.md and the plots; returns (report, gate
-    failures): artifacts over ``max_top1_drift``, and with ``require_choice`` the recipe
-    choice's own gate (``choice_gate``)."""
+    failures): artifacts over ``max_top1_drift``, and each of ``gates`` ((what it checks,
+    its failures), e.g. the main job's choice gate in pipeline.report). ``sections``: further
+    Markdown appended (the caller's: edge_eval knows only its own records)."""
     every = load(results_dir, app_runtimes=True)
     rows = [r for r in every if not is_app_runtime(r)]
     if not every:
@@ -405,18 +311,16 @@ def write(results_dir: str, title: str = "edge_eval report",
     if written:
         md += "\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
                                for p in written) + "\n"
-    md += (mediapipe_section(every) + fingerprint_section(results_dir)
-           + choice_section(results_dir) + pipeline_section(results_dir))
+    md += mediapipe_section(every) + fingerprint_section(results_dir) + "".join(sections)
     failures = gate(rows, max_top1_drift)
     if max_top1_drift is not None:
         md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points): "
                + ("FAILED\n\n" + "\n".join(f"- {b}" for b in failures) if failures else "passed")
                + "\n")
-    if require_choice:
-        bad = choice_gate(rows, _read_json(os.path.join(results_dir, "choice.json")))
-        md += ("\nGate (the chosen artifact meets the job's budget): "
+    for what, bad in gates:
+        md += (f"\nGate ({what}): "
                + ("FAILED\n\n" + "\n".join(f"- {b}" for b in bad) if bad else "passed") + "\n")
-        failures = failures + bad
+        failures = failures + list(bad)
     path = os.path.join(results_dir, "report.md")
     with open(path, "w") as f:
         f.write(md)

@@ -1,18 +1,12 @@
-"""One artifact, one process: ``python -m edge_eval.worker JOB.json``.
+"""One artifact, one process: ``python -m edge_eval.worker JOB.json`` - the run side.
 
 The harness runs every artifact in its own worker with a timeout, so an artifact that crashes the
 interpreter (a corrupt file, a bad delegate) becomes a failed row while the others finish, and so
-peak memory and timings belong to one model. TFLite jobs import numpy and LiteRT only; only the
-float reference (``kind: keras``/``savedmodel``) imports TensorFlow.
-
-Job keys: ``op`` (predict | bench | probe), ``model``, ``kind`` (tflite | coreml | keras |
-savedmodel | mediapipe: run in MediaPipe's own environment, see edge_eval.mediapipe_rt), ``result``
-(where the worker writes its JSON answer); predict: ``inputs`` (.npy, float32, model input range;
-grey inputs stay one channel and are expanded to ``channels`` batch by batch) or, for multi-crop,
-``items`` (edge_eval.preprocess.Items as JSON) with ``spec`` and ``scheme``: the worker crops each
-image itself and writes one averaged row per image (memory: one image's crops at a time),
-``output`` (.npy of float32 probabilities), ``batch_size``, ``threads``, ``delegate``; bench: the
-keyword arguments of ``edge_eval.bench.bench_tflite``.
+peak memory and timings belong to one model. The job and its result are contract.jobs records.
+This module and what it imports (edge_eval.bench, preprocess, mediapipe_rt's worker side, and
+``contract/``) never import TensorFlow, ``convert/`` or matplotlib: a board installs numpy, LiteRT
+and the project's ``contract/`` + ``edge_eval/`` and runs it (tests/test_run_side.py proves it).
+The float reference and Core ML run in ``edge_eval.reference``, on the host, through the same loop.
 """
 from __future__ import annotations
 
@@ -21,14 +15,19 @@ import os
 import sys
 import time
 import traceback
+from typing import Callable, Dict
+
+import numpy as np
+
+from contract.jobs import WorkerJob, WorkerResult
+from contract.preprocessing import PreprocessingSpec
+from edge_eval import bench, preprocess
 
 
 def iter_chunks(path: str, batch: int, channels: int, expand: bool = True):
     """Batches of a float32 .npy, read into one reused buffer (no memory map: faulting in
     hundreds of MB of mapped pages cost more than the copy), grey expanded to ``channels`` unless
     the consumer broadcasts it itself (``expand=False``)."""
-    import numpy as np
-
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -51,30 +50,15 @@ def iter_chunks(path: str, batch: int, channels: int, expand: bool = True):
 
 
 def _count(path: str) -> int:
-    import numpy as np
-
     return int(np.load(path, mmap_mode="r").shape[0])
 
 
-def _tf_threads(job: dict) -> None:
-    """TensorFlow's thread pools sized to the job's ``threads`` (before any op runs)."""
-    if job.get("threads"):
-        import tensorflow as tf
-
-        n = int(job["threads"])
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(n)
-
-
-def _crop_batches(job: dict, items, batch: int):
+def _crop_batches(job: WorkerJob, items, batch: int):
     """Multi-crop inputs, one image at a time: for each of ``items``, its ``scheme`` crops
     through the job's ``spec`` in chunks of at most ``batch`` (a divisor of the crop count, so
     every chunk has one shape), then ``None`` to close the image."""
-    from edge_eval import preprocess
-    from contract.preprocessing import PreprocessingSpec
-
-    spec = PreprocessingSpec.from_dict(job["spec"])
-    per = int(job["scheme"])
+    spec = PreprocessingSpec.from_dict(job.spec)
+    per = int(job.scheme)
     chunk = max(d for d in range(1, min(batch, per) + 1) if per % d == 0)
     for i in range(len(items)):
         image, _ = items.load(i, spec.channels)
@@ -87,8 +71,6 @@ def _crop_batches(job: dict, items, batch: int):
 
 def _per_image(run, batches, n: int):
     """Averages ``run``'s outputs over each image's crops (batches up to a ``None``)."""
-    import numpy as np
-
     out, acc, count = None, None, 0
     k = 0
     for b in batches:
@@ -104,130 +86,115 @@ def _per_image(run, batches, n: int):
     return out if out is not None else np.empty((0, 0), np.float32)
 
 
-def _predict(job: dict) -> dict:
-    import numpy as np
+class Runner:
+    """A loaded model for ``predict``: ``run`` maps one batch of model inputs to probabilities;
+    ``whole`` runs the whole ``inputs`` file (a runtime may batch it its own way)."""
 
-    if job.get("kind") == "mediapipe":  # in MediaPipe's own environment (edge_eval.mediapipe_rt)
-        from edge_eval.mediapipe_rt import classify
+    def __init__(self, run: Callable, batch_size: int, runtime, delegation=None, whole=None):
+        self.run, self.batch_size, self.delegation = run, batch_size, delegation
+        self._runtime, self._whole = runtime, whole
 
-        return classify(job)
+    @property
+    def runtime(self):
+        return self._runtime() if callable(self._runtime) else self._runtime
 
-    channels = int(job.get("channels", 3))
+    def whole(self, job: WorkerJob):
+        if self._whole is not None:
+            return self._whole()
+        return np.concatenate([self.run(c) for c in iter_chunks(
+            job.inputs, self.batch_size, job.channels)])
+
+
+def tflite_runner(job: WorkerJob) -> Runner:
+    from contract.litert import TFLiteModel
+
+    delegates = [bench.edgetpu_delegate()] if job.delegate == "edgetpu" else None
+    model = TFLiteModel(job.model, num_threads=int(job.threads or 2),
+                        xnnpack=job.delegate == "xnnpack", delegates=delegates)
+    bs = int(job.batch_size or 50)
+    return Runner(lambda c: model.predict_batches([c]), bs, bench._runtime_label(),
+                  model.delegation(job.delegate),
+                  whole=lambda: model.predict_batches(iter_chunks(
+                      job.inputs, bs, job.channels, expand=False)))
+
+
+def predict(job: WorkerJob, load: Callable[[WorkerJob], Runner]) -> WorkerResult:
+    """``job``'s evaluation set through the model ``load`` returns; the probabilities to
+    ``job.output``."""
     items = None
-    if "items" in job:  # multi-crop: the images themselves, cropped here
-        from edge_eval.preprocess import Items
-
-        with open(job["items"]) as f:
-            items = Items.from_json(json.load(f))
+    if job.items:  # multi-crop: the images themselves, cropped here
+        with open(job.items) as f:
+            items = preprocess.Items.from_json(json.load(f))
         n = len(items)
     else:
-        n = _count(job["inputs"])
-    kind = job.get("kind", "tflite")
+        n = _count(job.inputs)
     t = time.perf_counter()
-    delegation = None
-    if kind == "tflite":
-        from contract.litert import TFLiteModel
-
-        delegates = None
-        delegate = job.get("delegate", "xnnpack")
-        if delegate == "edgetpu":
-            from edge_eval.bench import edgetpu_delegate
-
-            delegates = [edgetpu_delegate()]
-        model = TFLiteModel(job["model"], num_threads=int(job.get("threads", 2)),
-                            xnnpack=delegate == "xnnpack", delegates=delegates)
-        from edge_eval.bench import _runtime_label
-
-        runtime = _runtime_label()
-        delegation = model.delegation(delegate)
-        bs = int(job.get("batch_size", 50))
-        run = lambda c: model.predict_batches([c])  # noqa: E731
-        whole = lambda: model.predict_batches(iter_chunks(  # noqa: E731
-            job["inputs"], bs, channels, expand=False))
-    elif kind in ("keras", "savedmodel"):
-        from train import keras_env  # noqa: F401  (before TensorFlow)
-        _tf_threads(job)
-        from train.source import load_source
-
-        src = load_source(job["model"])
-        runtime = "tensorflow"
-        bs = int(job.get("batch_size", 256))
-        run = lambda c: src.predict(c, batch_size=bs)  # noqa: E731
-        whole = lambda: np.concatenate([run(c) for c in iter_chunks(  # noqa: E731
-            job["inputs"], bs, channels)])
-    elif kind == "coreml":
-        # Core ML's own predict on macOS; elsewhere the reference evaluator of the ML Program
-        # (convert/mil_eval.py), fed the pixel values the package's image input takes
-        _tf_threads(job)
-        from convert.coreml import predict_pixels
-
-        scale = np.asarray(job["scale"], np.float32)  # one per channel
-        offset = np.asarray(job["offset"], np.float32)
-        bs = int(job.get("batch_size", 64))
-        runtimes = []
-
-        def run(c):
-            p, rt = predict_pixels(job["model"], ((c - offset) / scale).transpose(0, 3, 1, 2), bs)
-            runtimes.append(rt)
-            return p
-
-        whole = lambda: np.concatenate([run(c) for c in iter_chunks(  # noqa: E731
-            job["inputs"], bs, channels)])
-        runtime = None
-    else:
-        raise ValueError(f"the worker runs tflite, coreml, keras and savedmodel models, "
-                         f"not {kind!r}")
+    runner = load(job)
     load_s = time.perf_counter() - t
-    probs = _per_image(run, _crop_batches(job, items, bs), n) if items is not None else whole()
-    if kind == "coreml":
-        runtime = runtimes[-1] if runtimes else None
+    probs = _per_image(runner.run, _crop_batches(job, items, runner.batch_size), n) \
+        if items is not None else runner.whole(job)
     total = time.perf_counter() - t
     probs = np.asarray(probs, np.float32)
-    from edge_eval.bench import peak_rss_mb
-
     if probs.ndim != 2 or len(probs) != n:
         raise ValueError(f"model output has shape {probs.shape} for {n} images")
-    tmp = job["output"] + ".tmp.npy"
+    tmp = job.output + ".tmp.npy"
     np.save(tmp, probs)
-    os.replace(tmp, job["output"])
-    return {"status": "ok", "error": None, "runtime": runtime, "load_s": load_s,
-            "seconds": total, "images_per_s": n / max(total - load_s, 1e-9),
-            "classes": int(probs.shape[1]), "peak_memory_mb": peak_rss_mb(),
-            "delegation": delegation}
+    os.replace(tmp, job.output)
+    return WorkerResult(status="ok", runtime=runner.runtime, load_s=load_s, seconds=total,
+                        images_per_s=n / max(total - load_s, 1e-9),
+                        classes=int(probs.shape[1]), peak_memory_mb=bench.peak_rss_mb(),
+                        delegation=runner.delegation)
 
 
-def _bench(job: dict) -> dict:
-    from edge_eval.bench import bench_tflite
+def _predict(job: WorkerJob) -> WorkerResult:
+    if job.kind == "mediapipe":  # in MediaPipe's own environment (edge_eval.mediapipe_rt)
+        from edge_eval.mediapipe_rt import classify
 
-    kw = {k: job[k] for k in ("threads", "delegate", "warmup", "runs", "min_seconds",
-                              "max_seconds", "runtime") if k in job}
-    return bench_tflite(job["model"], **kw)
+        return WorkerResult.from_json(classify(job))
+    if job.kind != "tflite":
+        raise ValueError(f"the run side runs tflite and mediapipe models, not {job.kind!r} "
+                         "(the host's edge_eval.reference runs those)")
+    return predict(job, tflite_runner)
 
 
-def _probe(job: dict) -> dict:
+def _bench(job: WorkerJob) -> WorkerResult:
+    m = bench.bench_tflite(job.model, threads=int(job.threads or 2), delegate=job.delegate,
+                           warmup=job.warmup, runs=job.runs, min_seconds=job.min_seconds,
+                           max_seconds=job.max_seconds, runtime=job.runtime)
+    return WorkerResult(status=m.get("status", "ok"), error=m.get("error"),
+                        runtime=m.get("runtime"), delegation=m.get("delegation"), measurement=m)
+
+
+def _probe(job: WorkerJob) -> WorkerResult:
     from edge_eval.mediapipe_rt import probe
 
-    return probe(job)
+    return WorkerResult.from_json(probe(job))
+
+
+OPS: Dict[str, Callable[[WorkerJob], WorkerResult]] = {
+    "predict": _predict, "bench": _bench, "probe": _probe}
+
+
+def serve(argv, ops: Dict[str, Callable[[WorkerJob], WorkerResult]]) -> int:
+    """Reads the job at ``argv[0]``, runs its op, writes the result atomically (a failure is a
+    result too: the row's error); exit 1 when it failed."""
+    job = WorkerJob.read(argv[0])
+    try:
+        out, code = ops[job.op](job), 0
+    except Exception as e:  # noqa: BLE001 - every failure becomes the row's error
+        out = WorkerResult(
+            status="unavailable" if isinstance(e, bench.DelegateUnavailable) else "failed",
+            error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-4000:])
+        code = 1
+    tmp = job.result + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out.to_json(), f)
+    os.replace(tmp, job.result)
+    return code
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    with open(argv[0]) as f:
-        job = json.load(f)
-    from edge_eval.bench import DelegateUnavailable
-
-    try:
-        out = {"predict": _predict, "bench": _bench, "probe": _probe}[job["op"]](job)
-        code = 0
-    except Exception as e:  # noqa: BLE001 - every failure becomes the row's error
-        out = {"status": "unavailable" if isinstance(e, DelegateUnavailable) else "failed",
-               "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
-        code = 1
-    tmp = job["result"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f)
-    os.replace(tmp, job["result"])
-    return code
+    return serve(sys.argv[1:] if argv is None else argv, OPS)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Exit status: 0 when an artifact was chosen, 3 when none meets the budget, 2 on b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
 import os
 import shutil
@@ -24,11 +25,8 @@ import sys
 import tempfile
 from typing import Callable, List, Optional
 
-from quantize.recipes import recipe_of
-
-# the exit status when the choice ran and no artifact meets the budget (the decision is written
-# to choice.json all the same); 1 stays Python's status for a crash
-NOTHING_CHOSEN = 3
+from contract.exitcodes import BAD_INPUT, NOTHING_CHOSEN  # no artifact fits: still a decision
+from contract.recipes import from_entry, get_recipe
 
 
 class Goal(str, enum.Enum):
@@ -46,7 +44,7 @@ def candidates(rows: List[dict]) -> List[dict]:
     for r in rows:
         if r["kind"] != "accuracy" or r["status"] != "ok" or not r.get("drift"):
             continue
-        recipe = recipe_of(r.get("recipe"))
+        recipe = from_entry(r)  # the structured fields the record carries, not its name
         out.append({"artifact": r["artifact"], "recipe": r.get("recipe"),
                     "target": r.get("target"), "bytes": r.get("bytes"),
                     "top1": r["accuracy"]["top1"],
@@ -54,7 +52,8 @@ def candidates(rows: List[dict]) -> List[dict]:
                     "agreement": r["drift"]["argmax_agreement"],
                     "p50_ms": lat.get(r["artifact"]),
                     "full_integer": bool(recipe and recipe.full_integer),
-                    "float_blocks": (r.get("recipe") or "").partition("+float:")[2] or None})
+                    "float_blocks": ",".join(recipe.float_blocks) if recipe and
+                    recipe.float_blocks else None})
     return out
 
 
@@ -93,7 +92,6 @@ def block_order(src, calib) -> List[dict]:
     selective recipe can name), measured on the calibration images, whose calibrated model the
     selective steps then reuse."""
     from quantize.debug import layer_error_report
-    from quantize.recipes import get_recipe
 
     rep = layer_error_report(src, get_recipe("static_wi8_ai8"), calib)
     return [b for b in rep["blocks"] if b["block"].startswith("mixed")]
@@ -318,23 +316,23 @@ def prepare_steps(src_path, artifacts_dir, results_dir, calib_images, images, da
     """The block order (worst quantization error first) and the ``measure`` function that
     converts, evaluates and benchmarks one selective step for real; the step's records are
     appended to the returned list."""
-    from convert.tflite import convert_tflite
-    from train.source import dataset_images, load_source
-    from quantize.recipes import get_recipe
+    from convert import api
 
-    src = load_source(src_path)
-    over = {"path": data_path} if data_path else None
-    calib = dataset_images(src, "train", calib_images, seed, over)
-    order = block_order(src, calib)
+    out_dir = os.path.normpath(artifacts_dir) + "_choice"
+    # the conversion's own request: calibration and check images drawn as convert draws them
+    req = api.Request(model=src_path, out=out_dir, recipes=[get_recipe("static_wi8_ai8")],
+                      calib_images=calib_images, data_path=data_path, seed=seed,
+                      check_split=split, metadata=None)
+    src = api.load(req, log)
+    given = api.inputs(req, src)
+    order = block_order(src, given.calib)
     log("[choose] blocks by quantization error (mean rmse/scale): " + ", ".join(
         f"{b['block']} {b['mean_rmse_over_scale']:.2f}" for b in order), flush=True)
-    check_x = dataset_images(src, split, 64, seed + 1, over)
-    out_dir = os.path.normpath(artifacts_dir) + "_choice"
     step_rows: List[dict] = []
 
     def measure(blocks: List[str]) -> dict:
         recipe = get_recipe("static_wi8_ai8+float:" + ",".join(blocks))
-        manifest = convert_tflite(src, [recipe], out_dir, calib, check_x, log=log)
+        manifest = api.convert(dataclasses.replace(req, recipes=[recipe]), src, log, given)
         entry = next((a for a in manifest["artifacts"] if a["recipe"] == recipe.name
                       and a["source_sha256"] == src.sha256), None)
         if entry is None:
@@ -383,11 +381,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.budget < 0:
         print(f"error: --budget must be >= 0. Received: {args.budget}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     if args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
         print(f"error: --min-agreement is a fraction in [0, 1]. Received: {args.min_agreement}",
               file=sys.stderr)
-        return 2
+        return BAD_INPUT
     try:
         out = choose(args.artifacts, args.results, args.budget, args.goal, args.min_agreement,
                      args.integer_only, args.target, args.max_steps, args.calib_images,
@@ -395,7 +393,7 @@ def main(argv=None) -> int:
                      select_on=args.select_on, choice_images=args.choice_images)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     return 0 if out["chosen"] else NOTHING_CHOSEN
 
 

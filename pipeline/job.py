@@ -13,12 +13,10 @@ import os
 import sys
 from typing import Dict, List, Optional
 
+from contract import recipes
+from contract.exitcodes import NOTHING_CHOSEN, PARTIAL, ROWS_FAILED
 from contract.manifest import safe_name, source_name
-from pipeline.choose import NOTHING_CHOSEN, Goal
-
-# the commands' "finished, some outputs failed their checks" statuses (1 is a crash)
-from convert.__main__ import PARTIAL as CONVERT_PARTIAL  # noqa: E402
-from edge_eval.__main__ import ROWS_FAILED  # noqa: E402
+from pipeline.choose import Goal
 from pipeline.runner import Stage
 
 PY = sys.executable or "python3"
@@ -92,6 +90,17 @@ class JobConfig:
                              f"{self.threads}, {self.eval_workers}, {self.parallel_stages}")
         if self.budget_points < 0:
             raise ValueError(f"budget_points must be >= 0. Received: {self.budget_points}")
+        # every recipe through the one parser before any stage runs: a typo is refused here
+        for key, parse in (("recipes", recipes.parse_recipes),
+                           ("qat_recipes", recipes.parse_recipes),
+                           ("coreml_variants", recipes.parse_variants),
+                           ("qat_coreml_variants", recipes.parse_variants)):
+            names = getattr(self, key)
+            if names:
+                try:
+                    parse(names)
+                except recipes.RecipeError as e:
+                    raise ValueError(f"job key {key}: {e}") from None
 
     @property
     def run_dir(self) -> str:
@@ -208,7 +217,7 @@ def plan(job: JobConfig) -> List[Stage]:
             "train", argv, inputs=[p for p in (data, job.train_config) if p],
             outputs=[os.path.join(job.run_dir, "export")],
             config={"train": tcfg.to_dict() if hasattr(tcfg, "to_dict") else repr(tcfg)},
-            code=["train"], exclusive=True, description=f"train {tcfg.name} into {job.run_dir}"))
+        exclusive=True, description=f"train {tcfg.name} into {job.run_dir}"))
         float_name = tcfg.name
         float_after = ["train"]
     else:
@@ -217,7 +226,6 @@ def plan(job: JobConfig) -> List[Stage]:
         float_name = _user_model_name(job.model)
         float_after = []
     fname = source_name(float_name, job.float_model)
-    art = job.artifacts_dir
     if job.qat:
         argv = [PY, "-m", "quantize", "qat", *(["--preset", job.qat_preset] if job.qat_preset
                                                 else ["--settings", job.qat_settings]),
@@ -226,55 +234,33 @@ def plan(job: JobConfig) -> List[Stage]:
             argv += ["--set", s]
         stages.append(Stage(
             "qat", argv, inputs=[job.float_model], outputs=[os.path.join(job.qat_run_dir, "export")],
-            code=["train", "quantize"], after=float_after,
+        after=float_after,
             description="quantization-aware fine-tuning from the float model"))
-    recipes = list(job.recipes) + (["static_wi8_ai8_uint8io"] if job.edgetpu and
-                                   "static_wi8_ai8_uint8io" not in job.recipes else [])
-    stages.append(Stage(
-        "convert", [PY, "-m", "convert", job.float_model, "--out", art, "--recipes",
-                    ",".join(recipes), "--targets",
-                    "tflite,edgetpu" if job.edgetpu else "tflite"] + conv_common,
-        inputs=[job.float_model],
-        outputs=[os.path.join(art, f"{fname}_{r}.tflite") for r in recipes],
-        code=["convert", "quantize", "train"], after=float_after, partial_codes=(CONVERT_PARTIAL,),
-        description="every TFLite recipe from the float model, each checked against it"))
-    if job.coreml_variants:
-        stages.append(Stage(
-            "convert_coreml", [PY, "-m", "convert", job.float_model, "--out", art, "--targets",
-                               "coreml", "--coreml-variants", ",".join(job.coreml_variants)]
-            + conv_common, inputs=[job.float_model],
-            outputs=[os.path.join(art, f"{fname}_coreml_{v}.mlpackage")
-                     for v in job.coreml_variants],
-            code=["convert", "train"], after=float_after + ["convert"], partial_codes=(CONVERT_PARTIAL,),
-            description="Core ML packages, checked by the ML Program reference evaluator"))
-    if job.qat and job.qat_recipes:
-        qname = source_name(_qat_name(job, float_name),
-                            os.path.join(job.qat_run_dir, "export"), qat=True)
-        stages.append(Stage(
-            "convert_qat", [PY, "-m", "convert", os.path.join(job.qat_run_dir, "export"),
-                            "--out", art, "--recipes", ",".join(job.qat_recipes)]
-            + (["--targets", "tflite,edgetpu"] if job.edgetpu and
-               "static_wi8_ai8_uint8io" in job.qat_recipes else []) + conv_common,
-            inputs=[os.path.join(job.qat_run_dir, "export")],
-            outputs=[os.path.join(art, f"{qname}_{r}.tflite") for r in job.qat_recipes],
-            code=["convert", "quantize", "train"], after=["qat", "convert"] + (
-                ["convert_coreml"] if job.coreml_variants else []), partial_codes=(CONVERT_PARTIAL,),
-            description="int8 TFLite from the QAT model"))
-    if job.qat and job.qat_coreml_variants:
-        qname = source_name(_qat_name(job, float_name),
-                            os.path.join(job.qat_run_dir, "export"), qat=True)
-        stages.append(Stage(
-            "convert_coreml_qat", [PY, "-m", "convert", os.path.join(job.qat_run_dir, "export"),
-                                   "--out", art, "--targets", "coreml", "--coreml-variants",
-                                   ",".join(job.qat_coreml_variants)] + conv_common,
-            inputs=[os.path.join(job.qat_run_dir, "export")],
-            outputs=[os.path.join(art, f"{qname}_coreml_{v}.mlpackage")
-                     for v in job.qat_coreml_variants],
-            code=["convert", "quantize", "train"],
-            after=["qat"] + [s.name for s in stages if s.name.startswith("convert")],
-            partial_codes=(CONVERT_PARTIAL,),
-            description="Core ML int8 from the QAT-fine-tuned weights"))
+    qat_model = os.path.join(job.qat_run_dir, "export")
+    qname = source_name(_qat_name(job, float_name), qat_model, qat=True) if job.qat else None
+    plain = recipes.parse_recipes(job.recipes) if job.recipes else []
+    if job.edgetpu and not any(r.name == "static_wi8_ai8_uint8io" for r in plain):
+        plain.append(recipes.get_recipe("static_wi8_ai8_uint8io"))
+    wanted = [  # (stage, model, its source name, specs, runs after, what it makes)
+        ("convert", job.float_model, fname, plain, float_after,
+         "every TFLite recipe from the float model, each checked against it"),
+        ("convert_coreml", job.float_model, fname,
+         recipes.parse_variants(job.coreml_variants) if job.coreml_variants else [],
+         float_after, "Core ML packages, checked by the ML Program reference evaluator"),
+        ("convert_qat", qat_model, qname,
+         recipes.parse_recipes(job.qat_recipes) if job.qat and job.qat_recipes else [],
+         ["qat"], "int8 TFLite from the QAT model"),
+        ("convert_coreml_qat", qat_model, qname,
+         recipes.parse_variants(job.qat_coreml_variants)
+         if job.qat and job.qat_coreml_variants else [],
+         ["qat"], "Core ML int8 from the QAT-fine-tuned weights"),
+    ]
+    for name, model, source, specs, after, what in wanted:
+        if specs:  # conversions into one folder run one after another (one manifest)
+            stages.append(convert_stage(job, name, model, source, specs, after + [
+                s.name for s in stages if s.name.startswith("convert")], what))
     conv = [s.name for s in stages if s.name.startswith("convert")]
+    art = job.artifacts_dir
     rep = job.reports_dir
     eval_common = (["--images", str(job.eval_images)] if job.eval_images else []) + (
         ["--data-path", job.data_path] if job.data_path else [])
@@ -284,7 +270,7 @@ def plan(job: JobConfig) -> List[Stage]:
                      "--threads", str(max(1, job.threads // job.eval_workers)),
                      "--workers", str(job.eval_workers)] + eval_common,
         inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
-        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
+        after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="top-1/top-5 and drift of every artifact on the test split (and through "
                     "MediaPipe Tasks where it is installed)"))
     held = os.path.join(rep, "holdout")
@@ -296,13 +282,13 @@ def plan(job: JobConfig) -> List[Stage]:
         + (["--images", str(job.choice_images)] if job.choice_images else [])
         + (["--data-path", job.data_path] if job.data_path else []),
         inputs=[art, job.float_model], outputs=[os.path.join(held, "accuracy.jsonl")],
-        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
+        after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="the same on held-out images (what the recipe choice decides on)"))
     stages.append(Stage(
         "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--strict", "--threads",
                       str(job.threads), "--runs", str(job.bench_runs)],
         inputs=[art], outputs=[os.path.join(rep, "latency.jsonl")],
-        code=["edge_eval", "convert"], after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
+        after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="host latency (LiteRT + XNNPACK)"))
     stages.append(Stage(
         "choose", [PY, "-m", "pipeline.choose", art, "--results", rep, "--budget",
@@ -316,23 +302,41 @@ def plan(job: JobConfig) -> List[Stage]:
         inputs=[art, os.path.join(rep, "accuracy.jsonl"), os.path.join(rep, "latency.jsonl"),
                 os.path.join(held, "accuracy.jsonl")],
         outputs=[os.path.join(rep, "choice.json")],
-        code=["pipeline", "edge_eval", "convert", "quantize"],
+       
         after=["evaluate", "evaluate_holdout", "benchmark"],
         exclusive=True, ok_codes=(0, NOTHING_CHOSEN),  # "nothing fits" is a decision; the gate
         # in the report stage acts on it
         description=f"the {job.goal} artifact within {job.budget_points} points of float"))
     stages.append(Stage(
-        "report", [PY, "-m", "edge_eval", "report", rep, "--title",
+        "report", [PY, "-m", "pipeline.report", rep, "--title",
                    f"{job.name}: Inception-v3 from training to the edge"]
         + (["--require-choice"] if job.gate else []),
         inputs=[os.path.join(rep, n) for n in ("accuracy.jsonl", "latency.jsonl", "choice.json",
                                                "choice.jsonl")] + [art],
-        outputs=[os.path.join(rep, "report.md")], code=["edge_eval"],
+        outputs=[os.path.join(rep, "report.md")],
         after=["evaluate", "benchmark"] + (["choose"] if job.gate else []),
         description="report.md, results.csv/json, plots"
         + (f"; fails unless an artifact is within {job.budget_points} points" if job.gate
            else "")))
     return stages
+
+
+def convert_stage(job: JobConfig, name: str, model: str, source: str, specs,
+                  after: List[str], description: str) -> Stage:
+    """One conversion stage: ``specs`` (TFLite recipes, or Core ML variants) of ``model`` into
+    the job's artifacts folder; its outputs are the registry's file names of those specs."""
+    coreml = specs[0].target == "coreml"
+    edgetpu = job.edgetpu and any(s.name == "static_wi8_ai8_uint8io" for s in specs)
+    argv = [PY, "-m", "convert", model, "--out", job.artifacts_dir]
+    argv += (["--targets", "coreml", "--coreml-variants", ",".join(s.name for s in specs)]
+             if coreml else ["--recipes", *[s.name for s in specs]]
+             + (["--targets", "tflite,edgetpu"] if edgetpu else []))
+    argv += ["--calib-images", str(job.calib_images)] + (
+        ["--data-path", job.data_path] if job.data_path else [])
+    return Stage(name, argv, inputs=[model],
+                 outputs=[os.path.join(job.artifacts_dir, recipes.file_name(source, s))
+                          for s in specs],
+                 after=after, partial_codes=(PARTIAL,), description=description)
 
 
 def _qat_name(job: JobConfig, float_name: Optional[str]) -> Optional[str]:

@@ -1,7 +1,10 @@
 """Run stages in order, skipping those whose inputs, config and code have not changed.
 
-A stage is data (``Stage``): a command, the paths it reads, the paths it writes, the stage's
-config and the packages whose code it runs. Its *key* is a hash of all of those; after a stage
+A stage is data (``Stage``): a command (``python -m <entry module> ...``), the paths it reads,
+the paths it writes and the stage's config. Its code is the import closure of its entry module:
+every project file it can import, at module level or inside a function, ``contract/`` included,
+with the data files of those packages (``contract/schema/``) - so an edit a stage could see reruns
+it, and an edit no stage imports reruns nothing. Its *key* is a hash of all of those; after a stage
 succeeds the key and the hashes of its outputs go into the state file. A later run skips the
 stage when the key is the same and its outputs still hash as recorded, so a deleted or edited
 artifact makes its stage (and only the stages that read it) run again.
@@ -11,8 +14,10 @@ and do not run, the others go on, and the outputs of finished stages stay as the
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import functools
 import datetime
 import hashlib
 import json
@@ -42,7 +47,6 @@ class Stage:
     inputs: List[str] = dataclasses.field(default_factory=list)
     outputs: List[str] = dataclasses.field(default_factory=list)
     config: dict = dataclasses.field(default_factory=dict)
-    code: List[str] = dataclasses.field(default_factory=list)  # packages (folders) it runs
     after: List[str] = dataclasses.field(default_factory=list)  # stages whose outputs it needs
     description: str = ""
     ok_codes: Sequence[int] = (0,)  # exit codes that count as success
@@ -52,6 +56,12 @@ class Stage:
     partial_codes: Sequence[int] = ()
     # runs with no other stage beside it (it uses every core, or it times something)
     exclusive: bool = False
+
+    @property
+    def entry(self) -> Optional[str]:
+        """The module the command runs (``python -m <entry>``), whose imports are its code."""
+        argv = list(self.argv)
+        return argv[argv.index("-m") + 1] if "-m" in argv[:-1] else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,20 +102,110 @@ def fingerprint(path: str, ignore: Sequence[str] = ("__pycache__",)) -> Optional
     return h.hexdigest()
 
 
-def code_fingerprint(packages: Sequence[str]) -> Dict[str, Optional[str]]:
-    out = {}
-    for pkg in packages:
-        path = pkg if os.path.isabs(pkg) else os.path.join(ROOT, pkg)
-        out[pkg] = fingerprint(path)
+# --------------------------------------------------------------------------------------------
+# code: the import closure of a stage's entry module
+# --------------------------------------------------------------------------------------------
+def _module_file(name: str, root: str) -> Optional[str]:
+    """The project file of module ``name`` (relative to ``root``), None outside the project."""
+    base = os.path.join(root, *name.split("."))
+    for cand in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(cand):
+            return os.path.relpath(cand, root)
+    return None
+
+
+_DOTTED = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+")
+
+
+def _imports(path: str, name: str, is_pkg: bool) -> List[str]:
+    """Every module ``path`` imports, anywhere in the file (lazy imports inside functions
+    included), as absolute names; ``from a import b`` also names ``a.b`` (b may be a module)."""
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), path)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's package
+                parts = name.split(".")
+                keep = len(parts) - node.level + (1 if is_pkg else 0)
+                mod = ".".join(parts[:keep] + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.append(mod)
+            out += [f"{mod}.{a.name}" for a in node.names if a.name != "*"]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                _DOTTED.fullmatch(node.value):
+            out.append(node.value)  # a module run as a child (``-m edge_eval.worker``)
     return out
 
 
-def stage_key(stage: Stage, cwd: str) -> str:
+def _names_string(path: str, s: str) -> bool:
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), path)
+    return any(isinstance(n, ast.Constant) and n.value == s for n in ast.walk(tree))
+
+
+@functools.lru_cache(maxsize=None)
+def _closure_cached(entry: str, root: str, stamp: tuple) -> tuple:
+    del stamp  # part of the cache key only: any project file's change makes a new closure
+    files, seen = set(), set()
+    todo = [entry, entry + ".__main__"]
+    while todo:
+        name = todo.pop()
+        if name in seen or not name:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
+        rel = _module_file(name, root)
+        if rel is None or rel in files:
+            continue
+        files.add(rel)
+        todo += _imports(os.path.join(root, rel), name, rel.endswith("__init__.py"))
+    # the packages' data folders (no Python in them, e.g. contract/schema/) that a module in
+    # the closure names in a string literal
+    for pkg in {os.path.dirname(f) for f in files}:
+        for d in sorted(os.listdir(os.path.join(root, pkg))):
+            full = os.path.join(root, pkg, d)
+            if not os.path.isdir(full) or d.startswith((".", "__")) or any(
+                    n.endswith(".py") for _, _, ns in os.walk(full) for n in ns):
+                continue
+            if any(_names_string(os.path.join(root, f), d) for f in files
+                   if os.path.dirname(f) == pkg):
+                files.add(os.path.join(pkg, d))
+    return tuple(sorted(files))
+
+
+def _tree_stamp(root: str) -> tuple:
+    out = []
+    for top in sorted(os.listdir(root)):
+        if os.path.isfile(os.path.join(root, top, "__init__.py")):
+            for r, dirs, names in os.walk(os.path.join(root, top)):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                out += [(os.path.join(r, n), os.stat(os.path.join(r, n)).st_mtime_ns)
+                        for n in names if n.endswith(".py")]
+    return tuple(sorted(out))
+
+
+def import_closure(entry: str, root: str = ROOT) -> List[str]:
+    """The project files (relative to ``root``) that ``python -m <entry>`` can import."""
+    return list(_closure_cached(entry, os.path.abspath(root), _tree_stamp(root)))
+
+
+def code_fingerprint(stage: Stage, root: str = ROOT) -> Dict[str, Optional[str]]:
+    if stage.entry is None:
+        return {}
+    return {f: fingerprint(os.path.join(root, f)) for f in import_closure(stage.entry, root)}
+
+
+def stage_key(stage: Stage, cwd: str, root: str = ROOT) -> str:
     payload = {
         "argv": stage.argv,
         "config": stage.config,
         "inputs": {p: fingerprint(os.path.join(cwd, p)) for p in stage.inputs},
-        "code": code_fingerprint(stage.code),
+        "code": code_fingerprint(stage, root),
         "python": sys.version.split()[0],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

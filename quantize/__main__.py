@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         else:
             from train.source import dataset_images, load_source
             from quantize.debug import layer_error_report
-            from quantize.recipes import get_recipe
+            from contract.recipes import get_recipe
 
             src = load_source(args.model)
             x = dataset_images(src, "train", args.images, 0)

@@ -7,6 +7,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from quantize.converter import QuantizeError, configure, converter
+
 
 def tensor_block(tensor_name: str, blocks: Dict[str, str]) -> Optional[str]:
     """The block of a .tflite tensor, from the Keras layer names inside its (fused) name, e.g.
@@ -22,9 +24,7 @@ def debugger(src, recipe, x: np.ndarray, denylisted_nodes=None):
     """TFLite's QuantizationDebugger over the recipe's converter and images ``x``."""
     import tensorflow as tf
 
-    from quantize.tflite import _converter, configure
-
-    conv = configure(_converter(src), recipe, x, src.is_qat)
+    conv = configure(converter(src), recipe, x, src.is_qat)
 
     def data():
         for i in range(len(x)):
@@ -43,7 +43,6 @@ class SelectiveQuantizer:
 
     def __init__(self, src, base, calib: np.ndarray):
         from contract.litert import TFLiteModel
-        from quantize.tflite import QuantizeError
         from train.model import layer_blocks
 
         if src.keras_model is None:
@@ -75,7 +74,6 @@ class SelectiveQuantizer:
     def convert(self, float_blocks) -> bytes:
         import tensorflow as tf
 
-        from quantize.tflite import QuantizeError
 
         keep = set(float_blocks)
         nodes = sorted(n for n, b in self.node_block.items() if b in keep)

@@ -1,4 +1,4 @@
-"""The Android app's path outside the APK: the model copy step (edge_eval app-assets, what
+"""The Android app's path outside the APK: the model copy step (pipeline.app_assets, what
 `./gradlew copyModel` runs), the Gradle wrapper and build files, and edge_eval's side of the
 benchmark mode when the app is missing or dies on a delegate. The app's logic itself is tested on
 the JVM (android_demo/core, tests/test_android_core.py)."""
@@ -69,7 +69,7 @@ def _quiet(*a, **k):
 # the model copy step
 # --------------------------------------------------------------------------------------------
 def test_copies_exactly_the_named_model_and_replaces_the_last_one(tmp_path, tiny_tflite):
-    from edge_eval import app_assets
+    from pipeline import app_assets
 
     art = _folder(tmp_path / "artifacts" / "demo", [("m_fp32.tflite", "fp32"),
                                                     ("m_dyn.tflite", "dynamic_wi8_afp32")],
@@ -89,7 +89,7 @@ def test_copies_exactly_the_named_model_and_replaces_the_last_one(tmp_path, tiny
 
 def test_default_is_the_main_jobs_choice_including_a_selective_step(tmp_path, tiny_tflite,
                                                                     monkeypatch):
-    from edge_eval import app_assets
+    from pipeline import app_assets
 
     monkeypatch.chdir(tmp_path)
     art = _folder(tmp_path / "artifacts" / "demo", [("m_int8.tflite", "static_wi8_ai8")],
@@ -144,7 +144,7 @@ def _tampered(art):
 ])
 def test_bad_input_gets_one_message_and_leaves_the_previous_assets(tmp_path, tiny_tflite, case,
                                                                    setup, kw, message):
-    from edge_eval import app_assets
+    from pipeline import app_assets
     from edge_eval.harness import EvalError
 
     good = _folder(tmp_path / "good", [("g.tflite", "fp32")], tiny_tflite)
@@ -164,7 +164,7 @@ def test_bad_input_gets_one_message_and_leaves_the_previous_assets(tmp_path, tin
 
 def test_an_interrupted_copy_leaves_the_previous_assets_and_the_rerun_finishes(
         tmp_path, tiny_tflite, monkeypatch):
-    from edge_eval import app_assets
+    from pipeline import app_assets
 
     art = _folder(tmp_path / "art", [("a.tflite", "fp32"), ("b.tflite", "dynamic")], tiny_tflite)
     into = tmp_path / "assets" / "model"
@@ -198,12 +198,12 @@ def test_an_interrupted_copy_leaves_the_previous_assets_and_the_rerun_finishes(
 def test_command_line(tmp_path, tiny_tflite):
     art = _folder(tmp_path / "art", [("m.tflite", "fp32")], tiny_tflite)
     into = tmp_path / "model"
-    p = run_module(["edge_eval", "app-assets", str(art), "--model", "m.tflite",
+    p = run_module(["pipeline.app_assets", str(art), "--model", "m.tflite",
                     "--into", str(into)])
     assert p.returncode == 0, p.stderr
     assert "m.tflite (fp32) + labels.txt + preprocessing.json ->" in p.stdout
     assert (into / "model.json").is_file()
-    p = run_module(["edge_eval", "app-assets", str(tmp_path / "nope"), "--into", str(into)])
+    p = run_module(["pipeline.app_assets", str(tmp_path / "nope"), "--into", str(into)])
     assert p.returncode == 2 and p.stderr.startswith("error: no convert/ output at"), p.stderr
     assert "Traceback" not in p.stderr
 
@@ -264,7 +264,7 @@ def test_build_files_copy_on_request_and_check_every_build():
 
     assets = protocol()["assets"]
     # the copy is the pipeline's own command, run from the repository root, only when asked
-    assert '"edge_eval", "app-assets"' in gradle and "workingDir repoRoot" in gradle
+    assert '"-m", "pipeline.app_assets"' in gradle and "workingDir repoRoot" in gradle
     assert 'preBuild.dependsOn("checkModel")' in gradle
     assert 'preBuild.dependsOn("copyModel")' not in gradle
     assert f'file("src/main/assets/{assets["dir"]}")' in gradle

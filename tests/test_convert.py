@@ -14,7 +14,7 @@ from conftest import RECIPE_TABLE as TABLE  # noqa: E402
 def test_every_recipe_end_to_end(converted, tiny_export, recipe):
     from contract.litert import TFLiteModel
     from train.source import dataset_images, load_source
-    from quantize.recipes import RECIPES
+    from contract.recipes import RECIPES
 
     out, manifest = converted
     art = {a["recipe"]: a for a in manifest["artifacts"]}[recipe]
@@ -66,7 +66,7 @@ def test_failed_self_check_writes_no_artifact(tiny_export, tmp_path, monkeypatch
     import dataclasses
 
     from convert.__main__ import main
-    from quantize import recipes
+    from contract import recipes
 
     strict = dataclasses.replace(recipes.RECIPES["dynamic_wi8_afp32"], max_abs_diff=0.0)
     monkeypatch.setitem(recipes.RECIPES, "dynamic_wi8_afp32", strict)
@@ -183,7 +183,7 @@ def test_per_block_error_report_and_selective_float_blocks(tiny_export, tmp_path
     from quantize.tflite import convert_bytes
     from train.source import dataset_images, load_source
     from quantize.debug import layer_error_report
-    from quantize.recipes import get_recipe
+    from contract.recipes import get_recipe
     from quantize.selective import tensor_block
     from train.model import layer_blocks
 
@@ -227,7 +227,7 @@ def _probs(rows):
 ])
 def test_the_check_counts_agreement_on_decisive_images(ref, got, passed, judged, agree):
     from convert.check import judge
-    from quantize.recipes import get_recipe
+    from contract.recipes import get_recipe
 
     tol = dataclasses.replace(get_recipe("static_wi8_ai8"), max_abs_diff=0.25,
                               min_top1_agreement=0.9)

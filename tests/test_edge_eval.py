@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_png, ROOT, needs_fmnist
+from contract.manifest import sha256_file
 
 # --------------------------------------------------------------------------------------------
 # statistics
@@ -176,7 +177,7 @@ def evaluated(converted, tmp_path_factory):
     corrupt = os.path.join(art, by["fp16"]["file"])  # truncated, manifest hash updated to match
     data = open(corrupt, "rb").read()
     open(corrupt, "wb").write(data[:len(data) // 3])
-    by["fp16"]["sha256"] = harness.sha256_file(corrupt)
+    by["fp16"]["sha256"] = sha256_file(corrupt)
     with open(os.path.join(art, by["static_wi8_ai8_uint8io"]["file"]), "ab") as f:
         f.write(b"tampered")  # no longer matches the manifest
     json.dump(m, open(os.path.join(art, "manifest.json"), "w"))
@@ -331,54 +332,9 @@ def test_bad_inputs_are_one_clear_error(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------
-# host benchmark and the TF-free run side
+# host benchmark
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def no_tf_env(tmp_path_factory):
-    """PYTHONPATH with a ``tensorflow`` (and tf_keras) that cannot be imported: an environment
-    without TensorFlow, as on a board."""
-    d = tmp_path_factory.mktemp("no_tf")
-    for pkg in ("tensorflow", "tf_keras"):
-        (d / pkg).mkdir()
-        (d / pkg / "__init__.py").write_text(
-            f"raise ImportError('{pkg} is not installed in this environment')\n")
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(d), ROOT]))
-
-
-def _worker(job, env, tmp_path):
-    job_path = tmp_path / "job.json"
-    job = dict(job, result=str(tmp_path / "result.json"))
-    job_path.write_text(json.dumps(job))
-    p = subprocess.run([sys.executable, "-m", "edge_eval.worker", str(job_path)], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=300)
-    return p, json.load(open(job["result"]))
-
-
-def test_run_side_imports_no_tensorflow(converted, tiny_export, no_tf_env, tmp_path):
-    art, manifest = converted
-    f = {a["recipe"]: a for a in manifest["artifacts"]}["static_wi8_ai8_uint8io"]["file"]
-    model = os.path.join(art, f)
-    x = np.random.default_rng(0).uniform(-1, 1, (7, 75, 75, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    p, res = _worker({"op": "predict", "model": model, "kind": "tflite",
-                      "inputs": str(tmp_path / "x.npy"), "output": str(tmp_path / "p.npy"),
-                      "batch_size": 4}, no_tf_env, tmp_path)
-    assert res["status"] == "ok", res
-    assert np.load(tmp_path / "p.npy").shape == (7, 10)
-    p, res = _worker({"op": "bench", "model": model, "runs": 12, "warmup": 2,
-                      "min_seconds": 0.3}, no_tf_env, tmp_path)
-    assert res["status"] == "ok" and res["runs"] >= 12, res
-    # the blocker works: the float reference needs TensorFlow and fails cleanly without it
-    p, res = _worker({"op": "predict", "model": tiny_export, "kind": "keras",
-                      "inputs": str(tmp_path / "x.npy"), "output": str(tmp_path / "q.npy")},
-                     no_tf_env, tmp_path)
-    assert res["status"] == "failed" and "not installed in this environment" in res["error"]
-    code = ("import sys; import edge_eval.preprocess, edge_eval.stats, contract.records, "
-            "edge_eval.bench, edge_eval.worker, contract.litert; "
-            "assert 'tensorflow' not in sys.modules; print('ok')")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=no_tf_env,
-                       capture_output=True, text=True, timeout=120)
-    assert p.stdout.strip() == "ok", p.stderr
+# (the run side without TensorFlow or the build side: tests/test_run_side.py)
 
 
 def test_host_benchmark_records(converted, tmp_path):

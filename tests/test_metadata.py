@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_fmnist
-from convert import metadata
+from contract import tflite_file as metadata  # the metadata half
 
 
 @needs_fmnist
@@ -65,7 +65,7 @@ def test_every_artifact_has_aligned_buffers_and_the_check_catches_the_converters
     from ai_edge_litert import schema_py_generated as schema
 
     from contract.litert import TFLiteModel
-    from convert import layout
+    from contract import tflite_file as layout
 
     art, manifest = converted
     tfl = [a for a in manifest["artifacts"] if a["target"] == "tflite"]

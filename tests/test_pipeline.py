@@ -426,9 +426,13 @@ def _records_dir(tmp_path, int8_drift):
     (art / "manifest.json").write_text(json.dumps({
         "artifacts": [], "sources": [{"path": str(art / "float.keras"), "qat": False}]}))
 
+    from contract.recipes import fields, parse
+
     def acc(name, recipe, target, mb, drift, agree):
+        # as the harness writes them: the recipe's structured fields beside its name
         return records.new_record(
             "accuracy", artifact=name, recipe=recipe, target=target, bytes=int(mb * 1e6),
+            recipe_spec=fields(parse(recipe)) if recipe else None,
             runtime="ai_edge_litert", delegate="xnnpack", threads=2,
             accuracy={"top1": 0.9 + (drift or 0) / 100, "top5": 1.0, "examples": 10000},
             drift=None if drift is None else {"top1_delta_points": drift,
@@ -490,7 +494,8 @@ def test_the_choice_is_made_on_held_out_images(tmp_path, held_int8, test_int8, w
     """The choice reads drift from the held-out records (--select-on) and only reports the
     test split's: what picks is never what reports."""
     from contract import records
-    from edge_eval import report
+    from edge_eval import report as records_report
+    from pipeline import report
 
     art, res = _records_dir(tmp_path, test_int8)
     held = tmp_path / "held"
@@ -514,7 +519,7 @@ def test_the_choice_is_made_on_held_out_images(tmp_path, held_int8, test_int8, w
     assert "Chosen on 5000 held-out images (the validation/ folder)" in out["why"]
     assert ("outside the 0.1-point budget" in out["why"]) == (not test_fits)
     # the gate judges the test split's record of the chosen artifact
-    gate = report.choice_gate(report.load(res), out)
+    gate = report.choice_gate(records_report.load(res), out)
     assert (gate == []) == test_fits, gate
     md = report.choice_section(res)
     assert "which played no part in the choice" in md
@@ -533,7 +538,8 @@ def test_choice_end_to_end_on_the_tiny_model(converted, tmp_path):
     drifts)."""
     import shutil
 
-    from edge_eval import harness, report
+    from edge_eval import harness
+    from pipeline import report
 
     src, _ = converted
     art = str(tmp_path / "art")
@@ -676,3 +682,96 @@ def test_a_stage_dies_with_its_job_and_the_lock_is_then_free(tmp_path, signame):
     if signame != "SIGKILL":  # stopped, not killed: the state says so
         st = load_state(str(tmp_path / "state.json"))["stages"]["slow"]
         assert st["status"] == "failed" and "interrupted" in st["error"]
+
+
+# --------------------------------------------------------------------------------------------
+# code keys: the import closure of each stage's entry module
+# --------------------------------------------------------------------------------------------
+EVAL_STAGES = {"evaluate", "evaluate_holdout", "benchmark", "choose"}
+
+
+@pytest.mark.parametrize("edited, want", [
+    # every stage but the report reads preprocessing (train.data, the converter, the harness)
+    ("contract/preprocessing.py", "all but report"),
+    # the worker's job record: only the stages that start workers
+    ("contract/jobs.py", EVAL_STAGES),
+    # the run side's worker (a child process, ``-m edge_eval.worker``): the same stages
+    ("edge_eval/worker.py", EVAL_STAGES),
+    # the report's own module and the records it reads
+    ("pipeline/report.py", {"report"}),
+    # the app installer: no stage runs it
+    ("pipeline/app_assets.py", set()),
+])
+def test_an_edit_reruns_exactly_the_stages_that_import_it(tmp_path, edited, want):
+    import shutil
+
+    from pipeline.job import plan, resolve
+    from conftest import ROOT
+    from pipeline.runner import import_closure, stage_key
+
+    tree = tmp_path / "tree"
+    for top in os.listdir(ROOT):  # the project's packages, as the runner sees them
+        if os.path.isfile(os.path.join(ROOT, top, "__init__.py")):
+            shutil.copytree(os.path.join(ROOT, top), tree / top,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+    stages = plan(resolve("fashion_mnist_demo"))
+    before = {s.name: stage_key(s, str(tmp_path), str(tree)) for s in stages}
+    with open(tree / edited, "a") as f:
+        f.write("\n# an edit\n")
+    after = {s.name: stage_key(s, str(tmp_path), str(tree)) for s in stages}
+    changed = {n for n in before if before[n] != after[n]}
+    if want == "all but report":
+        want = set(before) - {"report"}
+    assert changed == want
+    # ... which is what the closures say
+    assert changed == {s.name for s in stages if s.entry and edited in import_closure(
+        s.entry, str(tree))}
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("recipes", "fp32,static_wi8_ai9", ("unknown recipe 'static_wi8_ai9'", "grammar")),
+    ("qat_recipes", "static_wi8_ai8+float:stem", ("stem", "grammar")),
+    ("coreml_variants", "fp16,int3", ("unknown Core ML variant 'int3'", "valid: fp16")),
+])
+def test_a_misspelt_recipe_stops_the_job_before_any_stage(tmp_path, capsys, key, value, says):
+    from pipeline.__main__ import main
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rc = main(["--job", "tiny", "--set", f"{key}={value}"])
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert rc == 2 and all(w in err for w in says), err
+    assert not os.listdir(tmp_path)  # no stage ran, nothing written
+
+
+def test_a_job_with_a_selective_recipe_runs_every_stage(tiny_export, tmp_path):
+    """docs/convert.md's selective recipe in a job: every stage ok, both files in the manifest,
+    each under the registry's file name (the convert stage waits for what convert writes)."""
+    import subprocess
+
+    from conftest import ROOT
+    from contract.recipes import file_name, parse
+
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text('recipes: [fp32, "static_wi8_ai8+float:mixed3"]\n')
+    args = [sys.executable, "-m", "pipeline", "--config", str(cfg), "--set", "name=sel",
+            "--set", f"model={tiny_export}", "--set", "qat=false", "--set", "coreml_variants=",
+            "--set", "edgetpu=false", "--set", "eval_images=200", "--set", "bench_runs=5",
+            "--set", "calib_images=32", "--set", "choice_max_steps=0",
+            "--set", "budget_points=100"]
+    p = subprocess.run(args, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    state = load_state(str(tmp_path / "reports" / "sel" / "pipeline.json"))["stages"]
+    assert state and all(r["status"] == "ok" for r in state.values()), state
+    manifest = json.loads((tmp_path / "artifacts" / "sel" / "manifest.json").read_text())
+    by = {a["recipe"]: a for a in manifest["artifacts"]}
+    assert set(by) == {"fp32", "static_wi8_ai8+float:mixed3"}
+    source = by["fp32"]["file"][:-len("_fp32.tflite")]
+    sel = by["static_wi8_ai8+float:mixed3"]
+    assert sel["file"] == file_name(source, parse(sel["recipe"]))
+    assert sel["recipe_spec"]["float_blocks"] == ["mixed3"]
+    assert sel["recipe_spec"]["integer_only"] is False

@@ -1,7 +1,7 @@
 """The recipe table and its naming grammar agree."""
 import pytest
 
-from quantize.recipes import NAME_RE, RECIPES, RecipeError, get_recipe, parse_recipes
+from contract.recipes import NAME_RE, RECIPES, RecipeError, get_recipe, parse_recipes
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -29,7 +29,21 @@ def test_selective_names_parse():
         get_recipe("dynamic_wi8_afp32+float:mixed3")
 
 
-@pytest.mark.parametrize("bad", ["int4", "static_wi8_ai8+float:stem", "fp16+"])
-def test_unknown_names_list_the_valid_ones(bad):
-    with pytest.raises(RecipeError, match="valid: fp32, fp16, dynamic_wi8_afp32"):
-        get_recipe(bad)
+@pytest.mark.parametrize("bad", ["int4", "static_wi8_ai8+float:stem", "fp16+", "coreml_int3",
+                                 "int4_edgetpu"])
+def test_unknown_names_name_the_grammar_and_list_the_valid_ones(bad):
+    from contract.recipes import parse
+
+    with pytest.raises(RecipeError) as e:
+        parse(bad)
+    msg = str(e.value)
+    assert "grammar" in msg and "<recipe>+float:<block>" in msg, msg
+    assert "TFLite: fp32, fp16, dynamic_wi8_afp32" in msg and "coreml_fp16" in msg, msg
+
+
+def test_the_edge_tpu_suffix_takes_whole_int8_recipes_only():
+    from contract.recipes import parse
+
+    assert parse("static_wi8_ai8_uint8io_edgetpu").target == "edgetpu"
+    with pytest.raises(RecipeError, match="whole-int8 recipes only"):
+        parse("fp16_edgetpu")

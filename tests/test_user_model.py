@@ -83,7 +83,7 @@ def test_per_channel_conventions_reach_every_target(tmp_path, name, order, mean,
     metadata and the Core ML package all carry the per-channel numbers, and the Core ML program
     (whose image input has one scale: torch's is folded into the program) gives the source
     model's answers on raw pixels."""
-    from convert.metadata import read_metadata
+    from contract.tflite_file import read_metadata
 
     path = str(tmp_path / "m.keras")
     _keras3_model(path)

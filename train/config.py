@@ -294,6 +294,13 @@ def coerce(current: Any, field_type: Any, text: Any):
     if isinstance(current, tuple):
         return tuple(float(v) for v in text.split(","))
     if isinstance(current, list) or t.startswith(("List", "list")):
+        if text.strip().startswith("["):  # a YAML/JSON list: items may hold commas
+            import yaml
+
+            items = yaml.safe_load(text)
+            if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+                raise ValueError(f"expected a list of strings. Received: {text!r}")
+            return [v.strip() for v in items]
         return [v.strip() for v in text.split(",") if v.strip()]
     if isinstance(current, int) or (current is None and "int" in t):
         return int(text)

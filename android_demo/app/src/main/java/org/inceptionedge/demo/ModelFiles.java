@@ -32,7 +32,7 @@ public final class ModelFiles {
 
   /**
    * The model named by assets/model/model.json (written by `./gradlew copyModel`, i.e. `python -m
-   * edge_eval app-assets`), with its labels and preprocessing; its sha256 is checked against the
+   * pipeline.app_assets`), with its labels and preprocessing; its sha256 is checked against the
    * pointer. IOException with the fix when anything is missing or does not match.
    */
   public static ModelFiles fromAssets(Context ctx) throws IOException {

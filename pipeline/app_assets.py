@@ -1,7 +1,7 @@
 """Puts one converted model into the Android sample app, exactly the one asked for.
 
-    python -m edge_eval app-assets artifacts/demo                      # the main job's choice
-    python -m edge_eval app-assets artifacts/demo --model NAME.tflite  # a model by name
+    python -m pipeline.app_assets artifacts/demo                      # the main job's choice
+    python -m pipeline.app_assets artifacts/demo --model NAME.tflite  # a model by name
 
 Copies the model, the folder's ``labels.txt`` and ``preprocessing.json`` into
 ``android_demo/app/src/main/assets/model/`` with ``model.json``, the pointer the app reads to load
@@ -17,19 +17,20 @@ copy leaves the previous assets (or none) and no stale work folder after the nex
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
 import shutil
+import sys
 from typing import List, Optional
 
 from contract import workdirs
-from contract.manifest import MANIFEST, ROOT
-from edge_eval.android import AndroidError, protocol
-from contract.manifest import artifact_path, verify
-from edge_eval.harness import load_manifest
+from contract.manifest import MANIFEST, ROOT, artifact_path, verify
 from contract.preprocessing import (FILENAME as PREPROCESSING, LABELS_FILENAME as LABELS,
-                                 PreprocessingError, PreprocessingSpec, read_labels)
+                                    PreprocessingError, PreprocessingSpec, read_labels)
+from edge_eval.android import AndroidError, protocol
+from edge_eval.harness import EvalError, load_manifest
 
 APP_ASSETS = os.path.join(ROOT, "android_demo", "app", "src", "main", "assets")
 
@@ -177,3 +178,26 @@ def install(artifacts_dir: str, into: Optional[str] = None, model: Optional[str]
     log(f"[app-assets] {model} ({entry.get('recipe')}) + {LABELS} + {PREPROCESSING} -> {into}",
         flush=True)
     return pointer
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.app_assets",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("artifacts", help="folder with manifest.json (python -m convert --out)")
+    ap.add_argument("--model", help="a .tflite file (or recipe) of the folder; default: the "
+                                    "main job's choice")
+    ap.add_argument("--choice", help="folder with the job's choice.json (default: "
+                                     "reports/<artifacts folder name>)")
+    ap.add_argument("--into", help="assets folder to (re)write (default: "
+                                   "android_demo/app/src/main/assets/model)")
+    args = ap.parse_args(argv)
+    try:
+        install(args.artifacts, args.into, args.model, args.choice)
+    except (EvalError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,19 @@
-"""TFLite model metadata (the ``TFLITE_METADATA`` flatbuffer, schema ``M001``) written with the
+"""Reading and writing a ``.tflite`` file as data, with no TensorFlow: the flatbuffer's buffer
+layout and its metadata. Both the converter (which writes them) and the run side (MediaPipe's
+input check, the profiler's op table) use it, so it lives in ``contract/``; it imports numpy,
+``flatbuffers`` and LiteRT's generated schema only.
+
+Layout: ``.tflite`` buffers every constant buffer 16-byte aligned, so a runtime can use the weights
+in place (mmap, zero-copy) instead of copying them to the heap.
+
+TensorFlow's converter writes the ``Buffer.data`` vectors with 1-byte alignment: about three in four
+of the demo's buffers start off an 8-byte boundary, and LiteRT (MediaPipe's, for one) then warns
+"Read-only tensor ... has an unaligned buffer (required alignment 8); copying to an aligned heap
+buffer" and copies them. ``pack`` writes a model with its buffers aligned; ``misaligned``
+is the check (the converter's self-check runs it on every artifact it writes). A zip appended
+after the flatbuffer (the metadata's packed label file) is kept as it was.
+
+Metadata. TFLite model metadata (the ``TFLITE_METADATA`` flatbuffer, schema ``M001``) written with the
 published schema, so Android's Task Library / MediaPipe image classifier can run a model with no
 glue: the input's normalization (mean/std), image properties and value range, the output's
 label file (``TENSOR_AXIS_LABELS``) packed into the ``.tflite`` as an appended zip, and the
@@ -13,11 +28,104 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
+
+ALIGNMENT = 16  # XNNPACK and LiteRT's mmap path need 8 (16 covers SIMD loads of any width)
+
+
+class _AlignedBuffer:
+    """A ``BufferT`` stand-in whose ``Pack`` writes its data vector ``ALIGNMENT``-aligned."""
+
+    def __init__(self, buf):
+        self.buf = buf
+
+    def Pack(self, builder):
+        b = self.buf
+        data = None
+        if b.data is not None:
+            payload = np.asarray(b.data, np.uint8).tobytes()
+            builder.StartVector(1, len(payload), ALIGNMENT)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            builder.vectorNumElems = len(payload)
+            data = builder.EndVector()
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        schema.BufferAddOffset(builder, b.offset)
+        schema.BufferAddSize(builder, b.size)
+        return schema.BufferEnd(builder)
+
+
+def pack(model, size_hint: int = 1 << 20) -> bytes:
+    """A ``schema.ModelT`` as .tflite bytes with every buffer's data ``ALIGNMENT``-aligned."""
+
+    buffers = model.buffers
+    model.buffers = [_AlignedBuffer(b) for b in (buffers or [])]
+    try:
+        b = flatbuffers.Builder(size_hint + 1024)
+        b.Finish(model.Pack(b), file_identifier=b"TFL3")
+        # the builder aligns the whole buffer to its largest alignment, so offsets counted from
+        # the start of the file keep the vectors' alignment
+        return bytes(b.Output())
+    finally:
+        model.buffers = buffers
+
+
+def misaligned(model_bytes: bytes, alignment: int = ALIGNMENT) -> List[int]:
+    """Indices of the buffers whose data does not start on an ``alignment`` boundary."""
+    m = schema.Model.GetRootAs(model_bytes, 0)
+    bad = []
+    for i in range(m.BuffersLength()):
+        buf = m.Buffers(i)
+        if buf.DataLength() > 0:
+            start = buf._tab.Vector(buf._tab.Offset(4))  # Buffer.data is field 0 (vtable slot 4)
+            if start % alignment:
+                bad.append(i)
+    return bad
+
+
+def rewrite(model_bytes: bytes, edit: Callable) -> Tuple[bytes, object]:
+    """(the model after ``edit(schema.ModelT)``, what ``edit`` returned), written by ``pack``
+    with its buffers aligned and an appended zip kept; a falsy result leaves the bytes as
+    they were. The one way a pass here changes a .tflite (``align``, convert/islands.py)."""
+    flat = strip_zip(model_bytes)
+    m = schema.ModelT.InitFromPackedBuf(bytearray(flat), 0)
+    result = edit(m)
+    if not result:
+        return model_bytes, result
+    out = pack(m, len(flat))
+    if len(flat) < len(model_bytes):  # a zip's central directory holds absolute offsets
+        out = _reappend(out, model_bytes, flat)
+    return out, result
+
+
+def align(model_bytes: bytes) -> bytes:
+    """The same model with its buffers aligned (an appended zip kept byte for byte)."""
+
+    if not misaligned(strip_zip(model_bytes)):
+        return model_bytes
+    return rewrite(model_bytes, lambda m: True)[0]
+
+
+def _reappend(new_flat: bytes, old: bytes, old_flat: bytes) -> bytes:
+    """Re-writes the packed files after ``new_flat`` (a zip's central directory holds absolute
+    offsets, so the bytes cannot simply be moved)."""
+
+    out = io.BytesIO()
+    out.write(new_flat)
+    with zipfile.ZipFile(io.BytesIO(old)) as src, \
+            zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return out.getvalue()
+
 
 METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
@@ -112,9 +220,6 @@ def build_metadata(name: str, description: str, version: str, author: str, licen
 def attach(model_bytes: bytes, metadata: bytes, files: dict) -> bytes:
     """The model with ``metadata`` as its TFLITE_METADATA buffer (replacing an earlier one) and
     ``files`` ({name: bytes}) packed as a zip appended to the flatbuffer."""
-    from ai_edge_litert import schema_py_generated as schema
-    from convert.layout import pack
-
     model_bytes = strip_zip(model_bytes)
     m = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
     buf = schema.BufferT()
@@ -154,8 +259,6 @@ def strip_zip(data: bytes) -> bytes:
 def add_metadata(model_bytes: bytes, spec, labels: List[str], name: str, description: str,
                  version: str, author: str, license_: str) -> bytes:
     """Metadata for an image classifier from the model's preprocessing contract."""
-    from ai_edge_litert import schema_py_generated as schema
-
     m = schema.Model.GetRootAs(strip_zip(model_bytes), 0)
     g = m.Subgraphs(0)
     tin, tout = g.Tensors(g.Inputs(0)), g.Tensors(g.Outputs(0))
@@ -185,8 +288,6 @@ _TYPES = {0: "float32", 3: "uint8", 9: "int8", 7: "int16", 2: "int32"}
 
 def input_tensor(model_bytes: bytes) -> dict:
     """The first input's shape, dtype and quantization."""
-    from ai_edge_litert import schema_py_generated as schema
-
     m = schema.Model.GetRootAs(strip_zip(model_bytes), 0)
     g = m.Subgraphs(0)
     t = g.Tensors(g.Inputs(0))
@@ -288,8 +389,6 @@ def _tensor(t: Table) -> dict:
 
 def read_metadata(model_bytes: bytes) -> Optional[dict]:
     """The model's TFLITE_METADATA as a dict, and the files packed in it; None if it has none."""
-    from ai_edge_litert import schema_py_generated as schema
-
     m = schema.Model.GetRootAs(model_bytes, 0)
     buf = None
     for i in range(m.MetadataLength()):

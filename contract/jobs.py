@@ -1,0 +1,170 @@
+"""What the host hands an evaluation worker, and what the worker hands back: typed records, written
+as JSON between two processes (``edge_eval.worker`` on the run side, ``edge_eval.reference`` for
+the float reference, and MediaPipe's own interpreter). Standard library only: a board or
+MediaPipe's environment reads them without the project's dependencies.
+
+A job names one model and one operation:
+
+- ``predict``: probabilities for an evaluation set, written to ``output`` (.npy, float32, one row
+  per image). The set is ``inputs`` (.npy of model inputs, one crop per image; grey inputs stay
+  one channel and are expanded to ``channels``) or ``items`` (edge_eval.preprocess.Items as
+  JSON) with ``spec`` and ``scheme`` crops per image, cropped by the worker one image at a time.
+- ``bench``: one latency measurement (edge_eval.bench.bench_tflite's arguments).
+- ``probe``: MediaPipe's own input tensor for ``images`` (edge_eval.mediapipe_rt.probe).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from contract.proc import child_setup
+
+OPS = ("predict", "bench", "probe")
+RUN_KINDS = ("tflite", "mediapipe")           # the run side: no TensorFlow
+HOST_KINDS = ("keras", "savedmodel", "coreml")  # the float reference and Core ML: the host only
+KINDS = RUN_KINDS + HOST_KINDS
+
+
+class JobError(ValueError):
+    """A job or result that is not one this version writes."""
+
+
+def _strict(cls, data: dict, what: str):
+    if not isinstance(data, dict):
+        raise JobError(f"a worker {what} is a JSON object, not {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise JobError(f"unknown worker {what} key(s) {unknown}; known: {sorted(names)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    op: str
+    model: str
+    kind: str = "tflite"
+    result: Optional[str] = None  # where the worker writes its WorkerResult (set by the host)
+    output: Optional[str] = None  # predict/probe: the .npy written
+    threads: Optional[int] = None
+    delegate: str = "xnnpack"
+    batch_size: Optional[int] = None
+    channels: int = 3
+    # predict's evaluation set: ``inputs`` or ``items`` + ``spec`` + ``scheme``
+    inputs: Optional[str] = None
+    items: Optional[str] = None
+    spec: Optional[dict] = None
+    scheme: int = 1
+    scale: Optional[List[float]] = None   # coreml: the image input's per-channel scale
+    offset: Optional[List[float]] = None  # coreml: and offset
+    classes: Optional[int] = None  # mediapipe: the label count
+    roi: bool = False              # mediapipe: the central crop as the region of interest
+    images: Optional[str] = None   # probe: the images, flattened, and their
+    sizes: Optional[List[List[int]]] = None  # sizes
+    # bench
+    warmup: int = 5
+    runs: int = 50
+    min_seconds: float = 1.0
+    max_seconds: float = 60.0
+    runtime: str = "interpreter"
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise JobError(f"worker op must be one of {OPS}, not {self.op!r}")
+        if self.kind not in KINDS:
+            raise JobError(f"worker kind must be one of {KINDS}, not {self.kind!r}")
+
+    @property
+    def entry(self) -> str:
+        """The module that runs this job: the float reference and Core ML on the host
+        (edge_eval.reference, which imports TensorFlow/coremltools), the rest on the run side."""
+        return "edge_eval.reference" if self.kind in HOST_KINDS else "edge_eval.worker"
+
+    def replace(self, **changes) -> "WorkerJob":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WorkerJob":
+        return _strict(cls, data, "job")
+
+    @classmethod
+    def read(cls, path: str) -> "WorkerJob":
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+
+@dataclass
+class WorkerResult:
+    status: str  # ok | failed | unavailable
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    runtime: Optional[str] = None
+    load_s: Optional[float] = None
+    seconds: Optional[float] = None
+    images_per_s: Optional[float] = None
+    classes: Optional[int] = None
+    peak_memory_mb: Optional[float] = None
+    delegation: Optional[dict] = None
+    measurement: dict = field(default_factory=dict)  # bench: the latency record's fields
+    wall_s: Optional[float] = None       # set by the host: the process's wall time
+    stderr_tail: Optional[str] = None    # and the end of its stderr (runtimes warn there)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WorkerResult":
+        return _strict(cls, data, "result")
+
+    @classmethod
+    def failed(cls, error: str, **kw) -> "WorkerResult":
+        return cls(status="failed", error=error, **kw)
+
+
+def run(job: WorkerJob, timeout: float, workdir: str, python: Optional[str] = None,
+        env: Optional[dict] = None) -> WorkerResult:
+    """Runs ``job`` in a fresh process (``python -m job.entry``, of ``python``, default this
+    one's; in ``env``) that dies with this one; a crash or timeout is a failed result. The
+    process's stderr is kept in ``stderr_tail`` (runtimes print warnings there)."""
+    fd, job_path = tempfile.mkstemp(suffix=".json", dir=workdir)
+    job = job.replace(result=job_path + ".result")
+    with os.fdopen(fd, "w") as f:
+        json.dump(job.to_json(), f)
+    t = time.perf_counter()
+    try:
+        # the worker imports what this process imports (the installed project, or the clone
+        # it runs from: the same working directory); every path in the job is absolute
+        proc = subprocess.run([python or sys.executable, "-m", job.entry, job_path],
+                              capture_output=True, text=True, timeout=timeout, env=env,
+                              preexec_fn=child_setup())
+    except subprocess.TimeoutExpired:
+        return WorkerResult.failed(f"timed out after {timeout:.0f} s",
+                                   wall_s=time.perf_counter() - t)
+    wall = time.perf_counter() - t
+    try:
+        with open(job.result) as f:
+            out = WorkerResult.from_json(json.load(f))
+    except (OSError, ValueError):
+        tail = (proc.stderr or "").strip().splitlines()[-3:]
+        rc = proc.returncode
+        out = WorkerResult.failed(
+            f"worker exited with code {rc} (crashed: "
+            f"{'signal ' + str(-rc) if rc < 0 else 'no result'})"
+            + (": " + " | ".join(tail) if tail else ""))
+    out.wall_s = wall
+    out.stderr_tail = (proc.stderr or "")[-20000:]
+    return out
