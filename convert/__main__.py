@@ -15,6 +15,7 @@ import enum
 import sys
 
 from contract import exitcodes, recipes
+from contract.manifest import ManifestError
 
 DEFAULT_RECIPES = "fp32,fp16,dynamic_wi8_afp32,static_wi8_ai8"
 
@@ -151,7 +152,6 @@ def main(argv=None) -> int:
         if shutil.which(COMPILER) is None:
             print(f"error: {INSTALL_HINT}", file=sys.stderr)
             return exitcodes.BAD_INPUT
-    from contract.manifest import ManifestError
     from convert import api
     from train.data import DataError
     from train.source import ModelError

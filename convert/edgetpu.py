@@ -23,6 +23,8 @@ import numpy as np
 
 from contract import recipes
 from contract.recipes import from_entry
+from contract.litert import TFLiteModel
+from contract.manifest import read_manifest, sha256_file, update_manifest
 
 # op -> known limitation (Coral's table); any op not here runs on the CPU
 SUPPORTED: Dict[str, str] = {
@@ -52,8 +54,6 @@ _INTEGER = {"int8", "uint8", "int32"}  # int32: biases
 
 def compatibility_report(tflite_path: str) -> dict:
     """Every op in execution order against the supported-op table; the predicted split."""
-    from contract.litert import TFLiteModel
-
     m = TFLiteModel(tflite_path, num_threads=1, xnnpack=False)
     tensors = {t["index"]: t for t in m.interp.get_tensor_details()}
     ops = m.interp._get_ops_details()
@@ -221,7 +221,6 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
     """Adds the compatibility report (and the compiler's result, when it is installed) to every
     full-integer artifact of a source in ``out_dir/manifest.json``; a compiled model becomes an
     artifact of its own (target ``edgetpu``)."""
-    from contract.manifest import read_manifest, sha256_file, update_manifest
     from convert.loop import ConvertError
 
     manifest = read_manifest(out_dir, required=False)

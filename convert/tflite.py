@@ -15,12 +15,11 @@ from contract.tflite_file import mediapipe_problem, strip_zip
 from contract.recipes import RECIPES, Recipe, file_name
 from quantize.tflite import QuantizeError, convert_bytes
 from train.source import Source
+from contract.litert import TFLiteModel
 
 
 def describe_tflite(model_bytes: bytes) -> dict:
     """I/O dtypes, shapes and quantization, and the op counts, read back with LiteRT."""
-    from contract.litert import TFLiteModel
-
     # without the default XNNPACK delegate, which would fold the graph into DELEGATE nodes
     m = TFLiteModel(model_content=model_bytes, num_threads=1, xnnpack=False)
     ops = m.op_names()
@@ -61,7 +60,6 @@ def self_check(recipe: Recipe, model_bytes: bytes, x: np.ndarray, ref: np.ndarra
     applies to the weights (constant tensors): a small graph's per-tensor metadata would
     otherwise hide the compression; the file ratio is reported too."""
     from convert.check import judge
-    from contract.litert import TFLiteModel
 
     got = TFLiteModel(model_content=model_bytes, num_threads=2).predict(x)
     wbytes = weight_bytes(model_bytes)

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 from contract import records
 from edge_eval.harness import EvalError, load_manifest, selected_artifacts, verify
+from contract.litert import delegation_problem
 
 PROTOCOL_PATH = os.path.join(os.path.dirname(records.SCHEMA_PATH), "android_app.json")
 REMOTE_TMP = "/data/local/tmp"
@@ -235,8 +236,6 @@ def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str
     With benchmark_model, each record says how many nodes the delegate took (its "Replacing N
     out of M node(s)" line) and with ``op_profiling`` where the milliseconds went per op type;
     ``require_full_delegation`` fails a record whose delegate did not take the whole graph."""
-    from contract.litert import delegation_problem
-
     for d in delegates:
         if d not in DELEGATE_FLAGS:
             raise AndroidError(f"unknown delegate {d!r}: choose from {sorted(DELEGATE_FLAGS)}")

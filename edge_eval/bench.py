@@ -16,6 +16,8 @@ from typing import Optional
 
 import numpy as np
 
+from contract.litert import TFLiteModel, delegation_record, load_delegate, runtime_name
+
 MIN_VALID_RUNS = 10
 MIN_VALID_SECONDS = 0.2
 
@@ -47,8 +49,6 @@ def validity(runs: int, seconds: float, min_runs: int = MIN_VALID_RUNS,
 
 
 def _runtime_label() -> str:
-    from contract.litert import runtime_name
-
     return "litert" if runtime_name() == "ai_edge_litert" else runtime_name()
 
 
@@ -121,7 +121,6 @@ def bench_compiled(path: str, threads: int = 2, delegate: str = "xnnpack", warmu
         run(None)
     times = timed_runs(run, None, runs, min_seconds, max_seconds)
     full = bool(model.is_fully_accelerated())
-    from contract.litert import delegation_record
 
     deleg = delegation_record("compiled_model_cpu", None, None, None, None,
                               "CompiledModel.is_fully_accelerated (a yes/no: no counts)", full)
@@ -132,8 +131,6 @@ def bench_compiled(path: str, threads: int = 2, delegate: str = "xnnpack", warmu
 
 def edgetpu_delegate():
     """The Edge TPU delegate, or raises DelegateUnavailable saying where to get the runtime."""
-    from contract.litert import load_delegate
-
     lib = os.environ.get("EDGETPU_LIBRARY") or EDGETPU_LIBRARY.get(sys.platform,
                                                                     "libedgetpu.so.1")
     try:
@@ -181,7 +178,6 @@ def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup:
                               seed)
     if runtime != "interpreter":
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
-    from contract.litert import TFLiteModel
 
     delegates = None
     if delegate == "edgetpu":

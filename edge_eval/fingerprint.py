@@ -22,6 +22,9 @@ import numpy as np
 
 from contract.preprocessing import PreprocessingSpec, central_crop_box
 from edge_eval import preprocess
+from contract.jobs import WorkerJob, run as run_job
+from contract.manifest import atomic_write_json
+from contract.workdirs import user_cache
 
 TOLERANCE = 0.002  # mean |observed - expected| / range width; float-vs-float pipelines: ~1e-7
 EXPLAINS = 0.5  # a cause explains a difference when its variant leaves at most half of it ...
@@ -265,7 +268,6 @@ def mediapipe_tensors(model_path: str, spec: PreprocessingSpec, workdir: str, ro
     import os
 
     from edge_eval import mediapipe_rt
-    from contract.jobs import WorkerJob, run as run_job
 
     def tensors(images):
         exe = mediapipe_rt.interpreter()
@@ -299,7 +301,6 @@ def _java_classes(src: str, timeout: float) -> str:
     import subprocess
     import tempfile
 
-    from contract.workdirs import user_cache
 
     files = sorted(glob.glob(os.path.join(src, "org", "inceptionedge", "core", "*.java")))
     h = hashlib.sha256()
@@ -331,7 +332,6 @@ def java_tensors(workdir: str, spec: PreprocessingSpec, timeout: float = 120.0):
     import struct
     import subprocess
 
-    from contract.manifest import atomic_write_json
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src = os.path.join(root, "android_demo", "core", "src", "main", "java")

@@ -29,6 +29,7 @@ from contract.tflite_file import mediapipe_problem
 from edge_eval import preprocess, stats
 from train import data as tdata
 from train.data import DataConfig, DataError, fashion_mnist_dir
+from contract.litert import delegation_problem
 
 
 class EvalError(ValueError):
@@ -362,6 +363,33 @@ def _log_row(rec: dict, log) -> None:
         log(f"[eval] {rec['artifact']}: {rec['status']}: {rec['error']}", flush=True)
 
 
+def _mediapipe_python(runtime: str, crops: int) -> Optional[str]:
+    """MediaPipe's interpreter when ``runtime`` asks for it and it can run (None: the harness
+    alone); EvalError when ``mediapipe`` is asked for and cannot be had."""
+    if runtime == "litert":
+        return None
+    from edge_eval import mediapipe_rt
+
+    mp_python = mediapipe_rt.interpreter()
+    if mp_python is None and runtime == "mediapipe":
+        raise EvalError(mediapipe_rt.missing_reason())
+    if mp_python is not None and crops != 1:
+        if runtime == "mediapipe":
+            raise EvalError("MediaPipe classifies one view of each image: --crops 1")
+        return None
+    return mp_python
+
+
+def _mediapipe_problems(checked, artifacts_dir: str) -> dict:
+    """MediaPipe's verdict per intact .tflite of ``checked``: None (it runs it) or why not."""
+    out = {}
+    for e, problem in checked:
+        if e.get("target") == "tflite" and problem is None:
+            with open(os.path.join(artifacts_dir, e["file"]), "rb") as f:
+                out[e["file"]] = mediapipe_problem(f.read())
+    return out
+
+
 def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
              data_source: Optional[str] = None, data_path: Optional[str] = None,
              images: Optional[int] = None, crops: int = 1, threads: int = 2,
@@ -389,17 +417,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         raise EvalError(f"--crops must be one of {preprocess.CROP_SCHEMES}. Received: {crops}")
     if runtime not in RUNTIMES:
         raise EvalError(f"--runtime must be one of {list(RUNTIMES)}. Received: {runtime!r}")
-    mp_python = None
-    if runtime != "litert":
-        from edge_eval import mediapipe_rt
-
-        mp_python = mediapipe_rt.interpreter()
-        if mp_python is None and runtime == "mediapipe":
-            raise EvalError(mediapipe_rt.missing_reason())
-        if mp_python is not None and crops != 1:
-            if runtime == "mediapipe":
-                raise EvalError("MediaPipe classifies one view of each image: --crops 1")
-            mp_python = None
+    mp_python = _mediapipe_python(runtime, crops)
     # workers run from the repository root: every path they are handed is absolute
     artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
@@ -446,22 +464,14 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                     probs_of[j.fields["artifact"]] = p
                     if i == 0:  # the reference (always the first job)
                         ref_probs = p
-                        rec["drift"] = None
-                    elif ref_probs is not None:
-                        rec["drift"] = stats.drift(ref_probs, p, labels, names,
-                                                   bootstrap_rounds, seed)
-                    else:
-                        rec["drift"] = None
+                    rec["drift"] = None if i == 0 or ref_probs is None else stats.drift(
+                        ref_probs, p, labels, names, bootstrap_rounds, seed)
+                    if i and ref_probs is None:
                         rec["note"] = "no drift: the float reference failed"
             _log_row(rec, log)
             out.append(rec)
         # MediaPipe's verdict per intact .tflite: None (it runs it) or why it cannot
-        mp_problem = {}
-        if mp_python is not None:
-            for e, problem in checked:
-                if e.get("target") == "tflite" and problem is None:
-                    with open(os.path.join(artifacts_dir, e["file"]), "rb") as f:
-                        mp_problem[e["file"]] = mediapipe_problem(f.read())
+        mp_problem = _mediapipe_problems(checked, artifacts_dir) if mp_python else {}
         prints = _fingerprints(checked, artifacts_dir, spec, work, mp_problem, log)
         atomic_write_json(os.path.join(out_dir, "fingerprints.json"), prints)
         for r in out:  # the reference and the .tflite models are fed the harness's tensors
@@ -622,7 +632,6 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
     if bad:
         raise EvalError(f"--runtimes must be among {list(BENCH_RUNTIMES)}. Received: {bad}")
 
-    from contract.litert import delegation_problem
 
     from edge_eval.bench import PREPROCESS_FRAME, time_preprocessing
 

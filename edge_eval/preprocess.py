@@ -22,6 +22,7 @@ from typing import Iterable, List
 import numpy as np
 
 from contract.preprocessing import PreprocessingSpec, central_crop_box, image_bytes_problem
+from contract.tfrecord import ImageRecords, RecordError
 
 try:  # OpenCV is the run side's only image library
     import cv2
@@ -93,7 +94,6 @@ class Items:
             return np.asarray(self.array[i]), int(self.labels[i])
         if self.kind == "files":
             return decode(self.files[i], channels), int(self.labels[i])
-        from contract.tfrecord import RecordError
 
         try:
             data, label = self.records.item(i)
@@ -128,7 +128,6 @@ class Items:
             return cls("array", array=np.load(d["path"], mmap_mode="r"), labels=d["labels"])
         if d["kind"] == "files":
             return cls("files", files=d["files"], labels=d["labels"])
-        from contract.tfrecord import ImageRecords
 
         return cls("records", records=ImageRecords.from_json(d))
 

@@ -23,6 +23,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from contract.litert import DELEGATE_NODE, TFLiteModel, delegated_nodes
+
 
 class ProfileError(ValueError):
     """A model this tool cannot profile (one clear message)."""
@@ -119,6 +121,7 @@ def _segment_name(g, ops: Sequence[int]) -> str:
 TIMER = r"""
 import json, sys, time
 import numpy as np
+
 from contract.litert import TFLiteModel
 job = json.load(open(sys.argv[1]))
 models = [TFLiteModel(p, num_threads=job["threads"], xnnpack=job["xnnpack"]) for p in job["paths"]]
@@ -139,7 +142,6 @@ def profile(path: str, threads: int = 2, runs: int = 20, warmup: int = 3,
     """The segment profile of one .tflite (see the module's docstring)."""
     import subprocess
 
-    from contract.litert import TFLiteModel
 
     with open(path, "rb") as f:
         data = f.read()
@@ -205,8 +207,6 @@ def profile(path: str, threads: int = 2, runs: int = 20, warmup: int = 3,
 
 def _cpu_nodes(model) -> set:
     """Indices of the model's nodes the delegate did not take."""
-    from contract.litert import DELEGATE_NODE, delegated_nodes
-
     ops = model.interp._get_ops_details()
     taken = delegated_nodes(ops)
     return {o["index"] for o in ops if o["op_name"] != DELEGATE_NODE and o["index"] not in taken}

@@ -22,6 +22,7 @@ import numpy as np
 from contract.jobs import WorkerJob, WorkerResult
 from contract.preprocessing import PreprocessingSpec
 from edge_eval import bench, preprocess
+from contract.litert import TFLiteModel
 
 
 def iter_chunks(path: str, batch: int, channels: int, expand: bool = True):
@@ -106,8 +107,6 @@ class Runner:
 
 
 def tflite_runner(job: WorkerJob) -> Runner:
-    from contract.litert import TFLiteModel
-
     delegates = [bench.edgetpu_delegate()] if job.delegate == "edgetpu" else None
     model = TFLiteModel(job.model, num_threads=int(job.threads or 2),
                         xnnpack=job.delegate == "xnnpack", delegates=delegates)

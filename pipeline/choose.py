@@ -27,6 +27,8 @@ from typing import Callable, List, Optional
 
 from contract.exitcodes import BAD_INPUT, NOTHING_CHOSEN  # no artifact fits: still a decision
 from contract.recipes import from_entry, get_recipe
+from contract import records
+from contract.manifest import atomic_write_json, read_manifest
 
 
 class Goal(str, enum.Enum):
@@ -123,8 +125,6 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     and the chosen artifact's test-split numbers (``results_dir``, what the report quotes) are
     reported beside it; without it the choice is made on the test split itself, and
     choice.json says so (optimistic: the same images pick and report)."""
-    from contract.manifest import atomic_write_json, read_manifest
-    from contract import records
     from edge_eval import report
 
     rows = [r for r in report.load(results_dir) if not r.get("choice_step")]

@@ -30,6 +30,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from contract.proc import child_setup
+from contract.workdirs import locked
 
 STATE_VERSION = 1
 # files above this size, or folders of more files than this, are keyed by (path, size, mtime)
@@ -259,8 +260,6 @@ def job_lock(path: str):
     """Holds ``path`` locked (``flock``) for the job's lifetime; yields the lock's fd, which the
     stages inherit, so the lock is free only once the job and every stage it started are gone.
     JobLocked when it is held."""
-    from contract.workdirs import locked
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         with locked(path, blocking=False) as fd:

@@ -20,6 +20,7 @@ import os
 
 from train import keras_env  # noqa: F401
 from train.config import ExperimentConfig
+from contract.manifest import sha256_file
 
 
 def _ordered_get_layers(self, layer_names):
@@ -237,7 +238,6 @@ def train_qat(cfg: ExperimentConfig, run_dir: str, float_export: str = None, log
                          "(a train/ export folder)")
     cfg.quantization.enabled = True
     cfg.quantization.float_checkpoint = float_export
-    from contract.manifest import sha256_file
 
     cfg.quantization.float_sha256 = sha256_file(float_model_file(float_export))
     import tensorflow_model_optimization  # noqa: F401  (registers the QAT layers)

@@ -8,6 +8,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from quantize.converter import QuantizeError, configure, converter
+from contract.litert import TFLiteModel
 
 
 def tensor_block(tensor_name: str, blocks: Dict[str, str]) -> Optional[str]:
@@ -42,7 +43,6 @@ class SelectiveQuantizer:
     what makes the choice's step-by-step search affordable)."""
 
     def __init__(self, src, base, calib: np.ndarray):
-        from contract.litert import TFLiteModel
         from train.model import layer_blocks
 
         if src.keras_model is None:

@@ -13,6 +13,7 @@ from contract.recipes import Recipe
 from quantize.converter import QuantizeError, configure, converter  # QuantizeError: re-exported
 from quantize.selective import convert_selective
 from train.source import Source
+from contract.litert import TFLiteModel
 
 
 _OPS_RE = re.compile(r"(?:ops? (?:are|is) not supported|unsupported ops?)[^:]*:\s*(.+)",
@@ -55,8 +56,6 @@ def convert_bytes(src: Source, recipe: Recipe, calib: Optional[np.ndarray]) -> b
 
 def float_ops(model_bytes: bytes) -> List[str]:
     """Ops (other than the I/O QUANTIZE/DEQUANTIZE) that compute in float in a .tflite model."""
-    from contract.litert import TFLiteModel
-
     m = TFLiteModel(model_content=model_bytes, num_threads=1, xnnpack=False)
     dtypes = {t["index"]: np.dtype(t["dtype"]).kind for t in m.interp.get_tensor_details()}
     return sorted({d["op_name"] for d in m.interp._get_ops_details()

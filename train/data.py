@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from train import keras_env  # noqa: F401
-from contract.preprocessing import PreprocessingSpec, central_crop_box
+from contract.preprocessing import PreprocessingSpec, central_crop_box, read_labels
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -196,8 +196,6 @@ def _label_names_file(folder: str, num_classes: int) -> Optional[List[str]]:
     """Class names from files beside ImageNet's shards: ``labels.txt`` (one per label), or the
     standard ``imagenet_lsvrc_2015_synsets.txt`` (synsets in label order) with
     ``imagenet_metadata.txt`` (``synset<TAB>words``)."""
-    from contract.preprocessing import read_labels
-
     path = os.path.join(folder, "labels.txt")
     if os.path.isfile(path):
         names = read_labels(path)

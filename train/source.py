@@ -21,8 +21,9 @@ import numpy as np
 from train import keras_env  # noqa: F401
 from contract.manifest import sha256_file, sha256_tree, source_name
 from contract.preprocessing import FILENAME as PREPROCESSING_FILE
-from contract.preprocessing import PreprocessingSpec, read_labels
+from contract.preprocessing import PreprocessingSpec, named_spec, read_labels
 from train.safe_load import UnsafeModelError
+from contract import workdirs
 
 
 class ModelError(ValueError):
@@ -116,7 +117,6 @@ def _keras3_as_saved_model(path: str) -> str:
 
     import keras  # Keras 3: the package itself, whatever TF_USE_LEGACY_KERAS says
 
-    from contract import workdirs
     from train.safe_load import check_model_file, code_allowed
 
     check_model_file(path)
@@ -221,8 +221,6 @@ def load_source(path: str, preprocessing: Optional[dict] = None,
 
 
 def _source_spec(path, folder, preprocessing, shape) -> PreprocessingSpec:
-    from contract.preprocessing import named_spec
-
     try:
         if preprocessing:
             opts = dict(preprocessing)
