@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import tempfile
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from contract.recipes import CoreMLVariant, Recipe, get_recipe
 from convert.loop import ConvertError
+import quantize  # noqa: F401  (registers the QAT layers' scope: a QAT export loads)
+from contract import workdirs
 from train.source import Source, check_images_array, dataset_images, load_source
 
 EDGETPU_RECIPE = "static_wi8_ai8_uint8io"
@@ -54,6 +57,8 @@ class Inputs:
 
 
 def load(req: Request, log: Callable = print) -> Source:
+    # the lean SavedModels (convert-sm-<pid>-...) a killed conversion left in the temp folder
+    workdirs.sweep(tempfile.gettempdir(), log)
     src = load_source(req.model, req.preprocessing, req.labels)
     if src.labels_generated:
         print(f"[convert] warning: no labels.txt beside {req.model}: the outputs are named "

@@ -301,7 +301,6 @@ def _java_classes(src: str, timeout: float) -> str:
     import subprocess
     import tempfile
 
-
     files = sorted(glob.glob(os.path.join(src, "org", "inceptionedge", "core", "*.java")))
     h = hashlib.sha256()
     for f in files:
@@ -331,7 +330,6 @@ def java_tensors(workdir: str, spec: PreprocessingSpec, timeout: float = 120.0):
     import shutil
     import struct
     import subprocess
-
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     src = os.path.join(root, "android_demo", "core", "src", "main", "java")

@@ -29,6 +29,7 @@ from contract.tflite_file import mediapipe_problem
 from edge_eval import preprocess, stats
 from train import data as tdata
 from train.data import DataConfig, DataError, fashion_mnist_dir
+from train.source import ModelError, check_model
 from contract.litert import delegation_problem
 
 
@@ -67,7 +68,6 @@ def reference_path(manifest: dict, reference: Optional[str] = None) -> str:
 def data_config(reference: str, source: Optional[str] = None, path: Optional[str] = None):
     """The evaluation data: the reference export's training data config, overridable."""
     import dataclasses
-
 
     cfg_path = os.path.join(reference if os.path.isdir(reference) else
                             os.path.dirname(reference), "config.json")
@@ -424,6 +424,10 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     ref_path = os.path.abspath(reference_path(manifest, reference))
     if not os.path.exists(ref_path):
         raise EvalError(f"float reference {ref_path} does not exist: pass --reference")
+    try:  # refused up front (one message, nothing written), not as a failed worker row
+        check_model(ref_path)
+    except ModelError as e:
+        raise EvalError(f"float reference: {e}") from None
     spec = PreprocessingSpec.from_dict(manifest["preprocessing"]) if manifest.get(
         "preprocessing") else PreprocessingSpec.load(ref_path)
     dcfg = data_config(ref_path, data_source, data_path)
@@ -631,7 +635,6 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
     bad = [r for r in runtimes if r not in BENCH_RUNTIMES]
     if bad:
         raise EvalError(f"--runtimes must be among {list(BENCH_RUNTIMES)}. Received: {bad}")
-
 
     from edge_eval.bench import PREPROCESS_FRAME, time_preprocessing
 

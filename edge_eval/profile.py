@@ -142,7 +142,6 @@ def profile(path: str, threads: int = 2, runs: int = 20, warmup: int = 3,
     """The segment profile of one .tflite (see the module's docstring)."""
     import subprocess
 
-
     with open(path, "rb") as f:
         data = f.read()
     try:

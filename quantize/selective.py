@@ -74,7 +74,6 @@ class SelectiveQuantizer:
     def convert(self, float_blocks) -> bytes:
         import tensorflow as tf
 
-
         keep = set(float_blocks)
         nodes = sorted(n for n, b in self.node_block.items() if b in keep)
         if not nodes:

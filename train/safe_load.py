@@ -6,8 +6,9 @@ included). Keras 3's and tf_keras' ``.keras`` loaders refuse ``Lambda`` in their
 legacy HDF5 loader has no safe mode at all. So every model file the project loads goes through
 ``check_model_file`` first: it reads the architecture (the HDF5 ``model_config`` attribute, or the
 ``.keras`` archive's ``config.json``) as data, walks every layer (nested models and QAT wrappers
-too) and refuses the code-carrying ones with one message naming them. The opt-in is loud on
-purpose: ``--unsafe-allow-model-code`` on the command lines, which sets
+too) and refuses the code-carrying ones with one message naming them. A SavedModel is a program too: ``check_saved_model`` reads
+its graph as data and refuses ops outside an image classifier's (train.graph_ops). The opt-in is
+loud on purpose: ``--unsafe-allow-model-code`` on the command lines, which sets
 ``UNSAFE_ALLOW_MODEL_CODE=1`` for the process and the workers it starts.
 """
 from __future__ import annotations
@@ -101,6 +102,24 @@ def check_model_file(path: str) -> None:
         raise UnsafeModelError(
             f"{path} carries code that loading it would run: {shown}. Not loaded. If you trust "
             f"this file, pass --unsafe-allow-model-code (or set {ENV}=1)")
+
+
+def check_saved_model(path: str) -> None:
+    """Raises UnsafeModelError if the SavedModel folder ``path`` holds an op that acts on the
+    machine (train.graph_ops: read as data, nothing of it loaded) and the user has not opted
+    in; GraphError if its saved_model.pb cannot be read as one."""
+    if code_allowed():
+        return
+    from train.graph_ops import refused_ops  # standard library only
+
+    bad = refused_ops(path)
+    if bad:
+        shown = "; ".join(bad[:6]) + (f"; and {len(bad) - 6} more" if len(bad) > 6 else "")
+        raise UnsafeModelError(
+            f"{path} is a SavedModel whose graph holds ops an image classifier does not need "
+            f"(they read or write files, run Python or reach outside the model): {shown}. Not "
+            f"loaded, nothing of it ran. If you trust this model, pass "
+            f"--unsafe-allow-model-code (or set {ENV}=1)")
 
 
 # context-manager factories that make custom layers loadable (quantize/ registers tfmot's QAT

@@ -22,8 +22,9 @@ from train import keras_env  # noqa: F401
 from contract.manifest import sha256_file, sha256_tree, source_name
 from contract.preprocessing import FILENAME as PREPROCESSING_FILE
 from contract.preprocessing import PreprocessingSpec, named_spec, read_labels
-from train.safe_load import UnsafeModelError
 from contract import workdirs
+from train.graph_ops import GraphError
+from train.safe_load import UnsafeModelError, check_model_file, check_saved_model
 
 
 class ModelError(ValueError):
@@ -128,28 +129,45 @@ def _keras3_as_saved_model(path: str) -> str:
     return out
 
 
-def load_source(path: str, preprocessing: Optional[dict] = None,
-                labels_file: Optional[str] = None) -> Source:
-    """MODEL: an export folder (model.keras + preprocessing.json), a ``.keras``/``.h5`` file
-    (tf_keras or Keras 3), or a SavedModel folder. The preprocessing is the file beside it, or
-    ``preprocessing`` ({"name": "inception", ...overrides}: ``contract.preprocessing.named_spec``)
-    for a model trained elsewhere; the labels are labels.txt beside it, or ``labels_file``."""
+def locate(path: str):
+    """(kind, model file or folder, the folder its preprocessing.json and labels.txt are in)
+    of a MODEL path; ModelError when it is none of the kinds load_source reads."""
     if not os.path.exists(path):
         raise ModelError(f"model not found: {path}")
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     keras_files = [os.path.join(path, n) for n in ("model.keras", "model.h5")
                    if os.path.isdir(path) and os.path.isfile(os.path.join(path, n))]
     if keras_files:
-        kind, model_file = "keras", keras_files[0]
-    elif os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
-        kind, model_file = "saved_model", path
+        return "keras", keras_files[0], folder
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
         folder = path if os.path.isfile(os.path.join(path, PREPROCESSING_FILE)) else \
             os.path.dirname(os.path.normpath(path))
-    elif os.path.isfile(path) and path.endswith((".keras", ".h5")):
-        kind, model_file = "keras", path
-    else:
-        raise ModelError(f"{path} is not a model: expected an export folder, a .keras/.h5 file "
-                           "or a SavedModel folder (with saved_model.pb)")
+        return "saved_model", path, folder
+    if os.path.isfile(path) and path.endswith((".keras", ".h5")):
+        return "keras", path, folder
+    raise ModelError(f"{path} is not a model: expected an export folder, a .keras/.h5 file "
+                     "or a SavedModel folder (with saved_model.pb)")
+
+
+def check_model(path: str) -> None:
+    """The loader's safety checks of a MODEL path, as data, without TensorFlow: a Keras file
+    that carries code, or a SavedModel whose graph acts on the machine, is a ModelError (unless
+    the user opted in). load_source runs them too; a caller that hands the model to another
+    process (the evaluation harness) runs them first, so the refusal is one message up front."""
+    kind, model_file, _ = locate(path)
+    try:
+        (check_model_file if kind == "keras" else check_saved_model)(model_file)
+    except (UnsafeModelError, GraphError) as e:
+        raise ModelError(str(e)) from None
+
+
+def load_source(path: str, preprocessing: Optional[dict] = None,
+                labels_file: Optional[str] = None) -> Source:
+    """MODEL: an export folder (model.keras + preprocessing.json), a ``.keras``/``.h5`` file
+    (tf_keras or Keras 3), or a SavedModel folder. The preprocessing is the file beside it, or
+    ``preprocessing`` ({"name": "inception", ...overrides}: ``contract.preprocessing.named_spec``)
+    for a model trained elsewhere; the labels are labels.txt beside it, or ``labels_file``."""
+    kind, model_file, folder = locate(path)
     labels_path = labels_file or os.path.join(folder, "labels.txt")
     if labels_file and not os.path.isfile(labels_file):
         raise ModelError(f"--labels {labels_file}: no such file")
@@ -182,6 +200,7 @@ def load_source(path: str, preprocessing: Optional[dict] = None,
 
             src.is_qat = is_quantization_aware(src.keras_model)
         else:
+            check_saved_model(model_file)  # before TensorFlow reads any of it
             import tensorflow as tf
 
             src.saved_model = tf.saved_model.load(model_file)
@@ -198,7 +217,7 @@ def load_source(path: str, preprocessing: Optional[dict] = None,
             n_out = int(list(fn.structured_outputs.values())[0].shape[-1])
     except ModelError:
         raise
-    except UnsafeModelError as e:
+    except (UnsafeModelError, GraphError) as e:
         raise ModelError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any loader failure: not a readable model
         raise ModelError(f"{model_file} could not be loaded as a model: "
