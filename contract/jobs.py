@@ -36,18 +36,33 @@ class JobError(ValueError):
     """A job or result that is not one this version writes."""
 
 
-def _strict(cls, data: dict, what: str):
-    if not isinstance(data, dict):
-        raise JobError(f"a worker {what} is a JSON object, not {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise JobError(f"unknown worker {what} key(s) {unknown}; known: {sorted(names)}")
-    return cls(**data)
+class _Record:
+    """JSON in and out for the dataclasses below; ``from_json`` refuses keys this version does
+    not write (a job from another version is an error, not a half-read job)."""
+    WHAT = "record"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict):
+        if not isinstance(data, dict):
+            raise JobError(f"a worker {cls.WHAT} is a JSON object, not {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise JobError(f"unknown worker {cls.WHAT} key(s) {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: str):
+        with open(path) as f:
+            return cls.from_json(json.load(f))
 
 
 @dataclass(frozen=True)
-class WorkerJob:
+class WorkerJob(_Record):
+    WHAT = "job"
     op: str
     model: str
     kind: str = "tflite"
@@ -90,21 +105,11 @@ class WorkerJob:
     def replace(self, **changes) -> "WorkerJob":
         return dataclasses.replace(self, **changes)
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "WorkerJob":
-        return _strict(cls, data, "job")
-
-    @classmethod
-    def read(cls, path: str) -> "WorkerJob":
-        with open(path) as f:
-            return cls.from_json(json.load(f))
 
 
 @dataclass
-class WorkerResult:
+class WorkerResult(_Record):
+    WHAT = "result"
     status: str  # ok | failed | unavailable
     error: Optional[str] = None
     traceback: Optional[str] = None
@@ -122,13 +127,6 @@ class WorkerResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "WorkerResult":
-        return _strict(cls, data, "result")
 
     @classmethod
     def failed(cls, error: str, **kw) -> "WorkerResult":

@@ -15,9 +15,13 @@ ImageNet's standard shards (``build_imagenet_data.py``) carry ``image/encoded`` 
 """
 from __future__ import annotations
 
+import glob
 import os
 import struct
+import sys
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from contract.protowire import fields as _fields, varint as _varint
 
 ENCODED = "image/encoded"
 LABEL = "image/class/label"
@@ -62,12 +66,52 @@ def masked_crc(data: bytes) -> int:
     return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+# --- files: local, or a URL (gs://, s3://, hdfs://, ...) ----------------------------------------
+def is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _remote():
+    """The file system for URLs: TensorFlow's ``tf.io.gfile`` in a process that has TensorFlow
+    (training, conversion: gs://, s3://, hdfs:// as TensorFlow reads them), else ``fsspec``
+    (gcsfs, s3fs, ...) where installed; else RecordError saying what to install."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        g = tf.io.gfile
+        return (lambda p: g.GFile(p, "rb"), lambda p: g.stat(p).length,
+                lambda pattern: g.glob(pattern))
+    try:
+        import fsspec
+    except ImportError:
+        raise RecordError("reading TFRecords from a URL without TensorFlow needs fsspec and its "
+                          "file system (pip install fsspec gcsfs, or s3fs, ...), or copy the "
+                          "shards to a local folder") from None
+    return (lambda p: fsspec.open(p, "rb").open(), lambda p: fsspec.core.url_to_fs(p)[0].size(p),
+            lambda pattern: [fsspec.core.url_to_fs(pattern)[0].unstrip_protocol(m)
+                             for m in fsspec.core.url_to_fs(pattern)[0].glob(pattern)])
+
+
+def open_file(path: str):
+    return _remote()[0](path) if is_url(path) else open(path, "rb")
+
+
+def file_size(path: str) -> int:
+    return int(_remote()[1](path)) if is_url(path) else os.path.getsize(path)
+
+
+def glob_files(pattern: str) -> List[str]:
+    """Files matching ``pattern`` (a local glob, or a URL's), sorted."""
+    if is_url(pattern):
+        return sorted(_remote()[2](pattern))
+    return sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+
+
 # --- framing -------------------------------------------------------------------------------------
 def index(path: str) -> List[Tuple[int, int]]:
     """(offset of the payload, its length) of every record of one shard."""
     out = []
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
+    size = file_size(path)
+    with open_file(path) as f:
         pos = 0
         while pos < size:
             head = f.read(12)
@@ -90,7 +134,7 @@ def index(path: str) -> List[Tuple[int, int]]:
 def read_record(path: str, offset: int, length: int, f=None) -> bytes:
     """One record's payload (its CRC checked when ``crc32c`` is installed)."""
     own = f is None
-    f = open(path, "rb") if own else f
+    f = open_file(path) if own else f
     try:
         f.seek(offset)
         data = f.read(length + 4)
@@ -106,51 +150,12 @@ def read_record(path: str, offset: int, length: int, f=None) -> bytes:
 
 
 def records(path: str) -> Iterable[bytes]:
-    with open(path, "rb") as f:
+    with open_file(path) as f:
         for off, n in index(path):
             yield read_record(path, off, n, f)
 
 
 # --- the Example protobuf ------------------------------------------------------------------------
-def _varint(buf: bytes, i: int) -> Tuple[int, int]:
-    shift = result = 0
-    while True:
-        if i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf: bytes):
-    """(field number, wire type, value) of one message; LEN values are bytes."""
-    i, n = 0, len(buf)
-    while i < n:
-        tag, i = _varint(buf, i)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 1:
-            value, i = buf[i:i + 8], i + 8
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            if i + size > n:
-                raise ValueError("truncated field")
-            value, i = buf[i:i + size], i + size
-        elif wire == 5:
-            value, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if i > n:
-            raise ValueError("truncated field")
-        yield field, wire, value
-
-
 def _feature(buf: bytes):
     """A Feature's values: a list of bytes, floats or ints."""
     for field, wire, value in _fields(buf):

@@ -191,9 +191,9 @@ def main(argv=None) -> int:
     except (EvalError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return exitcodes.BAD_INPUT
-    print(f"report: {path}")
-    if failures:
-        print("gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+    from edge_eval.report import announce
+
+    if announce(path, failures) != exitcodes.OK:
         return exitcodes.GATE_FAILED
     bad = [r for r in rows if r.get("status") in ("failed", "invalid")]
     strict = args.strict if getattr(args, "strict", None) is not None else _ci()

@@ -8,9 +8,10 @@ import csv
 import glob
 import json
 import os
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from contract import records
+from contract import exitcodes, records
 from contract.recipes import from_entry
 
 
@@ -325,3 +326,12 @@ def write(results_dir: str, title: str = "edge_eval report",
     with open(path, "w") as f:
         f.write(md)
     return path, failures
+
+
+def announce(path: str, failures: List[str]) -> int:
+    """Says where the report is and which gates failed; the exit status (GATE_FAILED or OK)."""
+    print(f"report: {path}")
+    if failures:
+        print("gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return exitcodes.GATE_FAILED
+    return exitcodes.OK

@@ -146,11 +146,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return exitcodes.BAD_INPUT
-    print(f"report: {path}")
-    if failures:
-        print("gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return exitcodes.GATE_FAILED
-    return exitcodes.OK
+    return records_report.announce(path, failures)
 
 
 if __name__ == "__main__":

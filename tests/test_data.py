@@ -90,7 +90,8 @@ def _write_folder(root, n_per_class=3, size=40):
 
 def test_image_folder_pipeline(tmp_path):
     _write_folder(tmp_path)
-    cfg = DataConfig(source="image_folder", path=str(tmp_path))
+    # a flat folder with nothing set aside: every image trains (the split is tested below)
+    cfg = DataConfig(source="image_folder", path=str(tmp_path), flat_split=(0.0, 0.0))
     ds = Dataset(cfg, "train")
     assert ds.class_names == ["cat", "dog"] and ds.num_examples == 6
     spec = PreprocessingSpec(input_size=[32, 32])
@@ -193,3 +194,57 @@ def test_colour_distortion_as_slims_inception_preprocessing(tmp_path, mode):
     assert PRESETS["inception_v3_imagenet"]().data.color_distortion == "fast"
     with pytest.raises(ValueError, match="color_distortion must be one of"):
         DataConfig(color_distortion="strong")
+
+
+def _flat(root, counts):
+    import cv2
+
+    for c, n in counts.items():
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / c / f"{i}.png"), np.full((8, 8, 3), i % 250, np.uint8))
+
+
+@pytest.mark.parametrize("counts, fractions, seed", [
+    ({"a": 50, "b": 30, "c": 7}, (0.2, 0.1), 0),
+    ({"a": 50, "b": 30, "c": 7}, (0.2, 0.1), 1),
+    ({"a": 3, "b": 3}, (0.2, 0.1), 0),  # tiny classes still give each split an image
+    ({"a": 20, "b": 10}, (0.3, 0.0), 0),
+])
+def test_a_flat_folder_is_split_seeded_stratified_and_disjoint(tmp_path, counts, fractions,
+                                                               seed):
+    _flat(tmp_path / "f", counts)
+    cfg = DataConfig(source="image_folder", path=str(tmp_path / "f"), flat_split=fractions,
+                     split_seed=seed)
+    parts = {s: Dataset(cfg, s) for s in ("train", "test", "holdout")}
+    files = {s: set(d.files) for s, d in parts.items()}
+    assert not files["train"] & files["test"] and not files["train"] & files["holdout"]
+    assert not files["test"] & files["holdout"]
+    assert set().union(*files.values()) == {str(p) for p in (tmp_path / "f").rglob("*.png")}
+    for c, n in counts.items():  # stratified: each class in its proportion
+        k = sum(1 for f in files["test"] if f"/{c}/" in f)
+        assert k == max(round(n * fractions[0]), 1 if n >= 3 and fractions[0] else 0)
+    assert "never trained on" in parts["test"].note and f"split_seed={seed}" in parts["test"].note
+    again = Dataset(cfg, "test")  # the same split every time (config.json records it)
+    assert again.files == parts["test"].files
+    other = Dataset(DataConfig(source="image_folder", path=str(tmp_path / "f"),
+                               flat_split=fractions, split_seed=seed + 7), "test")
+    assert other.files != parts["test"].files or len(parts["test"].files) <= 2
+
+
+def test_a_train_folder_with_nothing_to_test_on_is_refused(tmp_path):
+    _flat(tmp_path / "f" / "train", {"a": 3, "b": 3})
+    with pytest.raises(DataError, match="has train/ but no test/, validation/ or val/"):
+        Dataset(DataConfig(source="image_folder", path=str(tmp_path / "f")), "test")
+    _flat(tmp_path / "f" / "validation", {"a": 2, "b": 2})
+    test = Dataset(DataConfig(source="image_folder", path=str(tmp_path / "f")), "test")
+    assert all("/validation/" in f for f in test.files)
+    # validation/ is what the reports test on, so the held-out split is never it
+    held = Dataset(DataConfig(source="image_folder", path=str(tmp_path / "f")), "holdout")
+    assert not any("/validation/" in f for f in held.files)
+
+
+@pytest.mark.parametrize("bad", [(0.5, 0.5), (-0.1, 0.1), (0.2,)])
+def test_flat_split_fractions_are_checked(bad):
+    with pytest.raises(ValueError, match="data.flat_split"):
+        DataConfig(flat_split=bad)

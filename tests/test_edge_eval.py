@@ -307,11 +307,12 @@ def test_unreadable_eval_images_and_label_mismatch(converted, tmp_path):
     art, _ = converted
     folder = tmp_path / "imgs"
     for k in range(3):
-        (folder / f"class{k}").mkdir(parents=True)
+        (folder / "test" / f"class{k}").mkdir(parents=True)
+        (folder / "train" / f"class{k}").mkdir(parents=True)
         for i in range(2):
-            cv2.imwrite(str(folder / f"class{k}" / f"{i}.png"),
+            cv2.imwrite(str(folder / "test" / f"class{k}" / f"{i}.png"),
                         np.full((30, 30, 3), 40 * (k + i), np.uint8))
-    (folder / "class0" / "broken.jpg").write_bytes(b"not a jpeg")
+    (folder / "test" / "class0" / "broken.jpg").write_bytes(b"not a jpeg")
     rows = harness.evaluate(art, str(tmp_path / "out"), data_source="image_folder",
                             data_path=str(folder), bootstrap_rounds=10, only=["fp32"],
                             log=lambda *a, **k: None)

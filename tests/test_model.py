@@ -100,6 +100,11 @@ def test_local_keras_weight_file_loads(tmp_path, full_model):
     first = [l for l in m10.layers if l.weights][0]
     np.testing.assert_array_equal(first.get_weights()[0], notop.layers[1].get_weights()[0])
 
+    # the full file into a 10-class model (a fine-tune): everything but the new head
+    m10b = build_inception_v3(num_classes=10)
+    assert load_keras_weights(m10b, path) == ["logits"]
+    first = [l for l in m10b.layers if l.weights][0]
+    np.testing.assert_array_equal(first.get_weights()[0], ref.layers[1].get_weights()[0])
     with pytest.raises(ValueError, match="depth_multiplier=1.0"):
         load_keras_weights(build_inception_v3(depth_multiplier=0.5, input_size=75), path)
     with pytest.raises(FileNotFoundError):

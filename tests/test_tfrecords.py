@@ -188,3 +188,39 @@ def test_a_model_trained_on_tfrecords_calibrates_checks_and_evaluates_from_them(
     got = next(r_ for r_ in rows if r_["recipe"] == "static_wi8_ai8")
     assert got["accuracy"]["top1"] == pytest.approx(top1)
     print("peak MB (4 vs 16 images x 144 crops):", peaks)
+
+
+def test_shards_at_a_url_are_read_through_tensorflows_file_systems(shards):
+    """gs://, s3://, hdfs:// ... on the TF side go through tf.io.gfile; TensorFlow's in-memory
+    ram:// file system stands in for a bucket here."""
+    import tensorflow as tf
+
+    from train.data import DataConfig, Dataset
+    from contract.preprocessing import PreprocessingSpec
+
+    url = "ram://bucket/imagenet"
+    tf.io.gfile.makedirs(url)
+    for name in os.listdir(shards):
+        tf.io.gfile.copy(os.path.join(shards, name), f"{url}/{name}", overwrite=True)
+    local = Dataset(DataConfig(source="imagenet", path=shards, num_classes=4), "train")
+    remote = Dataset(DataConfig(source="imagenet", path=url, num_classes=4), "train")
+    assert remote.num_examples == local.num_examples > 0
+    assert all(f.startswith(url) for f in remote.files)
+    assert remote.item(3) == local.item(3)
+    spec = PreprocessingSpec(input_size=[32, 32])
+    x, y = next(iter(remote.pipeline(spec, 4, training=False)))
+    assert x.shape == (4, 32, 32, 3)
+
+
+def test_without_tensorflow_a_url_needs_fsspec_and_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['fsspec'] = None\n"
+            "from contract.tfrecord import RecordError, glob_files\n"
+            "try:\n    glob_files('gs://bucket/train-*')\nexcept RecordError as e:\n"
+            "    print(e)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert "needs fsspec" in p.stdout and "copy the shards to a local folder" in p.stdout, \
+        p.stdout + p.stderr

@@ -70,7 +70,14 @@ class OptimConfig:
     # a different regulariser, tune it apart)
     weight_decay: float = 4e-5
     weight_decay_mode: WeightDecayMode = WeightDecayMode.DECOUPLED  # what earlier configs meant
-    ema_momentum: Optional[float] = 0.9999  # EMA of the weights for evaluation/export; None: off
+    # the weight average evaluated and exported (slim's: warm-up decay min(d, (1+n)/(10+n)), BN
+    # moving statistics averaged too: train/trainer.averaged); None: off
+    ema_momentum: Optional[float] = 0.9999
+    # fine-tuning from pretrained weights: the backbone (every layer but the new classifier)
+    # is frozen for this many epochs while the head learns, then trains at
+    # backbone_lr_multiplier times the rate (gradients scaled; 1.0 and 0: off)
+    backbone_freeze_epochs: float = 0.0
+    backbone_lr_multiplier: float = 1.0
 
     def __post_init__(self):
         self.optimizer = Optimizer(self.optimizer)
@@ -173,12 +180,55 @@ def inception_v3_imagenet() -> ExperimentConfig:
     """The paper's ImageNet recipe: 299 px, BN-auxiliary, RMSProp, label smoothing, EMA."""
     return ExperimentConfig(
         name="inception_v3_imagenet",
-        model=ModelConfig(num_classes=1000, input_size=299, aux_logits=True),
+        # slim's batch-norm decay (0.9997: statistics over ~3,000 steps of a 100-epoch run;
+        # Keras' 0.99 follows only the last ~100 steps)
+        model=ModelConfig(num_classes=1000, input_size=299, aux_logits=True, bn_momentum=0.9997),
         data=DataConfig(source=Source.IMAGENET, area_range=(0.05, 1.0), color_distortion="fast"),
         # slim's decay (4e-5 as an L2 loss term); batch 256 scales the rate 8x, so a warm-up
         # (auto_warmup: 5 epochs) precedes the paper's exponential decay
         optim=OptimConfig(weight_decay_mode="l2"),
         train=TrainConfig(epochs=100, batch_size=32 * 8, steps_per_checkpoint=2000))
+
+
+def _low_resolution(size: int, regime: Regime) -> ExperimentConfig:
+    cfg = inception_v3_imagenet()
+    cfg.name = f"inception_v3_imagenet_{regime.value}"
+    cfg.model = dataclasses.replace(cfg.model, input_size=size, regime=regime)
+    return cfg
+
+
+@preset
+def inception_v3_imagenet_r151() -> ExperimentConfig:
+    """The paper's section 9 (Table 2): a 151 x 151 receptive field at 151 px - stride 1 in the
+    first convolution, the first max-pool kept - at about the cost of the 299 px network."""
+    return _low_resolution(151, Regime.R151)
+
+
+@preset
+def inception_v3_imagenet_r79() -> ExperimentConfig:
+    """Section 9's 79 x 79 regime at 79 px: stride 1 in the first convolution and no max-pool
+    after the first layers (the paper: 75.2 % top-1, against 76.6 % at 151 and 78.0 % at 299)."""
+    return _low_resolution(79, Regime.R79)
+
+
+@preset
+def inception_v3_finetune() -> ExperimentConfig:
+    """Fine-tuning Keras' ImageNet Inception-v3 (``train.weights``: the local
+    ``inception_v3_weights_tf_dim_ordering_tf_kernels[_notop].h5``) on your images: a new
+    classifier, the backbone frozen for the first 2 epochs while it learns, then everything at
+    a tenth of the rate; 299 px, slim's augmentation, 10 epochs of cosine decay, the weight
+    average on. Set ``data.path`` and ``model.num_classes`` (and ``train.weights``)."""
+    return ExperimentConfig(
+        name="inception_v3_finetune",
+        model=ModelConfig(num_classes=2, input_size=299, aux_logits=False, dropout_rate=0.2),
+        data=DataConfig(source=Source.IMAGE_FOLDER, area_range=(0.25, 1.0),
+                        color_distortion="fast"),
+        optim=OptimConfig(optimizer=Optimizer.SGD, base_learning_rate=0.01, base_batch_size=32,
+                          momentum=0.9, schedule="cosine", warmup_epochs=0.0, auto_warmup=False,
+                          clip_norm=2.0, label_smoothing=0.1, weight_decay=4e-5,
+                          weight_decay_mode="l2", ema_momentum=0.999,
+                          backbone_freeze_epochs=2.0, backbone_lr_multiplier=0.1),
+        train=TrainConfig(epochs=10, batch_size=32, steps_per_checkpoint=500))
 
 
 @preset
@@ -225,7 +275,9 @@ QAT_SETTINGS: Dict[str, Dict[str, Any]] = {
     # cost 1.1 points, frozen gained 0.13), no EMA (it would lag the quantizer ranges)
     "finetune": {"model.aux_logits": False, "quantization.freeze_batch_norm": True,
                  "optim.base_learning_rate": 1e-4, "optim.warmup_epochs": 0.0,
-                 "optim.ema_momentum": None, "train.epochs": 1, "train.weights": None},
+                 "optim.ema_momentum": None, "train.epochs": 1, "train.weights": None,
+                 # tfmot's quantizers run in float32 (a mixed-precision float run exports float32)
+                 "train.precision": "float32"},
 }
 # <float preset>_qat = the float preset + QAT_SETTINGS[settings] + its own measured overrides
 QAT_PRESETS: Dict[str, Tuple[str, str, Dict[str, Any]]] = {

@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import glob
 import gzip
 import os
 import struct
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from train import keras_env  # noqa: F401
 from contract.preprocessing import PreprocessingSpec, central_crop_box, read_labels
+from contract.tfrecord import glob_files
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -77,6 +77,12 @@ class DataConfig:
     label_offset: int = 1  # imagenet: TFRecord labels are 1..1000 (0 is background)
     # the held-out split (calibration, the recipe choice): a folder in the source's layout
     holdout_path: Optional[str] = None
+    # a flat image folder (class folders only, no train/ test/): the (test, holdout) fractions
+    # of each class set aside, by a permutation seeded with split_seed, so training never sees
+    # the images that are evaluated (the split is in the run's config.json, so every later
+    # stage draws the same one)
+    flat_split: Tuple[float, float] = (0.2, 0.1)
+    split_seed: int = 0
     num_classes: int = 1000  # imagenet: the labels in the records (after label_offset)
 
     def __post_init__(self):
@@ -89,6 +95,10 @@ class DataConfig:
                              f"{self.color_distortion!r}") from None
         self.area_range = tuple(self.area_range)
         self.aspect_range = tuple(self.aspect_range)
+        self.flat_split = tuple(float(v) for v in self.flat_split)
+        if len(self.flat_split) != 2 or min(self.flat_split) < 0 or sum(self.flat_split) >= 0.9:
+            raise ValueError("data.flat_split is (test, holdout) fractions, each >= 0, summing "
+                             f"to under 0.9. Received: {self.flat_split}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,8 +192,43 @@ def scan_image_folder(root: str, verify: bool = True) -> Tuple[List[str], List[i
 
 
 def image_folder_split(path: str, split: str) -> str:
-    sub = os.path.join(path, split)
-    return sub if os.path.isdir(sub) else path
+    """The folder of ``split`` (train | test) in a split layout (``train/`` beside ``test/``,
+    ``validation/`` or ``val/``); ``path`` itself for a flat folder (class folders only: see
+    ``flat_split``). A ``train/`` with nothing to test on is refused: evaluating on the
+    training images would be silent."""
+    if not os.path.isdir(os.path.join(path, "train")):
+        return path
+    names = ("train",) if split == "train" else ("test", "validation", "val")
+    for name in names:
+        if os.path.isdir(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise DataError(f"{path} has train/ but no test/, validation/ or val/ folder to evaluate "
+                    "on: add one, or give a flat folder of class folders (then a seeded, "
+                    "stratified part of each class is set aside for testing)")
+
+
+def is_flat_folder(path: str) -> bool:
+    return not os.path.isdir(os.path.join(path, "train"))
+
+
+def flat_split(labels: Sequence[int], fractions: Tuple[float, float], seed: int
+               ) -> Dict[str, np.ndarray]:
+    """Indices of each split of a flat folder: per class, a permutation seeded by (seed, class)
+    gives ``round(n * test)`` test images, then ``round(n * holdout)`` held-out ones (each at
+    least one when the class has three or more images), the rest train. Stratified and
+    deterministic: adding images to one class leaves the other classes' splits as they were."""
+    labels = np.asarray(labels)
+    out = {"train": [], "test": [], "holdout": []}
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        perm = np.random.default_rng([seed, int(c)]).permutation(idx)
+        n = len(perm)
+        n_test = max(int(round(n * fractions[0])), 1 if n >= 3 and fractions[0] else 0)
+        n_hold = max(int(round(n * fractions[1])), 1 if n >= 3 and fractions[1] else 0)
+        out["test"] += list(perm[:n_test])
+        out["holdout"] += list(perm[n_test:n_test + n_hold])
+        out["train"] += list(perm[n_test + n_hold:])
+    return {k: np.sort(np.asarray(v, np.int64)) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,10 +265,10 @@ def _label_names_file(folder: str, num_classes: int) -> Optional[List[str]]:
 
 
 def _shards(folder: str, prefix: Optional[str]) -> List[str]:
+    """The shards in ``folder`` (a local folder, or a gs:// ... URL TensorFlow reads)."""
     pattern = f"{prefix}-*" if prefix else "*"
-    return sorted(f for f in glob.glob(os.path.join(folder, pattern))
-                  if os.path.isfile(f) and not os.path.basename(f).startswith(".")
-                  and not f.endswith(".txt"))
+    return [f for f in glob_files(folder.rstrip("/") + "/" + pattern)
+            if not os.path.basename(f).startswith(".") and not f.endswith(".txt")]
 
 
 class Dataset:
@@ -263,12 +308,21 @@ class Dataset:
         elif cfg.source is Source.IMAGE_FOLDER:
             if not cfg.path:
                 raise DataError("data.path must name the image folder for source=image_folder")
-            root = image_folder_split(cfg.path, split)
-            if held:
-                root = self._holdout_folder()
-            files, labels, self._names = scan_image_folder(root, verify)
-            if held and self.note is None:
-                files, labels = self._after_training(files, labels)
+            if is_flat_folder(cfg.path) and not (held and cfg.holdout_path):
+                files, labels, self._names = scan_image_folder(cfg.path, verify)
+                keep = flat_split(labels, cfg.flat_split, cfg.split_seed)[split]
+                files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+                frac = {"train": 1 - sum(cfg.flat_split), "test": cfg.flat_split[0],
+                        "holdout": cfg.flat_split[1]}[split]
+                self.note = (f"a seeded, stratified {100 * frac:.0f} % of each class of the "
+                             f"flat folder (data.flat_split={list(cfg.flat_split)}, "
+                             f"data.split_seed={cfg.split_seed}; never trained on)"
+                             if split != "train" else self.note)
+            else:
+                root = self._holdout_folder() if held else image_folder_split(cfg.path, split)
+                files, labels, self._names = scan_image_folder(root, verify)
+                if held and self.note is None:
+                    files, labels = self._after_training(files, labels)
             self.files, self.labels = files[:limit], np.asarray(labels[:limit], np.int32)
             self.num_examples = len(self.files)
             self.source_channels = 3
@@ -312,9 +366,10 @@ class Dataset:
         if self.cfg.holdout_path:
             self.note = f"the held-out folder {self.cfg.holdout_path}"
             return self.cfg.holdout_path
+        test = image_folder_split(self.cfg.path, "test")
         for name in ("validation", "val"):
             sub = os.path.join(self.cfg.path, name)
-            if os.path.isdir(sub):
+            if os.path.isdir(sub) and sub != test:  # never the folder the reports test on
                 self.note = f"the {name}/ folder"
                 return sub
         return image_folder_split(self.cfg.path, "train")

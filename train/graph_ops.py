@@ -21,7 +21,9 @@ never calls them); anywhere else they are refused like any other file access.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, List, Set, Tuple
+
+from contract.protowire import fields
 
 PLUMBING = {
     "Placeholder", "PlaceholderWithDefault", "Const", "Identity", "IdentityN", "NoOp",
@@ -83,46 +85,10 @@ class GraphError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# protobuf wire format: (field number, wire type, value) of one message's bytes
+# the messages, by field number (contract.protowire reads the wire format)
 # --------------------------------------------------------------------------------------------
-def _varint(b: bytes, i: int) -> Tuple[int, int]:
-    shift = out = 0
-    while True:
-        if i >= len(b):
-            raise GraphError("truncated varint")
-        c = b[i]
-        i += 1
-        out |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return out, i
-        shift += 7
-        if shift > 63:
-            raise GraphError("varint too long")
-
-
-def _fields(b: bytes) -> Iterator[Tuple[int, int, object]]:
-    i = 0
-    while i < len(b):
-        key, i = _varint(b, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = _varint(b, i)
-        elif wt == 1:
-            v, i = b[i:i + 8], i + 8
-        elif wt == 2:
-            n, i = _varint(b, i)
-            v, i = b[i:i + n], i + n
-            if i > len(b):
-                raise GraphError("truncated field")
-        elif wt == 5:
-            v, i = b[i:i + 4], i + 4
-        else:
-            raise GraphError(f"wire type {wt} (field {num}) is not a SavedModel's")
-        yield num, wt, v
-
-
 def _sub(b: bytes, num: int) -> List[bytes]:
-    return [v for n, wt, v in _fields(b) if n == num and wt == 2]
+    return [v for n, wt, v in fields(b) if n == num and wt == 2]
 
 
 def _str(b: bytes, num: int) -> str:
@@ -170,6 +136,16 @@ def read_graphs(path: str) -> List[Tuple[List[Node], Dict[str, List[Node]], Set[
             data = f.read()
     except OSError as e:
         raise GraphError(f"{pb} cannot be read: {e}") from None
+    try:
+        out = _graphs(data)
+    except ValueError as e:
+        raise GraphError(f"{pb} is not a SavedModel's protobuf: {e}") from None
+    if not out:
+        raise GraphError(f"{pb} holds no meta graph: not a SavedModel")
+    return out
+
+
+def _graphs(data: bytes):
     out = []
     for mg in _sub(data, 2):
         graphs = _sub(mg, 2)
@@ -184,8 +160,6 @@ def read_graphs(path: str) -> List[Tuple[List[Node], Dict[str, List[Node]], Set[
         for sd in _sub(mg, 3):
             saver |= {_str(sd, 2).split(":")[0], _str(sd, 3).split(":")[0]} - {""}
         out.append((nodes, funcs, saver))
-    if not out:
-        raise GraphError(f"{pb} holds no meta graph: not a SavedModel")
     return out
 
 

@@ -19,10 +19,11 @@ models; ``TF_USE_LEGACY_KERAS=1`` must be set before TensorFlow is imported (``t
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from train import keras_env  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tf_keras import layers
@@ -104,12 +105,14 @@ class _Builder:
         a = layers.AveragePooling2D((pool, pool), strides=3, padding="valid",
                                     name="aux_pool")(x)
         a = layers.Conv2D(self.depth(128), 1, use_bias=False, name="aux_conv1")(a)
-        a = layers.BatchNormalization(scale=False, name="aux_bn1")(a)
+        a = layers.BatchNormalization(scale=False, momentum=self.cfg.bn_momentum,
+                                      epsilon=self.cfg.bn_epsilon, name="aux_bn1")(a)
         a = layers.Activation("relu", name="aux_relu1")(a)
         k = int(a.shape[1])
         a = layers.Conv2D(self.depth(768), k, padding="valid", use_bias=False,
                           name="aux_conv2")(a)
-        a = layers.BatchNormalization(scale=False, name="aux_bn2")(a)
+        a = layers.BatchNormalization(scale=False, momentum=self.cfg.bn_momentum,
+                                      epsilon=self.cfg.bn_epsilon, name="aux_bn2")(a)
         a = layers.Activation("relu", name="aux_relu2")(a)
         a = layers.Flatten(name="aux_flatten")(a)
         a = layers.Dense(self.cfg.num_classes, name="aux_logits")(a)
@@ -251,11 +254,14 @@ def count_multiply_adds(model) -> int:
     return int(total)
 
 
-def load_keras_weights(model, path: str) -> None:
-    """Loads Keras' InceptionV3 ImageNet weight file (legacy HDF5, by layer order) from a path.
+def load_keras_weights(model, path: str) -> List[str]:
+    """Loads Keras' InceptionV3 ImageNet weight file (legacy HDF5, by layer order) from a path;
+    returns the names of the layers left as initialised.
 
     Accepts the full file (``inception_v3_weights_tf_dim_ordering_tf_kernels.h5``, 1000 classes)
-    and the ``_notop`` file (every layer but the classifier). Nothing is downloaded.
+    and the ``_notop`` file (every layer but the classifier). A model with another number of
+    classes (a fine-tune) takes every layer but the classifier from either: its new head starts
+    from its initialisation. Nothing is downloaded.
     """
     import os
 
@@ -267,17 +273,29 @@ def load_keras_weights(model, path: str) -> None:
                          f"Received: depth_multiplier={cfg.depth_multiplier}")
     import h5py
 
+    model = inference_model(model)
+    weighted = [l for l in model.layers if l.weights]
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if "model_weights" in f else f
         names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
-        n_file = sum(1 for n in names if len(group[n].attrs.get("weight_names", [])))
-    model = inference_model(model)
-    weighted = [l for l in model.layers if l.weights]
-    if n_file == len(weighted):
-        target = model
-    elif n_file == len(weighted) - 1:  # the _notop file: everything up to the classifier
-        target = keras.Model(model.inputs, model.get_layer("avg_pool").output)
-    else:
-        raise ValueError(f"{path} holds {n_file} weighted layers; this model has "
+        arrays = []
+        for n in names:
+            wn = [w.decode() if isinstance(w, bytes) else w
+                  for w in group[n].attrs.get("weight_names", [])]
+            if wn:
+                arrays.append([np.asarray(group[n][w]) for w in wn])
+    if len(arrays) not in (len(weighted), len(weighted) - 1):
+        raise ValueError(f"{path} holds {len(arrays)} weighted layers; this model has "
                          f"{len(weighted)} (is it Keras' InceptionV3 weight file?)")
-    target.load_weights(path)
+    fresh = [l.name for l in weighted[len(arrays):]]  # the _notop file: the classifier
+    for layer, values in zip(weighted, arrays):
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if shapes != [v.shape for v in values]:
+            if layer is weighted[-1]:  # another number of classes: a new head
+                fresh.append(layer.name)
+                continue
+            raise ValueError(f"{path}: layer {layer.name} has weights {shapes} but the file's "
+                             f"{len(fresh) + weighted.index(layer)}th weighted layer has "
+                             f"{[v.shape for v in values]}")
+        layer.set_weights(values)
+    return fresh

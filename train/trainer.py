@@ -64,7 +64,93 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
         return dict(peak=self.peak, kind=self.kind)
 
 
-def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int):
+def ema_decay(momentum: float, step):
+    """slim's weight-average decay at ``step`` (updates so far): ``min(momentum, (1 + n) /
+    (10 + n))``, so the average forgets its random start within the first few percent of a run
+    instead of holding it for ~1 / (1 - momentum) steps (0.9999: 10,000)."""
+    n = tf.cast(step, tf.float32)
+    return tf.minimum(tf.constant(momentum, tf.float32), (1.0 + n) / (10.0 + n))
+
+
+_AVERAGED: dict = {}
+
+
+def averaged(cls):
+    """``cls`` (a tf_keras optimizer) with slim's weight average: the warm-up decay
+    (``ema_decay``) and the batch-norm moving statistics averaged with the weights (slim averages
+    ``moving_average_variables`` too), so the exported average is one consistent model. The
+    averages are optimizer variables: the run's backup saves and restores them. ``fit`` writes
+    the averages into the model at its end (``finalize_variable_values``); evaluation and export
+    read the model."""
+    if cls in _AVERAGED:
+        return _AVERAGED[cls]
+
+    class Averaged(cls):
+        def __init__(self, *args, average_also=(), backbone=(), freeze_steps=0,
+                     backbone_multiplier=1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._average_also = list(average_also)  # non-trainable: BN moving mean/variance
+            self._also_averages = []
+            # fine-tuning: the backbone's gradients are 0 for ``freeze_steps``, then scaled
+            self._backbone = {id(v) for v in backbone}
+            self._freeze_steps, self._multiplier = int(freeze_steps), float(backbone_multiplier)
+
+        def apply_gradients(self, grads_and_vars, *args, **kwargs):
+            if self._backbone and (self._freeze_steps or self._multiplier != 1.0):
+                factor = tf.where(self.iterations < self._freeze_steps, 0.0, self._multiplier)
+                grads_and_vars = [(g * tf.cast(factor, g.dtype)
+                                   if g is not None and id(v) in self._backbone else g, v)
+                                  for g, v in grads_and_vars]
+            return super().apply_gradients(grads_and_vars, *args, **kwargs)
+
+        def build(self, var_list):
+            super().build(var_list)
+            if self.use_ema and not self._also_averages and self._average_also:
+                self._also_averages = [self.add_variable_from_reference(v, "average",
+                                                                         initial_value=v)
+                                       for v in self._average_also]
+
+        def _update_model_variables_moving_average(self, var_list):
+            if not self.use_ema:
+                return
+            d = ema_decay(self.ema_momentum, self.iterations)
+
+            def update(average, value):
+                average.assign(d * average + (1.0 - d) * tf.cast(value, average.dtype))
+
+            pairs = [(self._model_variables_moving_average[self._index_dict[self._var_key(v)]],
+                      v) for v in var_list] + list(zip(self._also_averages, self._average_also))
+            for average, var in pairs:
+                self._distribution_strategy.extended.update(average, update, args=(var,),
+                                                            group=False)
+
+        def finalize_variable_values(self, var_list):
+            super().finalize_variable_values(var_list)
+            if self.use_ema:
+                for average, var in zip(self._also_averages, self._average_also):
+                    self._distribution_strategy.extended.update(
+                        var, lambda a, b: a.assign(b), args=(average,))
+
+    Averaged.__name__ = cls.__name__  # the saved optimizer config names the base class
+    _AVERAGED[cls] = Averaged
+    return Averaged
+
+
+def backbone_weights(model) -> list:
+    """Every trainable weight but the classifiers' (the Dense layers: the head a fine-tune
+    replaces, and the auxiliary head's)."""
+    head = {id(w) for l in model.layers if isinstance(l, keras.layers.Dense)
+            for w in l.trainable_weights}
+    return [w for w in model.trainable_weights if id(w) not in head]
+
+
+def moving_statistics(model) -> list:
+    """The batch-norm moving means and variances (what slim averages beside the weights)."""
+    return [w for w in model.non_trainable_weights
+            if w.name.split("/")[-1].split(":")[0] in ("moving_mean", "moving_variance")]
+
+
+def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int, model=None):
     o = cfg.optim
     peak = o.base_learning_rate * cfg.train.batch_size / o.base_batch_size
     lr = LearningRate(peak, steps_per_epoch, steps_per_epoch * cfg.train.epochs,
@@ -72,14 +158,18 @@ def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int):
                       o.decay_rate, o.decay_epochs)
     decoupled = o.weight_decay if o.weight_decay_mode == "decoupled" else 0.0
     common = dict(global_clipnorm=o.clip_norm, weight_decay=decoupled or None,
-                  use_ema=o.ema_momentum is not None, ema_momentum=o.ema_momentum or 0.99)
+                  use_ema=o.ema_momentum is not None, ema_momentum=o.ema_momentum or 0.99,
+                  average_also=moving_statistics(model) if model is not None else (),
+                  backbone=backbone_weights(model) if model is not None else (),
+                  freeze_steps=round(o.backbone_freeze_epochs * steps_per_epoch),
+                  backbone_multiplier=o.backbone_lr_multiplier)
     if o.optimizer is Optimizer.RMSPROP:
-        opt = keras.optimizers.RMSprop(lr, rho=o.rmsprop_rho, momentum=o.momentum,
-                                       epsilon=o.epsilon, **common)
+        opt = averaged(keras.optimizers.RMSprop)(lr, rho=o.rmsprop_rho, momentum=o.momentum,
+                                                 epsilon=o.epsilon, **common)
     elif o.optimizer is Optimizer.SGD:
-        opt = keras.optimizers.SGD(lr, momentum=o.momentum, nesterov=True, **common)
+        opt = averaged(keras.optimizers.SGD)(lr, momentum=o.momentum, nesterov=True, **common)
     else:
-        opt = keras.optimizers.Adam(lr, epsilon=o.epsilon, **common)
+        opt = averaged(keras.optimizers.Adam)(lr, epsilon=o.epsilon, **common)
     if decoupled:  # decoupled decay on kernels only
         opt.exclude_from_weight_decay(var_names=["batch_normalization", "bias", "beta", "gamma",
                                                  "moving_"])
@@ -142,7 +232,7 @@ def build_for_training(cfg: ExperimentConfig, steps_per_epoch: int,
     n_out = len(model.outputs)
     ce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.optim.label_smoothing)
     model.compile(
-        optimizer=make_optimizer(cfg, steps_per_epoch),
+        optimizer=make_optimizer(cfg, steps_per_epoch, model),
         loss=[ce] * n_out,
         loss_weights=[1.0] + [cfg.optim.aux_loss_weight] * (n_out - 1),
         metrics=[["accuracy"]] + [[]] * (n_out - 1),
@@ -212,12 +302,37 @@ def save_serving(model, path: str, batch: Optional[int] = None) -> None:
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
 
 
+def computes_in(model) -> set:
+    """The compute dtypes of ``model``'s layers (``{"float32"}`` for a float32 model;
+    ``float16``/``bfloat16`` among them when it was built under a mixed-precision policy)."""
+    return {str(getattr(l, "compute_dtype", None) or "float32") for l in model.layers}
+
+
+def float32_model(model, cfg: ExperimentConfig):
+    """``model`` as a float32 model: the same network built under the float32 policy with the
+    trained weights copied in (under mixed precision the variables are float32 already; the
+    layers compute in float16, which no phone delegate's float path expects and which the
+    converter cannot quantize). A float32 model is returned as it is."""
+    if computes_in(model) <= {"float32"}:
+        return model
+    from train.model import build_inception_v3
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        out = build_inception_v3(cfg.model, training_heads=False)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    out.set_weights(model.get_weights())
+    return out
+
+
 def export_model(model, cfg: ExperimentConfig, spec: PreprocessingSpec, class_names, out_dir: str,
                  metrics: Optional[dict] = None, save_keras: bool = True) -> str:
     """Writes the export folder atomically: nothing at ``out_dir`` until everything is written."""
     from train.model import inference_model, is_quantization_aware
 
-    inf = inference_model(model)
+    inf = float32_model(inference_model(model), cfg)
     tmp = _atomic_dir(out_dir)
     try:
         if save_keras:
@@ -301,9 +416,21 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
         log(f"[train] {run_dir} already holds this config's finished export (top-1 "
             f"{done['top1']:.4f}); reusing it", flush=True)
         return done
+    if cfg.quantization.enabled and cfg.train.precision is not Precision.FLOAT32:
+        raise ValueError(f"{cfg.name}: quantization-aware training runs in float32 (tfmot's "
+                         f"quantizers do not support {cfg.train.precision.value}); set "
+                         "train.precision=float32 (a mixed-precision float run's export is "
+                         "float32 already)")
     tf.keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.precision is not Precision.FLOAT32:
-        keras.mixed_precision.set_global_policy(cfg.train.precision.value)
+    keras.mixed_precision.set_global_policy(cfg.train.precision.value)
+    try:
+        return _train(cfg, run_dir, model_transform, log, export, t_start)
+    finally:  # the policy is the process's: later models (export, QAT, tests) build in float32
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(cfg: ExperimentConfig, run_dir: str, model_transform, log, export: bool,
+           t_start: float) -> dict:
     strategy = make_strategy(cfg.train.strategy, cfg.train.tpu)
     chief = is_chief(strategy)
     work_dir = run_dir if chief else tempfile.mkdtemp(prefix="worker-")
@@ -333,7 +460,12 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
     ds = train_ds.pipeline(spec, gb, training=True, seed=cfg.train.seed, repeat=True,
                            drop_remainder=True).map(_one_hot(n_out, cfg.model.num_classes))
     opts = tf.data.Options()
-    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # across workers: each reads its own TFRecord files (FILE), not every file to keep every
+    # n-th element (DATA: each worker would read and decode all of ImageNet); in-memory
+    # sources (Fashion-MNIST) have no files, and AUTO falls back to DATA for them
+    opts.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE if train_ds.records is not None
+        and len(train_ds.files) > 1 else tf.data.experimental.AutoShardPolicy.AUTO)
     ds = ds.with_options(opts)
 
     if tf.train.latest_checkpoint(os.path.join(backup_dir, "chief")) or tf.train.latest_checkpoint(
