@@ -1,8 +1,10 @@
-"""python -m edge_eval {accuracy,bench,android,profile,report} ...
+"""python -m edge_eval {accuracy,bench,android,drift,profile,report} ...
 
   accuracy ARTIFACTS   top-1/top-5 and drift of every artifact against the float model
   bench ARTIFACTS      host latency (LiteRT, XNNPACK on/off, threads, Edge TPU if present)
   android ARTIFACTS    latency (and on-device accuracy) over adb: benchmark_model or the app
+  drift REF OTHER      paired drift between two runs' per-image predictions (any two of
+                       <out>/predictions/*.jsonl: host float vs phone GPU, CPU vs NPU, ...)
   profile MODEL...     where the milliseconds go: segments of the graph timed on the host
                        (prefix models), fp32 against int8 side by side, CPU-kernel ops named
   report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI
@@ -111,6 +113,15 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--only", type=_csv)
     d.add_argument("--out")
 
+    dr = sub.add_parser("drift", help="paired drift between two prediction files")
+    dr.add_argument("reference", help="predictions of the run to compare against (e.g. "
+                                      "<out>/predictions/reference.jsonl, the float model)")
+    dr.add_argument("other", help="predictions of the run compared")
+    dr.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds for the CI")
+    dr.add_argument("--json", action="store_true", help="the statistics as JSON")
+    dr.add_argument("--max-top1-drift", type=float,
+                    help="exit 1 if top-1 drops more than this many points")
+
     pr = sub.add_parser("profile", help="where the milliseconds go, segment by segment")
     pr.add_argument("models", nargs="+", help=".tflite files (several: side by side)")
     pr.add_argument("--threads", type=int, default=2)
@@ -165,6 +176,54 @@ def _run(args) -> tuple:
     return rows, *report.write(out)
 
 
+def _drift(args) -> int:
+    import json
+
+    from contract import predictions
+    from edge_eval import stats
+
+    try:
+        ref, other = predictions.read(args.reference), predictions.read(args.other)
+        d = stats.paired_drift(predictions.pair(ref, other), bootstrap_rounds=args.bootstrap)
+    except predictions.PredictionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    d["reference"], d["other"] = ref.header, other.header
+    if args.json:
+        print(json.dumps(d, indent=1))
+    else:
+        print(drift_text(d))
+    if args.max_top1_drift is not None and -d["top1_delta_points"] > args.max_top1_drift:
+        print(f"gate failed: top-1 {d['top1_delta_points']:+.2f} points (allowed "
+              f"-{args.max_top1_drift})", file=sys.stderr)
+        return exitcodes.GATE_FAILED
+    return exitcodes.OK
+
+
+def drift_text(d: dict) -> str:
+    def run(h):
+        a = h["accelerator"]
+        used = a.get("used")
+        return (f"{h['artifact']} ({h['runtime']}, {a['requested']}"
+                + (f" -> ran on {used}" if used and used != a["requested"] else "")
+                + (", fully accelerated" if a.get("fully_accelerated") else
+                   f", NOT fully accelerated: {a.get('fallback_reason')}"
+                   if a.get("fully_accelerated") is False else "") + ")")
+
+    b, m = d["bootstrap"], d["mcnemar"]
+    return "\n".join([
+        f"reference: {run(d['reference'])}", f"other:     {run(d['other'])}",
+        f"paired images: {d['paired_images']} (only in reference {d['only_in_reference']}, "
+        f"only in other {d['only_in_other']}, label conflicts {d['label_conflicts']})",
+        f"top-1 {100 * d['reference_top1']:.2f} -> {100 * d['top1']:.2f} %: "
+        f"{d['top1_delta_points']:+.2f} points [95 % CI {b['ci_low_points']:+.2f}, "
+        f"{b['ci_high_points']:+.2f}]; top-5 {d['top5_delta_points']:+.2f} points",
+        f"argmax agreement {100 * d['argmax_agreement']:.2f} %, top-5 overlap "
+        f"{100 * d['top5_overlap']:.2f} %; McNemar b={m['b']} c={m['c']} p={m['p_value']:.3g}",
+        "worst classes: " + ", ".join(f"{c['name']} {c['delta_points']:+.1f} ({c['flips']} flips)"
+                                      for c in d["worst_classes"][:3])])
+
+
 def _profile(args) -> int:
     from edge_eval import profile
 
@@ -184,6 +243,8 @@ def main(argv=None) -> int:
         allow_code()  # for this process and the workers it starts
     if args.cmd == "profile":
         return _profile(args)
+    if args.cmd == "drift":
+        return _drift(args)
     from edge_eval.harness import EvalError
 
     try:

@@ -21,7 +21,8 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from contract import records, workdirs
+from contract import predictions, records, workdirs
+from contract.litert import delegation_problem
 from contract.jobs import WorkerJob, WorkerResult, run as run_job
 from contract.manifest import ManifestError, atomic_write_json, read_manifest, verify
 from contract.preprocessing import PreprocessingSpec
@@ -30,7 +31,6 @@ from edge_eval import preprocess, stats
 from train import data as tdata
 from train.data import DataConfig, DataError, fashion_mnist_dir
 from train.source import ModelError, check_model
-from contract.litert import delegation_problem
 
 
 class EvalError(ValueError):
@@ -164,13 +164,16 @@ def ensure_free_space(folder: str, need: int, what: str) -> None:
 
 class EvalSet(NamedTuple):
     """What ``eval_inputs`` prepared: ``job`` (the worker's ``inputs`` or ``items`` key), the
-    labels, class names, seconds spent, images skipped, and which split it is (in words)."""
+    labels, class names, seconds spent, images skipped, which split it is (in words), and per
+    image its position in the set and its identity (contract.predictions)."""
     job: dict
     labels: np.ndarray
     class_names: list
     seconds: float
     skipped: list
     split_is: str
+    index: list = []
+    ids: list = []
 
     @property
     def path(self) -> str:
@@ -195,7 +198,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         {"data": {"source": data_cfg.source.value, "path": data_cfg.path,
                   "holdout_path": data_cfg.holdout_path,
                   "contents": data_fingerprint(data_cfg)}, "images": images, "split": split,
-         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 4},
+         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 5},
         sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
     streamed = crops > 1 if streamed is None else streamed
@@ -210,7 +213,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
             with open(meta_path) as f:
                 meta = json.load(f)
             return EvalSet(what, np.asarray(meta["labels"], np.int32), meta["class_names"],
-                           0.0, meta["skipped"], meta["note"])
+                           0.0, meta["skipped"], meta["note"], meta["index"], meta["ids"])
         except (ValueError, KeyError, TypeError, OSError):
             log(f"[eval] the cached inputs' labels ({meta_path}) are damaged: preprocessing "
                 "again", flush=True)
@@ -257,17 +260,18 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         raise
     for msg in skipped:
         log(f"[eval] skipped: {msg}", flush=True)
+    ids = [items.identity(i) for i in keep]  # what the prediction records join on
     meta_tmp = meta_path + f".tmp-{os.getpid()}"
     with open(meta_tmp, "w") as f:
         json.dump({"labels": labels.tolist(), "class_names": names, "skipped": skipped,
-                   "note": note}, f)
+                   "note": note, "index": [int(i) for i in keep], "ids": ids}, f)
     os.replace(meta_tmp, meta_path)
     os.replace(tmp, x_path)  # the inputs last: both files are there only when both are whole
     took = time.perf_counter() - t
     log(f"[eval] {len(labels)} images of {note} "
         + ("checked (crops are made by each worker)" if streamed else "preprocessed")
         + f" in {took:.1f} s", flush=True)
-    return EvalSet(what, labels, names, took, skipped, note)
+    return EvalSet(what, labels, names, took, skipped, note, [int(i) for i in keep], ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,6 +353,35 @@ def _accuracy_row(rec: dict, job: WorkerJob, res: WorkerResult, labels, names,
     p = np.load(job.output)
     rec["accuracy"] = dict(stats.accuracy(p, labels), crops=crops)
     return p
+
+
+def write_predictions(out_dir: str, rows: List[dict], probs_of: dict, es: EvalSet, split: str,
+                      source: str, work: str) -> str:
+    """``out_dir/predictions/``: one contract.predictions file per row that ran (the float
+    reference's ``reference.jsonl``), swapped in whole so no file of an earlier run is left
+    beside them."""
+    tmp = tempfile.mkdtemp(prefix="predictions-", dir=work)
+    for k, r in enumerate(rows):
+        p = probs_of.get(r["artifact"])
+        if p is None or r["status"] != "ok":
+            continue
+        d = r.get("delegation") or {}
+        head = predictions.header(
+            r["artifact"], p.shape[1], r.get("runtime") or "unknown", r.get("delegate") or "none",
+            used=d.get("delegate") or r.get("delegate"), fully_accelerated=d.get("full"),
+            fallback_reason=delegation_problem(d) if d and not d.get("full") else None,
+            sha256=r.get("sha256"), recipe=r.get("recipe"), device=r.get("device"),
+            split=split, source=source, note=es.split_is)
+        top, scores = predictions.top_k(p)
+        predictions.write(os.path.join(tmp, predictions.file_name(
+            None if k == 0 else r["artifact"])), head, es.index, es.ids, es.labels, top, scores)
+    final = os.path.join(out_dir, predictions.DIRNAME)
+    old = None
+    if os.path.isdir(final):
+        old = tempfile.mkdtemp(prefix="predictions-old-", dir=work)
+        os.replace(final, os.path.join(old, "p"))
+    os.replace(tmp, final)
+    return final
 
 
 def _log_row(rec: dict, log) -> None:
@@ -437,10 +470,11 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     futures: List[Optional[concurrent.futures.Future]] = []
     try:
         try:
-            what, labels, names, prep_s, skipped, note = eval_inputs(
-                dcfg, spec, os.path.join(out_dir, "cache"), images, crops, seed, log, split)
+            es = eval_inputs(dcfg, spec, os.path.join(out_dir, "cache"), images, crops, seed,
+                             log, split)
         except (DataError, preprocess.ImageError, FileNotFoundError) as e:
             raise EvalError(str(e)) from None
+        what, labels, names, prep_s, skipped, note = es[:6]
         n_inputs = len(labels) * crops
         # the artifacts evaluated, each with its verification problem (None: intact), checked
         # once here for the harness, the fingerprints and MediaPipe alike
@@ -498,6 +532,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         elif os.path.exists(mp_path):  # an earlier run's rows would pair with these
             os.remove(mp_path)
         records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
+        write_predictions(out_dir, out, probs_of, es, split, dcfg.source.value, work)
         log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
             f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
         return out + app_rows

@@ -17,10 +17,11 @@ and from each square the 4 corner crops, the centre crop and the whole square re
 from __future__ import annotations
 
 import os
-from typing import Iterable, List
+from typing import Iterable, List, Tuple
 
 import numpy as np
 
+from contract.predictions import image_id
 from contract.preprocessing import PreprocessingSpec, central_crop_box, image_bytes_problem
 from contract.tfrecord import ImageRecords, RecordError
 
@@ -100,6 +101,29 @@ class Items:
         except RecordError as e:
             raise ImageError(str(e)) from None
         return decode_bytes(data, self.records.where(i), channels), label
+
+    def encoded(self, i: int) -> Tuple[bytes, str]:
+        """(the image's encoded bytes, their file extension): the file, the TFRecord payload, or
+        for in-memory pixels their canonical PNG (OpenCV, compression 1). What is pushed to a
+        phone, and what its identity (``identity``) is taken from."""
+        if self.kind == "files":
+            with open(self.files[i], "rb") as f:
+                data = f.read()
+            return data, os.path.splitext(self.files[i])[1].lower() or ".img"
+        if self.kind == "records":
+            data, _ = self.records.item(i)
+            return data, ".jpg" if data[:2] == b"\xff\xd8" else ".png"
+        cv2 = _cv2()
+        im = np.asarray(self.array[i])
+        im = im if im.ndim == 2 or im.shape[-1] == 1 else cv2.cvtColor(im, cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".png", im, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise ImageError(f"image {i} of the set cannot be encoded as PNG")
+        return buf.tobytes(), ".png"
+
+    def identity(self, i: int) -> str:
+        """The image's identity in prediction records (contract.predictions.image_id)."""
+        return image_id(self.encoded(i)[0])
 
     def subset(self, keep) -> "Items":
         keep = list(keep)

@@ -125,3 +125,36 @@ def drift(p_ref: np.ndarray, p_cand: np.ndarray, labels: np.ndarray, class_names
         "per_class": per_class,
         "worst_classes": per_class[:5],
     }
+
+
+def sparse_probs(top, scores, classes: int) -> np.ndarray:
+    """A probability matrix [N, classes] holding only each row's top-k scores (the rest 0): what a
+    predictions file keeps. Top-1, top-5, agreement and flips are exact from it; the KL
+    divergence and the largest probability difference are over the kept scores only."""
+    top = np.asarray(top, np.int64)
+    out = np.zeros((len(top), classes), np.float32)
+    if len(top):
+        np.put_along_axis(out, top, np.asarray(scores, np.float32), axis=1)
+    return out
+
+
+def paired_drift(pairing, class_names=None, bootstrap_rounds: int = 2000, seed: int = 0) -> dict:
+    """``drift`` between two prediction files joined on their images (contract.predictions
+    ``pair``): the same statistics the report gives, on the images both runs answered, with
+    the join's counts. From top-k records, so ``kl_divergence`` is left out."""
+    ref, other = pairing.ref, pairing.other
+    classes = ref.header["classes"]
+    p_ref = sparse_probs([ref.top[r] for r in pairing.ref_rows],
+                         [ref.scores[r] for r in pairing.ref_rows], classes)
+    p_other = sparse_probs([other.top[r] for r in pairing.other_rows],
+                           [other.scores[r] for r in pairing.other_rows], classes)
+    labels = np.asarray([ref.labels[r] for r in pairing.ref_rows], np.int64)
+    d = drift(p_ref, p_other, labels, class_names, bootstrap_rounds, seed)
+    d["kl_divergence"] = None
+    d["from_top_k"] = int(min(ref.header["top_k"], other.header["top_k"]))
+    d["paired_images"] = len(labels)
+    d["only_in_reference"], d["only_in_other"] = pairing.only_ref, pairing.only_other
+    d["label_conflicts"] = pairing.label_conflicts
+    d["reference_top1"] = float(topk_hits(p_ref, labels, 1).mean())
+    d["top1"] = float(topk_hits(p_other, labels, 1).mean())
+    return d

@@ -219,6 +219,34 @@ def test_harness_numbers_equal_a_direct_computation(evaluated, tiny_export):
 
 
 @needs_fmnist
+def test_per_image_predictions_pair_to_the_reports_drift(evaluated):
+    """accuracy writes one predictions file per run (the float reference's reference.jsonl);
+    pairing the int8 file with the reference gives the report's own drift, and the images'
+    identities are those of the canonical PNGs a phone would be sent."""
+    from contract import predictions
+    from edge_eval import harness, stats
+
+    art, out, rows = evaluated
+    folder = os.path.join(out, predictions.DIRNAME)
+    names = sorted(os.listdir(folder))
+    ok = [r["artifact"] for r in rows.values() if r["status"] == "ok" and r["recipe"] != "float"]
+    assert names == sorted(["reference.jsonl"] + [f"{a}.jsonl" for a in ok])
+    ref = predictions.read(os.path.join(folder, "reference.jsonl"))
+    r = rows["static_wi8_ai8"]
+    other = predictions.read(os.path.join(folder, f"{r['artifact']}.jsonl"))
+    assert other.header["sha256"] == r["sha256"] and len(other) == 300
+    assert other.header["accelerator"]["requested"] == "xnnpack"
+    d = stats.paired_drift(predictions.pair(ref, other), bootstrap_rounds=200)
+    assert d["paired_images"] == 300
+    for k in ("top1_delta_points", "top5_delta_points", "argmax_agreement"):
+        assert d[k] == pytest.approx(r["drift"][k], abs=1e-9), k
+    assert d["mcnemar"] == r["drift"]["mcnemar"]
+    items, _, _ = harness.eval_items(harness.data_config(harness.reference_path(
+        harness.load_manifest(art))), "test", 300, 0)
+    assert ref.ids[:3] == [items.identity(i) for i in ref.index[:3]]
+
+
+@needs_fmnist
 def test_two_workers_give_the_same_rows_in_manifest_order(evaluated, tmp_path):
     """Two artifacts at a time (slowest first): the same rows, in the same order, as one at a
     time; the failed artifacts are still failed rows."""

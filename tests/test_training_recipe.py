@@ -166,23 +166,28 @@ def test_a_short_run_with_the_imagenet_decay_exports_a_model_as_good_as_no_avera
 
 @pytest.mark.slow
 def test_mixed_precision_reaches_the_phone(tmp_path):
-    """mixed_float16 trains; the export computes in float32; convert gives fp32 and int8 that
-    pass their checks; QAT fine-tunes it (in float32)."""
+    """mixed_float16 trains (here on a CPU, with oneDNN off: see the next test); the export
+    computes in float32; convert gives fp32 and int8 that pass their checks; QAT fine-tunes it
+    in float32."""
     import subprocess
     import sys
 
     from conftest import ROOT
     from train.source import load_source
-    from train.trainer import computes_in, train
+    from train.trainer import computes_in
 
     run = tmp_path / "mixed"
-    cfg = resolve("tiny_test", None, ("train.precision=mixed_float16", "train.epochs=1",
-                                      "data.max_train_examples=256", "model.aux_logits=false"))
-    m = train(cfg, str(run), log=lambda *a, **k: None)
-    assert computes_in(m["model"]) >= {"float16"}  # it trained in half precision
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    t = subprocess.run([sys.executable, "-m", "train", "--preset", "tiny_test", "--run-dir",
+                        str(run), "--set", "train.precision=mixed_float16", "--set",
+                        "train.epochs=1", "--set", "data.max_train_examples=256", "--set",
+                        "model.aux_logits=false"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(env, TF_ENABLE_ONEDNN_OPTS="0"), timeout=600)
+    assert t.returncode == 0, t.stdout[-2000:] + t.stderr[-2000:]
+    assert json.load(open(run / "export" / "config.json"))["train"]["precision"] == \
+        "mixed_float16"  # it trained in half precision
     src = load_source(str(run / "export"))
     assert computes_in(src.keras_model) == {"float32"}
-    env = dict(os.environ, PYTHONPATH=ROOT)
     p = subprocess.run([sys.executable, "-m", "convert", str(run / "export"), "--out",
                         str(tmp_path / "art"), "--recipes", "fp32,static_wi8_ai8",
                         "--calib-images", "16", "--check-images", "32"], cwd=ROOT, env=env,
@@ -197,6 +202,25 @@ def test_mixed_precision_reaches_the_phone(tmp_path):
     assert q.returncode == 0, q.stdout[-2000:] + q.stderr[-2000:]
     qcfg = json.load(open(tmp_path / "qat" / "export" / "config.json"))
     assert qcfg["train"]["precision"] == "float32" and qcfg["quantization"]["enabled"]
+
+
+def test_float16_training_without_a_gpu_is_refused_before_it_crashes(tmp_path, monkeypatch):
+    from train.trainer import train
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    cfg = resolve("tiny_test", None, ("train.precision=mixed_float16",))
+    with pytest.raises(ValueError, match="mixed_float16 is for GPUs"):
+        train(cfg, str(tmp_path / "run"), log=lambda *a, **k: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_qat_in_half_precision_is_refused(tmp_path):
+    from train.trainer import train
+
+    cfg = resolve("tiny_test_qat", None, ("train.precision=mixed_bfloat16",))
+    with pytest.raises(ValueError, match="quantization-aware training runs in float32"):
+        train(cfg, str(tmp_path / "run"), model_transform=lambda m: m,
+              log=lambda *a, **k: None)
 
 
 @pytest.mark.slow

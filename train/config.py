@@ -70,8 +70,8 @@ class OptimConfig:
     # a different regulariser, tune it apart)
     weight_decay: float = 4e-5
     weight_decay_mode: WeightDecayMode = WeightDecayMode.DECOUPLED  # what earlier configs meant
-    # the weight average evaluated and exported (slim's: warm-up decay min(d, (1+n)/(10+n)), BN
-    # moving statistics averaged too: train/trainer.averaged); None: off
+    # the weight average evaluated and exported (slim's warm-up decay min(d, (1+n)/(10+n)); the
+    # batch-norm statistics re-estimated for it after training: train/trainer.averaged); None: off
     ema_momentum: Optional[float] = 0.9999
     # fine-tuning from pretrained weights: the backbone (every layer but the new classifier)
     # is frozen for this many epochs while the head learns, then trains at

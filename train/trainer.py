@@ -77,20 +77,20 @@ _AVERAGED: dict = {}
 
 def averaged(cls):
     """``cls`` (a tf_keras optimizer) with slim's weight average: the warm-up decay
-    (``ema_decay``) and the batch-norm moving statistics averaged with the weights (slim averages
-    ``moving_average_variables`` too), so the exported average is one consistent model. The
+    (``ema_decay``) instead of a fixed one, so the average forgets its random start. The
     averages are optimizer variables: the run's backup saves and restores them. ``fit`` writes
-    the averages into the model at its end (``finalize_variable_values``); evaluation and export
-    read the model."""
+    them into the model at its end (``finalize_variable_values``); the batch-norm statistics
+    are then re-estimated for the averaged weights (``reestimate_batch_norm``): the moving
+    statistics were gathered on the raw weights' activations, and averaging them as slim does
+    cost 9-10 points on the demo's 250-step run (docs/measurements.md). Also, for fine-tuning:
+    the backbone's gradients scaled (0 while frozen)."""
     if cls in _AVERAGED:
         return _AVERAGED[cls]
 
     class Averaged(cls):
-        def __init__(self, *args, average_also=(), backbone=(), freeze_steps=0,
-                     backbone_multiplier=1.0, **kwargs):
+        def __init__(self, *args, backbone=(), freeze_steps=0, backbone_multiplier=1.0,
+                     **kwargs):
             super().__init__(*args, **kwargs)
-            self._average_also = list(average_also)  # non-trainable: BN moving mean/variance
-            self._also_averages = []
             # fine-tuning: the backbone's gradients are 0 for ``freeze_steps``, then scaled
             self._backbone = {id(v) for v in backbone}
             self._freeze_steps, self._multiplier = int(freeze_steps), float(backbone_multiplier)
@@ -103,13 +103,6 @@ def averaged(cls):
                                   for g, v in grads_and_vars]
             return super().apply_gradients(grads_and_vars, *args, **kwargs)
 
-        def build(self, var_list):
-            super().build(var_list)
-            if self.use_ema and not self._also_averages and self._average_also:
-                self._also_averages = [self.add_variable_from_reference(v, "average",
-                                                                         initial_value=v)
-                                       for v in self._average_also]
-
         def _update_model_variables_moving_average(self, var_list):
             if not self.use_ema:
                 return
@@ -118,18 +111,11 @@ def averaged(cls):
             def update(average, value):
                 average.assign(d * average + (1.0 - d) * tf.cast(value, average.dtype))
 
-            pairs = [(self._model_variables_moving_average[self._index_dict[self._var_key(v)]],
-                      v) for v in var_list] + list(zip(self._also_averages, self._average_also))
-            for average, var in pairs:
+            for var in var_list:
+                average = self._model_variables_moving_average[
+                    self._index_dict[self._var_key(var)]]
                 self._distribution_strategy.extended.update(average, update, args=(var,),
                                                             group=False)
-
-        def finalize_variable_values(self, var_list):
-            super().finalize_variable_values(var_list)
-            if self.use_ema:
-                for average, var in zip(self._also_averages, self._average_also):
-                    self._distribution_strategy.extended.update(
-                        var, lambda a, b: a.assign(b), args=(average,))
 
     Averaged.__name__ = cls.__name__  # the saved optimizer config names the base class
     _AVERAGED[cls] = Averaged
@@ -144,10 +130,23 @@ def backbone_weights(model) -> list:
     return [w for w in model.trainable_weights if id(w) not in head]
 
 
-def moving_statistics(model) -> list:
-    """The batch-norm moving means and variances (what slim averages beside the weights)."""
-    return [w for w in model.non_trainable_weights
-            if w.name.split("/")[-1].split(":")[0] in ("moving_mean", "moving_variance")]
+def reestimate_batch_norm(model, batches) -> int:
+    """The batch-norm moving statistics of ``model``'s current weights, re-estimated as the
+    cumulative mean over ``batches`` (training images, as augmented in training): batch k
+    updates with momentum k / (k + 1), so every batch counts equally. Returns the batches used."""
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    saved = [l.momentum for l in bns]
+    n = 0
+    try:
+        for k, (x, _) in enumerate(batches):
+            for l in bns:
+                l.momentum = k / (k + 1.0)
+            model(x, training=True)  # eager: each call reads the momentum it is given
+            n = k + 1
+    finally:
+        for l, m in zip(bns, saved):
+            l.momentum = m
+    return n
 
 
 def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int, model=None):
@@ -159,7 +158,6 @@ def make_optimizer(cfg: ExperimentConfig, steps_per_epoch: int, model=None):
     decoupled = o.weight_decay if o.weight_decay_mode == "decoupled" else 0.0
     common = dict(global_clipnorm=o.clip_norm, weight_decay=decoupled or None,
                   use_ema=o.ema_momentum is not None, ema_momentum=o.ema_momentum or 0.99,
-                  average_also=moving_statistics(model) if model is not None else (),
                   backbone=backbone_weights(model) if model is not None else (),
                   freeze_steps=round(o.backbone_freeze_epochs * steps_per_epoch),
                   backbone_multiplier=o.backbone_lr_multiplier)
@@ -421,6 +419,14 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
                          f"quantizers do not support {cfg.train.precision.value}); set "
                          "train.precision=float32 (a mixed-precision float run's export is "
                          "float32 already)")
+    if cfg.train.precision is Precision.MIXED_FLOAT16 and not tf.config.list_physical_devices(
+            "GPU") and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0":
+        # measured with TF 2.21 on x86 CPUs: the first float16 training step segfaults in
+        # oneDNN's kernels; with them off it runs (slowly)
+        raise ValueError("train.precision=mixed_float16 is for GPUs: on this machine (no GPU) "
+                         "TensorFlow's oneDNN float16 kernels crash the process. Train in "
+                         "float32 here (or mixed_bfloat16), or set TF_ENABLE_ONEDNN_OPTS=0 to "
+                         "run float16 without oneDNN")
     tf.keras.utils.set_random_seed(cfg.train.seed)
     keras.mixed_precision.set_global_policy(cfg.train.precision.value)
     try:
@@ -485,6 +491,11 @@ def _train(cfg: ExperimentConfig, run_dir: str, model_transform, log, export: bo
                      callbacks=callbacks, verbose=0)
     fit_s = time.time() - t_fit
     steps_run = len(hist.epoch) * steps_per_epoch  # upper bound on a resumed run
+    if cfg.optim.ema_momentum is not None and hist.epoch:  # fit wrote the average in
+        bn_batches = max(1, min(16, 2048 // gb))
+        used = reestimate_batch_norm(model, ds.take(bn_batches))
+        log(f"[train] batch-norm statistics re-estimated for the averaged weights on "
+            f"{used} x {gb} training images", flush=True)
 
     from train.model import inference_model
 
