@@ -254,9 +254,11 @@ def test_the_finetune_preset_starts_from_local_imagenet_weights(tmp_path):
         head = m.get_layer("logits").get_weights()[0]
         return conv, head
 
-    conv, head = run("frozen", 2)  # frozen for the whole run: the backbone is the file's
-    np.testing.assert_array_equal(conv, first_conv)
+    # frozen for the whole run: the backbone is the file's (up to the average's float32
+    # rounding of identical values, ~1 ulp)
+    conv, head = run("frozen", 2)
+    np.testing.assert_allclose(conv, first_conv, rtol=1e-6, atol=1e-7)
     assert np.abs(head).sum() > 0
-    conv, _ = run("thawed", 1)  # one epoch frozen, then a tenth of the rate
-    assert not np.array_equal(conv, first_conv)
-    assert np.abs(conv - first_conv).max() < 0.05 * np.abs(first_conv).max() + 1e-3
+    conv, _ = run("thawed", 1)  # one epoch frozen, then a tenth of the rate: it moves, a little
+    moved = np.abs(conv - first_conv).max()
+    assert 1e-5 < moved < 0.05 * np.abs(first_conv).max(), moved

@@ -14,6 +14,14 @@ public interface Classifier extends AutoCloseable {
   /** Why the requested delegate is not the one running, or null. */
   String fallbackReason();
 
+  /**
+   * Whether the delegate runs the whole model (LiteRT 2.x's CompiledModel.isFullyAccelerated),
+   * or null when the runtime cannot say.
+   */
+  default Boolean fullyAccelerated() {
+    return null;
+  }
+
   /** Something the user should know that is not a fallback (NNAPI's deprecation), or null. */
   default String note() {
     return null;

@@ -4,6 +4,9 @@ package org.inceptionedge.core;
 public enum Delegate {
   CPU("xnnpack"),
   GPU("gpu"),
+  /** LiteRT 2.x's NPU accelerator (Qualcomm, MediaTek, Google Tensor) through CompiledModel. */
+  NPU("npu"),
+  /** Deprecated since Android 15; only where the Interpreter API still offers it. */
   NNAPI("nnapi");
 
   public final String recordName;
@@ -16,7 +19,7 @@ public enum Delegate {
     try {
       return valueOf(name.trim().toUpperCase(java.util.Locale.ROOT));
     } catch (IllegalArgumentException e) {
-      throw new IllegalArgumentException("unknown delegate '" + name + "': choose CPU, GPU or NNAPI");
+      throw new IllegalArgumentException("unknown delegate '" + name + "': choose CPU, GPU, NPU or NNAPI");
     }
   }
 }
