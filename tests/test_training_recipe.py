@@ -262,3 +262,25 @@ def test_the_finetune_preset_starts_from_local_imagenet_weights(tmp_path):
     conv, _ = run("thawed", 1)  # one epoch frozen, then a tenth of the rate: it moves, a little
     moved = np.abs(conv - first_conv).max()
     assert 1e-5 < moved < 0.05 * np.abs(first_conv).max(), moved
+
+
+def test_a_finished_run_is_reused_only_for_the_code_that_made_it(tmp_path):
+    """A rerun of the same config reuses the export only when the trainer's code (its import
+    closure) is the one that made it: an edit to what training computes trains again."""
+    from train.trainer import finished_run, training_code
+
+    cfg = resolve("tiny_test")
+    exp = tmp_path / "export"
+    cfg.save(str(exp))
+    code = training_code()
+    (exp / "metrics.json").write_text(json.dumps({"top1": 0.5, "code": code}))
+    assert finished_run(str(tmp_path), cfg, code)["top1"] == 0.5
+    assert finished_run(str(tmp_path), cfg, "another" + code[7:]) is None
+    (exp / "metrics.json").write_text(json.dumps({"top1": 0.5}))  # made before code keys
+    assert finished_run(str(tmp_path), cfg, code) is None
+    assert finished_run(str(tmp_path), resolve("tiny_test", None, ("train.epochs=9",)),
+                        code) is None
+    # the digest follows the files: QAT's transform adds its own module's closure
+    from quantize import qat
+
+    assert training_code(qat.load_float_weights) != code

@@ -352,8 +352,10 @@ def export_model(model, cfg: ExperimentConfig, spec: PreprocessingSpec, class_na
     return out_dir
 
 
-def finished_run(run_dir: str, cfg: ExperimentConfig) -> Optional[dict]:
-    """The metrics of a finished run of exactly ``cfg`` in ``run_dir`` (export complete), or None."""
+def finished_run(run_dir: str, cfg: ExperimentConfig, code: Optional[str] = None
+                 ) -> Optional[dict]:
+    """The metrics of a finished run of exactly ``cfg`` in ``run_dir`` (export complete), made
+    by this code (``code``: ``code_digest`` of the trainer's closure), or None."""
     exp = os.path.join(run_dir, "export")
     if not same_config(os.path.join(exp, "config.json"), cfg):
         return None
@@ -362,7 +364,18 @@ def finished_run(run_dir: str, cfg: ExperimentConfig) -> Optional[dict]:
             metrics = json.load(f)
     except (OSError, ValueError):
         return None
+    if code is not None and metrics.get("code") != code:
+        return None
     return metrics
+
+
+def training_code(model_transform: Optional[Callable] = None) -> str:
+    """The digest of the code a run executes: the trainer's import closure, and the module of
+    the model transform (quantize/'s QAT) when there is one."""
+    from contract.code import code_digest
+
+    return code_digest(["train.trainer"] + ([model_transform.__module__]
+                                             if model_transform is not None else []))
 
 
 def same_config(saved_path: str, cfg: ExperimentConfig) -> bool:
@@ -409,7 +422,8 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
                          f"run it with `python -m quantize qat --preset {cfg.name} --float "
                          "FLOAT_EXPORT` (or set quantization.enabled=false to train in float)")
     t_start = time.time()
-    done = finished_run(run_dir, cfg)
+    code = training_code(model_transform)
+    done = finished_run(run_dir, cfg, code)
     if done is not None:
         log(f"[train] {run_dir} already holds this config's finished export (top-1 "
             f"{done['top1']:.4f}); reusing it", flush=True)
@@ -430,13 +444,13 @@ def train(cfg: ExperimentConfig, run_dir: str, model_transform: Optional[Callabl
     tf.keras.utils.set_random_seed(cfg.train.seed)
     keras.mixed_precision.set_global_policy(cfg.train.precision.value)
     try:
-        return _train(cfg, run_dir, model_transform, log, export, t_start)
+        return _train(cfg, run_dir, model_transform, log, export, t_start, code)
     finally:  # the policy is the process's: later models (export, QAT, tests) build in float32
         keras.mixed_precision.set_global_policy("float32")
 
 
 def _train(cfg: ExperimentConfig, run_dir: str, model_transform, log, export: bool,
-           t_start: float) -> dict:
+           t_start: float, code: str) -> dict:
     strategy = make_strategy(cfg.train.strategy, cfg.train.tpu)
     chief = is_chief(strategy)
     work_dir = run_dir if chief else tempfile.mkdtemp(prefix="worker-")
@@ -510,7 +524,8 @@ def _train(cfg: ExperimentConfig, run_dir: str, model_transform, log, export: bo
                "epochs_run_this_call": len(hist.epoch),
                "images_per_second": round(steps_run * gb / fit_s, 1) if steps_run else None,
                "total_seconds": round(time.time() - t_start, 1),
-               "global_step": progress.start_step + progress.steps}
+               "global_step": progress.start_step + progress.steps,
+               "code": code}  # finished_run reuses the export only for this code
     log(f"[train] eval on {eval_ds.num_examples} images: top-1 {metrics['top1']:.4f} "
         f"top-5 {metrics['top5']:.4f}  (fit {fit_s:.0f} s)", flush=True)
     if chief:
