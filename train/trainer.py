@@ -505,7 +505,8 @@ def _train(cfg: ExperimentConfig, run_dir: str, model_transform, log, export: bo
                      callbacks=callbacks, verbose=0)
     fit_s = time.time() - t_fit
     steps_run = len(hist.epoch) * steps_per_epoch  # upper bound on a resumed run
-    if cfg.optim.ema_momentum is not None and hist.epoch:  # fit wrote the average in
+    if cfg.optim.ema_momentum is not None and int(cfg.train.epochs) > 0:
+        # fit wrote the average in (also when it resumed a finished backup and ran no epoch)
         bn_batches = max(1, min(16, 2048 // gb))
         used = reestimate_batch_norm(model, ds.take(bn_batches))
         log(f"[train] batch-norm statistics re-estimated for the averaged weights on "
