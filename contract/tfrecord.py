@@ -68,7 +68,7 @@ def masked_crc(data: bytes) -> int:
 
 # --- files: local, or a URL (gs://, s3://, hdfs://, ...) ----------------------------------------
 def is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+    return "://" in path
 
 
 def _remote():
@@ -86,9 +86,12 @@ def _remote():
         raise RecordError("reading TFRecords from a URL without TensorFlow needs fsspec and its "
                           "file system (pip install fsspec gcsfs, or s3fs, ...), or copy the "
                           "shards to a local folder") from None
-    return (lambda p: fsspec.open(p, "rb").open(), lambda p: fsspec.core.url_to_fs(p)[0].size(p),
-            lambda pattern: [fsspec.core.url_to_fs(pattern)[0].unstrip_protocol(m)
-                             for m in fsspec.core.url_to_fs(pattern)[0].glob(pattern)])
+    def matches(pattern):
+        fs = fsspec.core.url_to_fs(pattern)[0]
+        return [fs.unstrip_protocol(m) for m in fs.glob(pattern)]
+
+    return (lambda p: fsspec.open(p, "rb").open(),
+            lambda p: fsspec.core.url_to_fs(p)[0].size(p), matches)
 
 
 def open_file(path: str):

@@ -98,13 +98,14 @@ def eval_items(data_cfg, split: str = "test", images: Optional[int] = None, seed
     return preprocess.Items.from_dataset(ds), ds.class_names, ds.note
 
 
-def _readable(items, channels: int, each=None):
+def _readable(items, channels: int, each=None, ids: Optional[list] = None):
     """(positions of the images that decode, their labels, what was skipped); ``each(i, image)``
-    sees every decoded image once."""
+    sees every decoded image once; ``ids``, when given, receives each kept image's identity
+    (from the same read)."""
     keep, labels, skipped = [], [], []
     for i in range(len(items)):
         try:
-            im, label = items.load(i, channels)
+            im, label, ident = items.load_identified(i, channels, identify=ids is not None)
         except preprocess.ImageError as e:  # the rest of the set is still evaluated
             skipped.append(str(e))
             continue
@@ -112,6 +113,8 @@ def _readable(items, channels: int, each=None):
             each(len(keep), im)
         keep.append(i)
         labels.append(label)
+        if ids is not None:
+            ids.append(ident)
     return keep, np.asarray(labels, np.int32), skipped
 
 
@@ -227,10 +230,11 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         and spec.channels == 3 and spec.uniform
     stored = dataclasses.replace(spec, channels=1, scale=spec.scales[0],
                                  offset=spec.offsets[0]) if grey else spec
+    ids: list = []  # what the prediction records join on, taken as each image is read
     tmp = x_path + f".tmp-{os.getpid()}" + ("" if streamed else ".npy")
     try:
         if streamed:  # each image decoded once here, to settle the set the workers all use
-            keep, labels, skipped = _readable(items, spec.channels)
+            keep, labels, skipped = _readable(items, spec.channels, ids=ids)
             with open(tmp, "w") as f:
                 json.dump(items.subset(keep).to_json(
                     os.path.join(cache_dir, f"raw-{key}.npy")), f)
@@ -243,7 +247,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
             def write(k, im):
                 out[k] = preprocess.central(np.asarray(im), stored)
 
-            keep, labels, skipped = _readable(items, spec.channels, write)
+            keep, labels, skipped = _readable(items, spec.channels, write, ids)
             out.flush()
             del out
             if len(keep) < len(items):  # some did not decode: the file holds the rest only
@@ -260,7 +264,6 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         raise
     for msg in skipped:
         log(f"[eval] skipped: {msg}", flush=True)
-    ids = [items.identity(i) for i in keep]  # what the prediction records join on
     meta_tmp = meta_path + f".tmp-{os.getpid()}"
     with open(meta_tmp, "w") as f:
         json.dump({"labels": labels.tolist(), "class_names": names, "skipped": skipped,

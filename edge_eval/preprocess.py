@@ -91,27 +91,39 @@ class Items:
 
     def load(self, i: int, channels: int = 3):
         """(uint8 image [H, W, C], label); ImageError for an image that does not decode."""
-        if self.kind == "array":
-            return np.asarray(self.array[i]), int(self.labels[i])
-        if self.kind == "files":
-            return decode(self.files[i], channels), int(self.labels[i])
+        return self.load_identified(i, channels, identify=False)[:2]
 
+    def load_identified(self, i: int, channels: int = 3, identify: bool = True):
+        """(uint8 image, label, identity or None): files and records are read once for both
+        the pixels and the identity (``identity``)."""
+        if self.kind == "array":
+            return (np.asarray(self.array[i]), int(self.labels[i]),
+                    self.identity(i) if identify else None)
+        data, label, where = self._stored(i)
+        return (decode_bytes(data, where, channels), label,
+                image_id(data) if identify else None)
+
+    def _stored(self, i: int):
+        """(encoded bytes, label, where, for messages) of a file or record image."""
+        if self.kind == "files":
+            path = self.files[i]
+            if not os.path.isfile(path):
+                raise ImageError(f"image not found: {path}")
+            return np.fromfile(path, np.uint8).tobytes(), int(self.labels[i]), path
         try:
             data, label = self.records.item(i)
         except RecordError as e:
             raise ImageError(str(e)) from None
-        return decode_bytes(data, self.records.where(i), channels), label
+        return data, label, self.records.where(i)
 
     def encoded(self, i: int) -> Tuple[bytes, str]:
         """(the image's encoded bytes, their file extension): the file, the TFRecord payload, or
         for in-memory pixels their canonical PNG (OpenCV, compression 1). What is pushed to a
         phone, and what its identity (``identity``) is taken from."""
         if self.kind == "files":
-            with open(self.files[i], "rb") as f:
-                data = f.read()
-            return data, os.path.splitext(self.files[i])[1].lower() or ".img"
+            return self._stored(i)[0], os.path.splitext(self.files[i])[1].lower() or ".img"
         if self.kind == "records":
-            data, _ = self.records.item(i)
+            data = self._stored(i)[0]
             return data, ".jpg" if data[:2] == b"\xff\xd8" else ".png"
         cv2 = _cv2()
         im = np.asarray(self.array[i])

@@ -5,7 +5,6 @@ convert through it.
 """
 from __future__ import annotations
 
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -41,7 +40,7 @@ def conversion_dir(src: Source) -> str:
 
         from contract import workdirs
 
-        workdirs.sweep(tempfile.gettempdir())  # what a killed run left
+        # (what a killed run left here is swept when a conversion starts: convert.api.load)
         path = workdirs.mkdtemp("convert-sm-")
         atexit.register(shutil.rmtree, path, True)
         if src.keras_model is not None:

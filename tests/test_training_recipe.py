@@ -174,7 +174,7 @@ def test_mixed_precision_reaches_the_phone(tmp_path):
 
     from conftest import ROOT
     from train.source import load_source
-    from train.trainer import computes_in
+    from train.model import computes_in
 
     run = tmp_path / "mixed"
     env = dict(os.environ, PYTHONPATH=ROOT)

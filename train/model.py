@@ -209,6 +209,12 @@ def inference_model(model):
     return inf
 
 
+def computes_in(model) -> set:
+    """The compute dtypes of ``model``'s layers (``{"float32"}`` for a float32 model;
+    ``float16``/``bfloat16`` among them when it was built under a mixed-precision policy)."""
+    return {str(getattr(l, "compute_dtype", None) or "float32") for l in model.layers}
+
+
 def is_quantization_aware(model) -> bool:
     """True for a tfmot QAT model (its layers are QuantizeWrapper / QuantizeLayer)."""
     return any(type(l).__name__ in ("QuantizeWrapperV2", "QuantizeWrapper", "QuantizeLayer")

@@ -27,9 +27,6 @@ from train.graph_ops import GraphError
 from train.safe_load import UnsafeModelError, check_model_file, check_saved_model
 
 
-HALF = ("float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
-
-
 class ModelError(ValueError):
     """A model that cannot be read as an image classifier; the message says why."""
 
@@ -199,8 +196,9 @@ def load_source(path: str, preprocessing: Optional[dict] = None,
             kind = src.kind = "keras3"
         elif kind == "keras":
             src.keras_model = load_keras(model_file)
-            half = sorted({str(l.compute_dtype) for l in src.keras_model.layers
-                           if str(getattr(l, "compute_dtype", "float32")) in HALF})
+            from train.model import computes_in, is_quantization_aware
+
+            half = sorted(computes_in(src.keras_model) & {"float16", "bfloat16"})
             if half:
                 raise ModelError(
                     f"{model_file} computes in {'/'.join(half)} (built under a mixed-precision "
@@ -208,8 +206,6 @@ def load_source(path: str, preprocessing: Optional[dict] = None,
                     "whatever the recipe. Export it in float32 (train/'s export does; in your "
                     "own code: build the model under the float32 policy and copy the weights "
                     "in), then convert")
-            from train.model import is_quantization_aware
-
             src.is_qat = is_quantization_aware(src.keras_model)
         else:
             check_saved_model(model_file)  # before TensorFlow reads any of it

@@ -300,20 +300,15 @@ def save_serving(model, path: str, batch: Optional[int] = None) -> None:
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
 
 
-def computes_in(model) -> set:
-    """The compute dtypes of ``model``'s layers (``{"float32"}`` for a float32 model;
-    ``float16``/``bfloat16`` among them when it was built under a mixed-precision policy)."""
-    return {str(getattr(l, "compute_dtype", None) or "float32") for l in model.layers}
-
-
 def float32_model(model, cfg: ExperimentConfig):
     """``model`` as a float32 model: the same network built under the float32 policy with the
     trained weights copied in (under mixed precision the variables are float32 already; the
     layers compute in float16, which no phone delegate's float path expects and which the
     converter cannot quantize). A float32 model is returned as it is."""
+    from train.model import build_inception_v3, computes_in
+
     if computes_in(model) <= {"float32"}:
         return model
-    from train.model import build_inception_v3
 
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
