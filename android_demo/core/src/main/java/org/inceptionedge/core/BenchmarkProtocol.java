@@ -14,6 +14,11 @@ package org.inceptionedge.core;
  *
  * The app writes a JSON array of records (contract/schema/record.json) to output, then an empty
  * output + ".done".
+ *
+ * <p>{@code --es mode accuracy} (with exactly one accelerator in {@code delegates}, and
+ * {@code eval_dir}, {@code header}, {@code predictions}): every image that {@code eval_dir}'s
+ * images.csv names ({@code file,label,index}) is classified one at a time and written as a row of
+ * the predictions file (PredictionWriter); output gets one accuracy record saying what ran.
  */
 public final class BenchmarkProtocol {
   public static final String PACKAGE = "org.inceptionedge.demo";
@@ -32,10 +37,19 @@ public final class BenchmarkProtocol {
   public static final String EXTRA_EVAL_DIR = "eval_dir";
   public static final String EXTRA_OUTPUT = "output";
   public static final String EXTRA_RUN_ID = "run_id";
+  public static final String EXTRA_MODE = "mode";
+  public static final String EXTRA_HEADER = "header";
+  public static final String EXTRA_PREDICTIONS = "predictions";
+
+  public static final String MODE_BENCHMARK = "benchmark";
+  public static final String MODE_ACCURACY = "accuracy";
+  /** In eval_dir: one line per pushed image, "file,label,index" (index: in the host's set). */
+  public static final String IMAGES_FILE = "images.csv";
 
   /** String extras (am start --es). */
   public static final String[] STRING_EXTRAS = {EXTRA_MODEL, EXTRA_LABELS, EXTRA_PREPROCESSING,
-      EXTRA_DELEGATES, EXTRA_EVAL_DIR, EXTRA_OUTPUT, EXTRA_RUN_ID};
+      EXTRA_DELEGATES, EXTRA_EVAL_DIR, EXTRA_OUTPUT, EXTRA_RUN_ID, EXTRA_MODE, EXTRA_HEADER,
+      EXTRA_PREDICTIONS};
   /** Integer extras (am start --ei). */
   public static final String[] INT_EXTRAS = {EXTRA_THREADS, EXTRA_WARMUP, EXTRA_RUNS};
 

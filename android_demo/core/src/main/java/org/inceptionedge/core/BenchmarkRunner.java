@@ -42,6 +42,10 @@ public final class BenchmarkRunner {
     void recordsSoFar(List<BenchmarkRecord> records);
   }
 
+  /** What peak_memory_mb measures in the app's records (benchmark_model's is a delta). */
+  public static final String PEAK_MEMORY_IS = "process peak RSS (VmHWM: Java heap, native "
+      + "memory and the mapped model together)";
+
   /** Peak memory of the process in MB so far (the app: VmHWM), or null when unknown. */
   public interface MemoryProbe {
     Double peakMb();
@@ -87,7 +91,7 @@ public final class BenchmarkRunner {
       }
       Double peak = memory.peakMb();  // the process's peak so far: VmHWM only grows
       for (BenchmarkRecord r : out.subList(first, out.size())) {
-        r.put("peak_memory_mb", peak);
+        r.put("peak_memory_mb", peak).put("peak_memory_is", PEAK_MEMORY_IS);
       }
       if (sink != null) {
         sink.recordsSoFar(new ArrayList<>(out));

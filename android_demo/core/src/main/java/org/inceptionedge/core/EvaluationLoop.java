@@ -44,22 +44,34 @@ public final class EvaluationLoop {
     }
   }
 
-  /** What the run did: rows written, what ran, whether the request was honoured. */
+  /**
+   * What the run did: rows written, images that did not decode (the first one's reason), what
+   * ran, whether the request was honoured, and the milliseconds summed over the rows: inside
+   * the runtime's call alone ({@code inferenceMs}: LiteRT's own time, buffer copies included)
+   * and per image end to end ({@code wallMs}: read, decode, preprocess, classify, write).
+   */
   public static final class Result {
     public final int rows;
+    public final int skipped;
+    public final String firstSkip;
     public final Delegate requested;
     public final Delegate used;
     public final Boolean fullyAccelerated;
     public final String fallbackReason;
     public final double inferenceMs;
+    public final double wallMs;
 
-    Result(int rows, Delegate requested, Delegate used, Boolean fully, String reason, double ms) {
+    Result(int rows, int skipped, String firstSkip, Delegate requested, Delegate used,
+        Boolean fully, String reason, double ms, double wallMs) {
       this.rows = rows;
+      this.skipped = skipped;
+      this.firstSkip = firstSkip;
       this.requested = requested;
       this.used = used;
       this.fullyAccelerated = fully;
       this.fallbackReason = reason;
       this.inferenceMs = ms;
+      this.wallMs = wallMs;
     }
 
     /** The accelerator asked for did not run the whole model. */
@@ -81,6 +93,9 @@ public final class EvaluationLoop {
       throws Exception {
     PredictionWriter writer = null;
     double ms = 0;
+    double wall = 0;
+    int skipped = 0;
+    String firstSkip = null;
     try (Classifier c = factory.create(requested, threads)) {
       Delegate used = c.delegate();
       Boolean fully = c.fullyAccelerated();
@@ -92,7 +107,17 @@ public final class EvaluationLoop {
         fully = false;
       }
       for (int k = 0; k < images.size(); k++) {
-        Decoded d = decoder.decode(images.bytes(k));
+        long t0 = System.nanoTime();
+        byte[] encoded = images.bytes(k);  // read once: the pixels and the identity
+        Decoded d;
+        try {
+          d = decoder.decode(encoded);
+        } catch (IOException e) {  // the rest of the set is still evaluated; the host pairs ids
+          skipped++;
+          firstSkip = firstSkip == null ? "image " + images.index(k) + ": " + e.getMessage()
+              : firstSkip;
+          continue;
+        }
         float[] input = pre.toFloat(d.argb, d.width, d.height);
         long t = System.nanoTime();
         float[] scores = c.classify(input);
@@ -101,11 +126,12 @@ public final class EvaluationLoop {
           writer = new PredictionWriter(out, withRun(header, requested, used, fully, reason,
               scores.length, images.size()));
         }
-        writer.write(images.index(k), PredictionWriter.imageId(images.bytes(k)),
-            images.label(k), scores);
+        writer.write(images.index(k), PredictionWriter.imageId(encoded), images.label(k),
+            scores);
+        wall += (System.nanoTime() - t0) / 1e6;
       }
       int rows = writer == null ? 0 : writer.rows();
-      return new Result(rows, requested, used, fully, reason, ms);
+      return new Result(rows, skipped, firstSkip, requested, used, fully, reason, ms, wall);
     } finally {
       if (writer != null) {
         writer.close();

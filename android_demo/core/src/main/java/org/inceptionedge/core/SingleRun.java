@@ -19,6 +19,14 @@ public final class SingleRun {
         + "): wait for its .done marker, then start again";
   }
 
+  /**
+   * Whether the run with this id is the one running: the same intent delivered again (the
+   * activity recreated on rotation or a dark-mode switch) is that run, not a second one.
+   */
+  public boolean isRunning(String runId) {
+    return runId != null && runId.equals(running.get());
+  }
+
   public void finish() {
     running.set(null);
   }

@@ -34,6 +34,10 @@ class ProtocolTest {
     assertEquals(proto.get("activity"), BenchmarkProtocol.ACTIVITY);
     assertEquals(proto.get("device_dir"), BenchmarkProtocol.DEVICE_DIR);
     assertEquals(proto.get("done_suffix"), BenchmarkProtocol.DONE_SUFFIX);
+    assertEquals(Arrays.asList(BenchmarkProtocol.MODE_BENCHMARK, BenchmarkProtocol.MODE_ACCURACY),
+        proto.get("modes"));
+    assertEquals(proto.get("images_file"), BenchmarkProtocol.IMAGES_FILE);
+    assertEquals(proto.get("header_fields"), Arrays.asList(AccuracyRun.HEADER_FIELDS));
     Map<String, Object> extras = (Map<String, Object>) proto.get("extras");
     Set<String> ours = new HashSet<>(Arrays.asList(BenchmarkProtocol.STRING_EXTRAS));
     ours.addAll(Arrays.asList(BenchmarkProtocol.INT_EXTRAS));
