@@ -108,6 +108,13 @@ class PreprocessingSpec:
         return _per(self.offset, self.channels)
 
     @property
+    def decode_channels(self) -> int:
+        """Channels an image is decoded to: 1 for a model trained on grey data (a colour image
+        is made grey first - BT.601 luma, as the app's Preprocessor does - then repeated after
+        resizing), else ``channels``."""
+        return 1 if self.source_channels == 1 else self.channels
+
+    @property
     def uniform(self) -> bool:
         """One scale and one offset for all channels (what a grey pixel can carry)."""
         return len(set(self.scales)) == 1 and len(set(self.offsets)) == 1

@@ -2,7 +2,11 @@
 
   accuracy ARTIFACTS   top-1/top-5 and drift of every artifact against the float model
   bench ARTIFACTS      host latency (LiteRT, XNNPACK on/off, threads, Edge TPU if present)
-  android ARTIFACTS    latency (and on-device accuracy) over adb: benchmark_model or the app
+  android ARTIFACTS    latency over adb: benchmark_model or the sample app's benchmark mode
+  android accuracy ARTIFACTS
+                       per-image answers from the phone (the app's accuracy mode, one
+                       accelerator per process: cpu, gpu, npu) paired with the host's float
+                       model on the same images (run `accuracy` first; same --out)
   drift REF OTHER      paired drift between two runs' per-image predictions (any two of
                        <out>/predictions/*.jsonl: host float vs phone GPU, CPU vs NPU, ...)
   profile MODEL...     where the milliseconds go: segments of the graph timed on the host
@@ -90,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
                    help="fail a row whose delegate did not take the whole graph (the record "
                         "names the ops left on the CPU kernels)")
 
-    d = sub.add_parser("android", help="benchmark (and on-device accuracy) over adb")
+    d = sub.add_parser("android", help="latency over adb (accuracy: android accuracy)")
     d.add_argument("artifacts")
     d.add_argument("--adb", default="adb", help="adb executable")
     d.add_argument("--serial", help="device serial (adb -s); default: the only device")
@@ -102,8 +106,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--benchmark-binary",
                    help="TFLite benchmark_model built for the device; without it the sample "
                         "app's benchmark mode is used")
-    d.add_argument("--eval-images", type=int, default=0,
-                   help="with the app: push N evaluation images for on-device accuracy")
     d.add_argument("--timeout", type=float, default=600)
     d.add_argument("--op-profiling", action="store_true",
                    help="benchmark_model --enable_op_profiling: milliseconds per op type in "
@@ -112,6 +114,30 @@ def parser() -> argparse.ArgumentParser:
                    help="fail a row whose delegate did not take the whole graph")
     d.add_argument("--only", type=_csv)
     d.add_argument("--out")
+
+    aa = sub.add_parser("android-accuracy", prog="python -m edge_eval android accuracy",
+                        help="python -m edge_eval android accuracy ARTIFACTS: the phone's "
+                             "per-image answers paired with the host's float model")
+    aa.add_argument("artifacts")
+    aa.add_argument("--adb", default="adb", help="adb executable")
+    aa.add_argument("--serial", help="device serial (adb -s); default: the only device")
+    aa.add_argument("--accelerators", type=_csv, default=["cpu", "gpu", "npu"],
+                    help="cpu, gpu, npu (LiteRT 2.x CompiledModel; nnapi: a failed row, LiteRT "
+                         "2.x has none), each in a fresh process")
+    aa.add_argument("--threads", type=int, default=4, help="CPU threads")
+    aa.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    aa.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds for the CI")
+    aa.add_argument("--data-source", choices=["fashion_mnist", "image_folder", "imagenet"],
+                    help="the data the host evaluated, when not the reference's own")
+    aa.add_argument("--data-path")
+    aa.add_argument("--max-top1-drift", type=float,
+                    help="exit 1 if a device row's top-1 drops more than this many points")
+    aa.add_argument("--max-score-shift", type=float,
+                    help="exit 1 if the reference class's probability moves more than this at "
+                         "the 99th percentile of images (a lower-precision accelerator moves "
+                         "scores before it flips answers; e.g. 0.02)")
+    aa.add_argument("--only", type=_csv)
+    aa.add_argument("--out", help="the results folder of the host's accuracy run")
 
     dr = sub.add_parser("drift", help="paired drift between two prediction files")
     dr.add_argument("reference", help="predictions of the run to compare against (e.g. "
@@ -136,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-top1-drift", type=float,
                    help="exit 1 if any artifact's top-1 drops more than this many points")
 
-    for sp in (a, b, d):
+    for sp in (a, b, d, aa):
         sp.add_argument("--strict", dest="strict", action="store_true", default=None,
                         help=f"exit {exitcodes.ROWS_FAILED} when any row failed or is invalid (the default "
                              "when $CI is set)")
@@ -167,10 +193,18 @@ def _run(args) -> tuple:
         return rows, *report.write(out)
     from edge_eval import android
 
+    if args.cmd == "android-accuracy":
+        rows = android.accuracy(args.artifacts, out, adb=args.adb, serial=args.serial,
+                                accelerators=args.accelerators, threads=args.threads,
+                                timeout=args.timeout, only=args.only,
+                                bootstrap_rounds=args.bootstrap, data_source=args.data_source,
+                                data_path=args.data_path)
+        return rows, *report.write(out, max_top1_drift=args.max_top1_drift,
+                                   max_score_shift=args.max_score_shift)
     rows = android.run(args.artifacts, out, adb=args.adb, serial=args.serial,
                        delegates=args.delegates, threads=args.threads, warmup=args.warmup,
                        runs=args.runs, binary=args.benchmark_binary,
-                       eval_images=args.eval_images, timeout=args.timeout, only=args.only,
+                       timeout=args.timeout, only=args.only,
                        op_profiling=args.op_profiling,
                        require_full_delegation=args.require_full_delegation)
     return rows, *report.write(out)
@@ -236,6 +270,9 @@ def _profile(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["android", "accuracy"]:  # `android accuracy ARTIFACTS`, its own parser
+        argv = ["android-accuracy", *argv[2:]]
     args = parser().parse_args(argv)
     if getattr(args, "unsafe_allow_model_code", False):
         from train.safe_load import allow_code  # standard library only
@@ -256,12 +293,15 @@ def main(argv=None) -> int:
 
     if announce(path, failures) != exitcodes.OK:
         return exitcodes.GATE_FAILED
-    bad = [r for r in rows if r.get("status") in ("failed", "invalid")]
+    bad = [r for r in rows if r.get("status") in ("failed", "invalid")
+           or (r.get("accelerator") or {}).get("flagged")]
     strict = args.strict if getattr(args, "strict", None) is not None else _ci()
     if bad and strict:
-        print(f"{len(bad)} of {len(rows)} rows failed:\n  " + "\n  ".join(
-            f"{r.get('artifact')} ({r.get('delegate') or r.get('kind')}): {r.get('error')}"
-            for r in bad), file=sys.stderr)
+        print(f"{len(bad)} of {len(rows)} rows failed or are flagged:\n  " + "\n  ".join(
+            f"{r.get('artifact')} ({r.get('delegate') or r.get('kind')}): "
+            + (r.get("error") or "not fully accelerated: "
+               + str((r.get("accelerator") or {}).get("fallback_reason"))) for r in bad),
+            file=sys.stderr)
         return exitcodes.ROWS_FAILED
     return exitcodes.OK
 

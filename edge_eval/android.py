@@ -1,4 +1,6 @@
-"""Android over adb: TFLite's ``benchmark_model`` or the sample app's benchmark mode.
+"""Android over adb: TFLite's ``benchmark_model`` or the sample app's benchmark mode (latency),
+and the app's accuracy mode (``accuracy``): per-image answers from the phone, per accelerator,
+paired with the host's float reference on the same images.
 
 adb is always called with argument lists (never a shell string on the host). Results become the
 same records as host runs. The app's side of the protocol is ``schema/android_app.json``.
@@ -16,9 +18,9 @@ import time
 import uuid
 from typing import Dict, List, Optional, Sequence
 
-from contract import records
-from edge_eval.harness import EvalError, load_manifest, selected_artifacts, verify
+from contract import predictions, records
 from contract.litert import delegation_problem
+from edge_eval.harness import EvalError, load_manifest, selected_artifacts, verify
 
 PROTOCOL_PATH = os.path.join(os.path.dirname(records.SCHEMA_PATH), "android_app.json")
 REMOTE_TMP = "/data/local/tmp"
@@ -26,6 +28,9 @@ REMOTE_TMP = "/data/local/tmp"
 DELEGATE_FLAGS = {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
                   "nnapi": ["--use_nnapi=true"]}
 RECORD_DELEGATE = {"cpu": "xnnpack", "gpu": "gpu", "nnapi": "nnapi"}
+# the accuracy mode's accelerators (LiteRT 2.x CompiledModel): command-line name -> the app's
+ACCELERATORS = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "nnapi": "NNAPI"}
+DEVICE_PREDICTIONS = "device_predictions"  # <results>/device_predictions/<device>/<acc>/
 
 
 class AndroidError(EvalError):
@@ -95,6 +100,9 @@ def parse_benchmark_model(text: str) -> dict:
     mem = next((m for m in (p.search(text) for p in _MEM) if m), None)
     out["peak_memory_mb"] = float(peak.group(1)) if peak else (
         float(mem.group(2)) if mem else None)
+    out["peak_memory_is"] = (
+        "benchmark_model: the process's peak footprint by periodic monitoring (RSS)" if peak
+        else "benchmark_model: footprint delta from the tool's start" if mem else None)
     rep = _REPLACED.search(text)
     out["delegated_nodes"] = [int(rep.group(1)), int(rep.group(2))] if rep else None
     if rep:
@@ -209,9 +217,10 @@ def benchmark_model_args(binary_remote: str, model_remote: str, delegate: str, t
 
 
 def app_start_args(extras: Dict[str, object]) -> List[str]:
-    """``am start`` arguments for the app's benchmark mode, typed from the protocol file."""
+    """``am start`` arguments for the app's modes, typed from the protocol file: ``-S`` stops
+    the app first (every run in a fresh process), ``-W`` waits for the launch."""
     proto = protocol()
-    args = ["am", "start", "-W", "-n", proto["package"] + "/" + proto["activity"]]
+    args = ["am", "start", "-S", "-W", "-n", proto["package"] + "/" + proto["activity"]]
     for k, v in extras.items():
         if k not in proto["extras"]:
             raise AndroidError(f"the app's benchmark mode has no extra {k!r}")
@@ -229,10 +238,11 @@ def _fill(rec: dict, fields: dict) -> dict:
 
 def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str] = None,
         delegates: Sequence[str] = ("cpu",), threads: int = 4, warmup: int = 5, runs: int = 50,
-        binary: Optional[str] = None, eval_images: int = 0, timeout: float = 600,
+        binary: Optional[str] = None, timeout: float = 600,
         only: Optional[Sequence[str]] = None, log=print, op_profiling: bool = False,
         require_full_delegation: bool = False) -> List[dict]:
-    """Latency (and with the app, accuracy) per artifact x delegate -> ``android.jsonl``.
+    """Latency per artifact x delegate -> ``android.jsonl`` (accuracy on the phone:
+    ``accuracy``).
     With benchmark_model, each record says how many nodes the delegate took (its "Replacing N
     out of M node(s)" line) and with ``op_profiling`` where the milliseconds went per op type;
     ``require_full_delegation`` fails a record whose delegate did not take the whole graph."""
@@ -258,9 +268,6 @@ def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str
         for name in ("labels.txt", "preprocessing.json"):
             if os.path.isfile(os.path.join(artifacts_dir, name)):
                 dev.push(os.path.join(artifacts_dir, name), f"{remote_dir}/{name}")
-    eval_remote = ""
-    if eval_images and not binary:
-        eval_remote = _push_eval_set(dev, artifacts_dir, manifest, eval_images, remote_dir, log)
     for e in selected_artifacts(manifest, only):
         if e.get("target") != "tflite":
             continue
@@ -293,53 +300,18 @@ def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str
                     f"mean {rec['latency_ms']['mean']:.2f} ms" if rec["status"] == "ok"
                     else rec["error"]), flush=True)
                 out.append(rec)
-            if eval_images:
-                out.append(_fill(records.new_record(
-                    "accuracy", **records.artifact_fields(e), runtime="benchmark_model",
-                    device=info), {"status": "unavailable", "error": (
-                        "on-device accuracy needs the sample app's benchmark mode "
-                        "(benchmark_model prints no predictions): drop --benchmark-binary")}))
         else:
             if problem:
                 out.append(_app_failure(e, info, problem))
                 continue
             out.extend(_run_app(dev, e, model_remote, remote_dir, delegates, threads, warmup,
-                                runs, eval_remote, timeout, info, log))
+                                runs, timeout, info, log))
     records.write_jsonl(out, os.path.join(out_dir, "android.jsonl"))
     return out
 
 
-def _push_eval_set(dev: Adb, artifacts_dir, manifest, n, remote_dir, log) -> str:
-    """Writes N evaluation images (PNG) + labels.csv and pushes them; returns the remote folder."""
-    import cv2
-    import numpy as np
-
-    from edge_eval.harness import data_config, load_raw, reference_path
-
-    ref = reference_path(manifest)
-    imgs, labels, _, _ = load_raw(data_config(ref), "test", n)
-    tmp = tempfile.mkdtemp(prefix="eval-")
-    try:
-        rows = []
-        for i, (im, y) in enumerate(zip(imgs, labels)):
-            name = f"{i:05d}.png"
-            im = np.asarray(im)
-            cv2.imwrite(os.path.join(tmp, name),
-                        im if im.shape[-1] == 1 else cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
-            rows.append(f"{name},{int(y)}")
-        with open(os.path.join(tmp, "labels.csv"), "w") as f:
-            f.write("\n".join(rows) + "\n")
-        remote = f"{remote_dir}/eval"
-        dev.shell("rm", "-rf", remote, check=False)
-        dev.push(tmp, remote)
-        log(f"[android] pushed {len(rows)} evaluation images to {remote}", flush=True)
-        return remote
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, runs,
-             eval_remote, timeout, info, log) -> List[dict]:
+             timeout, info, log) -> List[dict]:
     proto = protocol()
     run_id = uuid.uuid4().hex[:12]
     output = f"{remote_dir}/result-{run_id}.json"
@@ -347,20 +319,12 @@ def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, r
     extras = {"model": model_remote, "labels": f"{remote_dir}/labels.txt",
               "preprocessing": f"{remote_dir}/preprocessing.json",
               "delegates": ",".join(app_delegates[RECORD_DELEGATE[d]] for d in delegates),
-              "threads": threads, "warmup": warmup, "runs": runs, "eval_dir": eval_remote,
-              "output": output, "run_id": run_id}
-    started = dev.shell(*app_start_args(extras), check=False)
-    if re.search(r"^\s*(Error|Exception|java\.lang\.\w+)", started, re.M):
-        return [_app_failure(entry, info, (
-            f"the app's benchmark mode did not start ({started.strip()[-200:]}): build and "
-            "install it (android_demo: ./gradlew copyModel installDebug)"))]
-    deadline = time.time() + timeout
-    done = True
-    while not dev.exists(output + proto["done_suffix"]):
-        if time.time() > deadline:
-            done = False
-            break
-        time.sleep(1.0)
+              "threads": threads, "warmup": warmup, "runs": runs, "output": output,
+              "run_id": run_id, "mode": "benchmark"}
+    not_started = _start(dev, extras)
+    if not_started:
+        return [_app_failure(entry, info, not_started)]
+    done = _wait_done(dev, output, timeout)
     # the app rewrites its records after every delegate: without the done marker, what it
     # wrote before stopping (a delegate that crashed the process) is still its result
     got = _pull_json(dev, output) if done or dev.exists(output) else None
@@ -393,6 +357,25 @@ def _run_app(dev, entry, model_remote, remote_dir, delegates, threads, warmup, r
     return out
 
 
+def _start(dev: Adb, extras: dict) -> Optional[str]:
+    """Starts the app's mode; why it did not start, or None."""
+    started = dev.shell(*app_start_args(extras), check=False)
+    if re.search(r"^\s*(Error|Exception|java\.lang\.\w+)", started, re.M):
+        return (f"the app's {extras.get('mode', 'benchmark')} mode did not start "
+                f"({started.strip()[-200:]}): build and install it (android_demo: ./gradlew "
+                "copyModel installDebug)")
+    return None
+
+
+def _wait_done(dev: Adb, output: str, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while not dev.exists(output + protocol()["done_suffix"]):
+        if time.time() > deadline:
+            return False
+        time.sleep(1.0)
+    return True
+
+
 def _app_failure(entry: dict, info: dict, error: str, kind: str = "latency", **fields) -> dict:
     """A failed record of the app's benchmark mode for ``entry`` on this device."""
     rec = records.new_record(kind, **records.artifact_fields(entry), runtime="android-app",
@@ -411,3 +394,221 @@ def _pull_json(dev: Adb, remote: str):
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the app's accuracy mode: per-image answers from the phone, paired with the host's float model
+# --------------------------------------------------------------------------------------------
+def reference_predictions(results_dir: str) -> predictions.Predictions:
+    """The host float model's predictions that ``edge_eval accuracy`` wrote in ``results_dir``."""
+    path = os.path.join(results_dir, predictions.DIRNAME, predictions.file_name(None))
+    if not os.path.isfile(path):
+        raise AndroidError(f"{path} does not exist: run python -m edge_eval accuracy ARTIFACTS "
+                           f"--out {results_dir} first (the phone is paired with the host's "
+                           "float model on the images it evaluated)")
+    try:
+        ref = predictions.read(path)
+    except predictions.PredictionError as e:
+        raise AndroidError(str(e)) from None
+    if (ref.header["set"].get("crops") or 1) != 1:
+        raise AndroidError(f"{path} averages {ref.header['set']['crops']} crops per image; the "
+                           "app classifies the central view: evaluate the host with --crops 1")
+    return ref
+
+
+def write_eval_folder(folder: str, ref: predictions.Predictions, items) -> int:
+    """The images of ``ref`` as files (their encoded bytes: what the host identified), plus
+    the images file the app reads (``file,label,index``). Each image's identity is checked
+    against the reference's, so data that changed since the host's run is refused, not
+    paired. Returns the number of images."""
+    proto = protocol()
+    lines = []
+    for r, (i, ident, y) in enumerate(zip(ref.index, ref.ids, ref.labels)):
+        if not 0 <= i < len(items):
+            raise AndroidError(f"the reference's image {i} is not in the data (it has "
+                               f"{len(items)}): was it evaluated on other data?")
+        data, ext = items.encoded(i)
+        if predictions.image_id(data) != ident:
+            raise AndroidError(f"image {i} of the data is not the one the host evaluated (its "
+                               "identity differs): evaluate the host again on this data")
+        name = f"{r:06d}" + (ext if re.fullmatch(r"\.[a-z0-9]{1,5}", ext) else ".img")
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+        lines.append(f"{name},{int(y)},{int(i)}")
+    with open(os.path.join(folder, proto["images_file"]), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def _device_folder(info: dict) -> str:
+    """A folder name for the device (its serial and model are untrusted text)."""
+    raw = f"{info.get('name') or 'android'}-{info.get('serial') or ''}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._")[:80] or "android"
+
+
+def accuracy(artifacts_dir: str, results_dir: str, adb: str = "adb",
+             serial: Optional[str] = None, accelerators: Sequence[str] = ("cpu", "gpu", "npu"),
+             threads: int = 4, timeout: float = 3600, only: Optional[Sequence[str]] = None,
+             bootstrap_rounds: int = 2000, data_source: Optional[str] = None,
+             data_path: Optional[str] = None, log=print) -> List[dict]:
+    """Every .tflite x accelerator through the app's accuracy mode on the phone, paired with
+    the host's float reference (``results_dir/predictions/reference.jsonl``) on the same
+    images: rows with Δ top-1/top-5 [95 % CI], agreement, McNemar and what really ran, in
+    ``results_dir/android_accuracy.jsonl``; the phone's predictions in
+    ``results_dir/device_predictions/<device>/<accelerator>/``.
+
+    The images pushed are the host's own (their encoded bytes, identities checked). Each
+    accelerator runs in a fresh process; one that LiteRT cannot give is a failed row with the
+    runtime's words, one that ran the model only in part is a flagged row
+    (``accelerator.flagged``)."""
+    from edge_eval.harness import data_config, eval_items, reference_path
+    from contract.preprocessing import read_labels
+
+    for a in accelerators:
+        if a not in ACCELERATORS:
+            raise AndroidError(f"unknown accelerator {a!r}: choose from {sorted(ACCELERATORS)}")
+    if threads < 1:
+        raise AndroidError(f"--threads must be >= 1. Received: {threads}")
+    manifest = load_manifest(artifacts_dir)
+    ref = reference_predictions(results_dir)
+    s = ref.header["set"]
+    dcfg = data_config(reference_path(manifest), data_source, data_path)
+    items, class_names, _ = eval_items(dcfg, s.get("split") or "test", s.get("sample"),
+                                       s.get("seed") or 0)
+    labels_file = os.path.join(artifacts_dir, "labels.txt")
+    if os.path.isfile(labels_file):
+        class_names = read_labels(labels_file)
+    proto = protocol()
+    dev = Adb(adb, serial, timeout)
+    info = dev.device_info()
+    remote_dir = proto["device_dir"]
+    eval_remote = f"{remote_dir}/eval"
+    tmp = tempfile.mkdtemp(prefix="android-eval-")
+    try:
+        folder = os.path.join(tmp, "eval")
+        os.makedirs(folder)
+        n = write_eval_folder(folder, ref, items)
+        dev.shell("mkdir", "-p", remote_dir)
+        for name in ("labels.txt", "preprocessing.json"):
+            if os.path.isfile(os.path.join(artifacts_dir, name)):
+                dev.push(os.path.join(artifacts_dir, name), f"{remote_dir}/{name}")
+        dev.shell("rm", "-rf", eval_remote, check=False)
+        dev.push(folder, eval_remote)
+        log(f"[android] pushed the host's {n} evaluation images to {eval_remote}", flush=True)
+        out_root = os.path.join(results_dir, DEVICE_PREDICTIONS, _device_folder(info))
+        rows: List[dict] = []
+        for e in selected_artifacts(manifest, only):
+            if e.get("target") != "tflite":
+                continue
+            rows.extend(_accuracy_artifact(dev, e, artifacts_dir, remote_dir, eval_remote,
+                                           accelerators, threads, timeout, info, ref,
+                                           class_names, bootstrap_rounds, out_root, tmp, log))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    records.write_jsonl(rows, os.path.join(results_dir, "android_accuracy.jsonl"))
+    return rows
+
+
+def _accuracy_artifact(dev, e, artifacts_dir, remote_dir, eval_remote, accelerators, threads,
+                       timeout, info, ref, class_names, rounds, out_root, tmp, log) -> List[dict]:
+    proto = protocol()
+
+    def failed(acc, error):
+        row = _app_failure(e, info, error, kind="accuracy",
+                           delegate=proto["delegates"][ACCELERATORS[acc]], threads=threads)
+        log(f"[android] {e['file']} {acc}: failed: {error}", flush=True)
+        return row
+
+    problem = verify(artifacts_dir, e)
+    if problem:
+        return [failed(a, problem) for a in accelerators]
+    model_remote = f"{remote_dir}/{e['file']}"
+    dev.push(os.path.join(artifacts_dir, e["file"]), model_remote)
+    header_local = os.path.join(tmp, "header.json")
+    s = ref.header["set"]
+    with open(header_local, "w") as f:
+        json.dump({"artifact": e["file"], "sha256": e.get("sha256"), "recipe": e.get("recipe"),
+                   "split": s.get("split"), "source": s.get("source"), "note": s.get("note")}, f)
+    header_remote = f"{remote_dir}/header.json"
+    dev.push(header_local, header_remote)
+    rows = []
+    for acc in accelerators:
+        run_id = uuid.uuid4().hex[:12]
+        output = f"{remote_dir}/result-{run_id}.json"
+        preds_remote = f"{remote_dir}/predictions-{run_id}.jsonl"
+        extras = {"model": model_remote, "labels": f"{remote_dir}/labels.txt",
+                  "preprocessing": f"{remote_dir}/preprocessing.json",
+                  "delegates": ACCELERATORS[acc], "threads": threads, "eval_dir": eval_remote,
+                  "output": output, "run_id": run_id, "mode": "accuracy",
+                  "header": header_remote, "predictions": preds_remote}
+        why = _start(dev, extras)
+        if why:
+            rows.append(failed(acc, why))
+            continue
+        if not _wait_done(dev, output, timeout):
+            rows.append(failed(acc, f"no result in {timeout:.0f} s: the app stopped or is still "
+                                    "running (see `adb logcat -s InceptionEdgeBench`)"))
+            continue
+        got = _pull_json(dev, output)
+        rec = got[0] if isinstance(got, list) and len(got) == 1 and isinstance(got[0], dict) \
+            else None
+        if rec is None or records.validate(rec):
+            rows.append(failed(acc, "the app's result is not one valid record" + (
+                ": " + "; ".join(records.validate(rec)) if rec else "")))
+            continue
+        if rec.get("status") != "ok":
+            rows.append(failed(acc, f"the app: {rec.get('error')}"))
+            continue
+        local = os.path.join(tmp, f"predictions-{run_id}.jsonl")
+        try:
+            dev.pull(preds_remote, local)
+            phone = predictions.read(local)
+            if phone.header.get("sha256") not in (None, e.get("sha256")):
+                raise predictions.PredictionError(
+                    f"the phone's file answers for sha256 {phone.header['sha256']}, not "
+                    f"{e.get('sha256')}")
+            from edge_eval import stats
+
+            d = stats.paired_drift(predictions.pair(ref, phone), class_names, rounds)
+        except (AndroidError, predictions.PredictionError) as ex:
+            rows.append(failed(acc, f"the phone's predictions: {ex}"))
+            continue
+        finally:
+            dev.shell("rm", "-f", output, output + proto["done_suffix"], preds_remote,
+                      check=False)
+        rows.append(_device_row(e, info, threads, rec, phone, d, acc, out_root, local, log))
+    return rows
+
+
+def _device_row(e, info, threads, rec, phone, d, acc, out_root, local, log) -> dict:
+    a = phone.header["accelerator"]
+    flagged = a.get("used") != a.get("requested") or a.get("fully_accelerated") is False
+    row = records.new_record(
+        "accuracy", **records.artifact_fields(e), runtime="android-app",
+        delegate=rec.get("delegate"), device=dict(info, **(rec.get("device") or {})),
+        threads=threads, batch_size=1, runs=rec.get("runs"),
+        duration_s=rec.get("duration_s"), peak_memory_mb=rec.get("peak_memory_mb"),
+        tools=rec.get("tools") or {})
+    row.update(
+        accuracy={"top1": d["top1"], "top5": d["top5"], "examples": d["paired_images"],
+                  "crops": 1},
+        drift=d, peak_memory_is=rec.get("peak_memory_is"),
+        accelerator=dict(a, flagged=flagged),
+        inference_ms_mean=rec.get("inference_ms_mean"), wall_ms_mean=rec.get("wall_ms_mean"),
+        images_skipped=rec.get("images_skipped"),
+        eval_set={"images": d["paired_images"], "source": phone.header["set"].get("source"),
+                  "split": phone.header["set"].get("split"), "crops": 1})
+    folder = os.path.join(out_root, acc)
+    os.makedirs(folder, exist_ok=True)
+    final = os.path.join(folder, predictions.file_name(e["file"]))
+    shutil.move(local, final + ".tmp")
+    os.replace(final + ".tmp", final)
+    row["predictions"] = os.path.relpath(final, os.path.dirname(os.path.dirname(out_root)))
+    b = d["bootstrap"]
+    log(f"[android] {e['file']} {acc}: Δ top-1 {d['top1_delta_points']:+.2f} pts "
+        f"[{b['ci_low_points']:+.2f}, {b['ci_high_points']:+.2f}], agreement "
+        f"{100 * d['argmax_agreement']:.2f} %, McNemar p {d['mcnemar']['p_value']:.3g}"
+        + (f"; FLAGGED: ran on {a.get('used')}, fully accelerated "
+           f"{a.get('fully_accelerated')}: {a.get('fallback_reason')}" if flagged else ""),
+        flush=True)
+    return row

@@ -75,7 +75,7 @@ def _results(times, warmup, threads, batch, delegate, runtime, init_ms, first_ms
            "first_inference_ms": first_ms, "warmup_runs": warmup, "runs": len(times),
            "duration_s": sum(times) / 1e3, "threads": threads, "batch_size": batch,
            "delegate": delegate, "runtime": runtime, "peak_memory_mb": peak_rss_mb(),
-           "delegation": delegation}
+           "peak_memory_is": PEAK_MEMORY_IS, "delegation": delegation}
     if why:
         out["raw_latency_ms"] = latency_stats(times)  # kept for debugging, never reported
     return out
@@ -137,6 +137,9 @@ def edgetpu_delegate():
         return load_delegate(lib)
     except (OSError, ValueError, RuntimeError) as e:
         raise DelegateUnavailable(f"{EDGETPU_HELP} (loading {lib} failed: {e})") from None
+
+
+PEAK_MEMORY_IS = "the worker process's peak RSS (ru_maxrss)"
 
 
 def peak_rss_mb() -> float:

@@ -27,7 +27,7 @@ from contract.jobs import WorkerJob, WorkerResult, run as run_job
 from contract.manifest import ManifestError, atomic_write_json, read_manifest, verify
 from contract.preprocessing import PreprocessingSpec
 from contract.tflite_file import mediapipe_problem
-from edge_eval import preprocess, stats
+from edge_eval import bench, preprocess, stats
 from train import data as tdata
 from train.data import DataConfig, DataError, fashion_mnist_dir
 from train.source import ModelError, check_model
@@ -201,7 +201,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         {"data": {"source": data_cfg.source.value, "path": data_cfg.path,
                   "holdout_path": data_cfg.holdout_path,
                   "contents": data_fingerprint(data_cfg)}, "images": images, "split": split,
-         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 5},
+         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 6},
         sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
     streamed = crops > 1 if streamed is None else streamed
@@ -234,7 +234,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
     tmp = x_path + f".tmp-{os.getpid()}" + ("" if streamed else ".npy")
     try:
         if streamed:  # each image decoded once here, to settle the set the workers all use
-            keep, labels, skipped = _readable(items, spec.channels, ids=ids)
+            keep, labels, skipped = _readable(items, spec.decode_channels, ids=ids)
             with open(tmp, "w") as f:
                 json.dump(items.subset(keep).to_json(
                     os.path.join(cache_dir, f"raw-{key}.npy")), f)
@@ -247,7 +247,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
             def write(k, im):
                 out[k] = preprocess.central(np.asarray(im), stored)
 
-            keep, labels, skipped = _readable(items, spec.channels, write, ids)
+            keep, labels, skipped = _readable(items, spec.decode_channels, write, ids)
             out.flush()
             del out
             if len(keep) < len(items):  # some did not decode: the file holds the rest only
@@ -344,7 +344,7 @@ def _accuracy_row(rec: dict, job: WorkerJob, res: WorkerResult, labels, names,
     averaged) when it ran and its classes match the labels, else None."""
     rec.update(runtime=res.runtime, wall_s=res.wall_s, images_per_s=res.images_per_s,
                batch_size=job.batch_size, peak_memory_mb=res.peak_memory_mb,
-               delegation=res.delegation)
+               peak_memory_is=bench.PEAK_MEMORY_IS, delegation=res.delegation)
     if not res.ok:
         rec.update(status=res.status, error=res.error)
         return None
@@ -359,10 +359,12 @@ def _accuracy_row(rec: dict, job: WorkerJob, res: WorkerResult, labels, names,
 
 
 def write_predictions(out_dir: str, rows: List[dict], probs_of: dict, es: EvalSet, split: str,
-                      source: str, work: str) -> str:
+                      source: str, work: str, sample: Optional[dict] = None) -> str:
     """``out_dir/predictions/``: one contract.predictions file per row that ran (the float
     reference's ``reference.jsonl``), swapped in whole so no file of an earlier run is left
-    beside them."""
+    beside them. ``sample`` ({images, seed, crops}) goes into each header's set: with the
+    split and the data, it says how to pick the same images again (edge_eval android
+    accuracy pushes them to a phone)."""
     tmp = tempfile.mkdtemp(prefix="predictions-", dir=work)
     for k, r in enumerate(rows):
         p = probs_of.get(r["artifact"])
@@ -375,6 +377,7 @@ def write_predictions(out_dir: str, rows: List[dict], probs_of: dict, es: EvalSe
             fallback_reason=delegation_problem(d) if d and not d.get("full") else None,
             sha256=r.get("sha256"), recipe=r.get("recipe"), device=r.get("device"),
             split=split, source=source, note=es.split_is)
+        head["set"].update(sample or {})
         top, scores = predictions.top_k(p)
         predictions.write(os.path.join(tmp, predictions.file_name(
             None if k == 0 else r["artifact"])), head, es.index, es.ids, es.labels, top, scores)
@@ -535,7 +538,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         elif os.path.exists(mp_path):  # an earlier run's rows would pair with these
             os.remove(mp_path)
         records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
-        write_predictions(out_dir, out, probs_of, es, split, dcfg.source.value, work)
+        write_predictions(out_dir, out, probs_of, es, split, dcfg.source.value, work,
+                          {"sample": images, "seed": seed, "crops": crops})
         log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
             f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
         return out + app_rows

@@ -58,12 +58,15 @@ def decode_bytes(data: bytes, name: str, channels: int = 3) -> np.ndarray:
     problem = image_bytes_problem(data)  # the rule training's pre-flight check applies
     if problem:
         raise ImageError(f"corrupt image {name}: {problem}")
-    flag = cv.IMREAD_GRAYSCALE if channels == 1 else cv.IMREAD_COLOR
-    img = cv.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
+    img = cv.imdecode(np.frombuffer(data, np.uint8), cv.IMREAD_COLOR) if data else None
     if img is None:
         raise ImageError(f"cannot decode image {name} (corrupt or not a JPEG/PNG)")
     if channels == 1:
-        return img[..., None]
+        # a colour image made grey as the app does it (BT.601 luma, OpenCV's fixed point:
+        # android_demo/core Preprocessor.grey), not by the decoder: libpng's own RGB->grey
+        # (IMREAD_GRAYSCALE) differs by a grey level, enough to flip near-tied answers between
+        # the host and the phone. A grey file decodes to three equal channels and back exactly.
+        return cv.cvtColor(img, cv.COLOR_BGR2GRAY)[..., None]
     return cv.cvtColor(img, cv.COLOR_BGR2RGB)
 
 

@@ -68,21 +68,84 @@ def _f(v, fmt="{:.2f}", scale=1.0):
     return "" if v is None else fmt.format(v * scale)
 
 
-def gate(rows: List[dict], max_top1_drift: Optional[float]) -> List[str]:
-    """Artifacts whose top-1 dropped by more than ``max_top1_drift`` points (empty: pass)."""
-    if max_top1_drift is None:
-        return []
+def gate(rows: List[dict], max_top1_drift: Optional[float],
+         max_score_shift: Optional[float] = None) -> List[str]:
+    """Artifacts whose top-1 dropped by more than ``max_top1_drift`` points, or (rows paired
+    from per-image records) whose reference-class probability moved by more than
+    ``max_score_shift`` on 1 % of the images (the 99th percentile): a runtime computing at a
+    lower precision moves the scores before it flips answers. Empty: pass."""
     bad = []
+    for r in rows:
+        shift = _get(r, "drift", "score_shift", "p99")
+        if max_score_shift is not None and r["kind"] == "accuracy" and r["status"] == "ok" \
+                and shift is not None and shift > max_score_shift:
+            where = (f" on {_get(r, 'device', 'name')} {r['delegate']}" if is_device_row(r)
+                     else "")
+            bad.append(f"{r['artifact']}{where}: the reference class's probability moved "
+                       f"{shift:.2g} at the 99th percentile (allowed {max_score_shift:g})")
+    if max_top1_drift is None:
+        return bad
     for r in rows:
         d = _get(r, "drift", "top1_delta_points")
         if r["kind"] == "accuracy" and r["status"] == "ok" and d is not None and \
                 -d > max_top1_drift:
-            bad.append(f"{r['artifact']}: top-1 {d:+.2f} points (allowed -{max_top1_drift})")
+            where = (f" on {_get(r, 'device', 'name')} {r['delegate']}" if is_device_row(r)
+                     else "")
+            bad.append(f"{r['artifact']}{where}: top-1 {d:+.2f} points (allowed "
+                       f"-{max_top1_drift})")
     return bad
 
 
+def _memory(r: dict) -> str:
+    """Peak MB with what it measures: a process's peak RSS and benchmark_model's footprint
+    delta are different quantities and are marked so in one column."""
+    v = _f(r.get("peak_memory_mb"), "{:.0f}")
+    what = (r.get("peak_memory_is") or "").lower()
+    return v and v + (" (Δ)" if "delta" in what else " (RSS)" if "rss" in what else "")
+
+
+def is_device_row(r: dict) -> bool:
+    """An accuracy row measured where the model runs (a phone's accelerator, a board), paired
+    with the host's float reference: it carries what really ran (``accelerator``)."""
+    return r["kind"] == "accuracy" and isinstance(r.get("accelerator"), dict)
+
+
+def device_section(rows: List[dict]) -> str:
+    dev = [r for r in rows if is_device_row(r)]
+    if not dev:
+        return ""
+    out = ["On the device: each accelerator's per-image answers paired with the host's float "
+           "model on the same images (the join on image identity). LiteRT ms: inside the "
+           "runtime's call; wall ms: read, decode, preprocess, classify, write. A row whose "
+           "accelerator did not run the whole model is FLAGGED with the runtime's reason.", "",
+           "| artifact | device | accelerator | fully accelerated | top-1 | Δ top-1 (pts) [95 % CI]"
+           " | Δ top-5 | agreement | McNemar p | score shift p99 | images | LiteRT ms | wall ms |"
+           " status |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in dev:
+        f = flat(r)
+        a = r["accelerator"]
+        ran = a.get("requested") or r["delegate"]
+        if a.get("used") and a.get("used") != a.get("requested"):
+            ran += f" -> {a['used']}"
+        fully = {True: "yes", False: "no", None: "unknown"}[a.get("fully_accelerated")]
+        ci = "" if f["ci_low_points"] is None else \
+            f" [{f['ci_low_points']:+.2f}, {f['ci_high_points']:+.2f}]"
+        status = r["status"] + (f": {r['error']}" if r["error"] else "")
+        if a.get("flagged"):
+            status = f"FLAGGED: {a.get('fallback_reason')}"
+        out.append(
+            f"| {r['artifact']} | {f['device']} | {ran} | {fully} | {_f(f['top1'], scale=100)} |"
+            f" {_f(f['top1_delta_points'], '{:+.2f}')}{ci} | "
+            f"{_f(f['top5_delta_points'], '{:+.2f}')} | {_f(f['argmax_agreement'], scale=100)} |"
+            f" {_f(f['mcnemar_p'], '{:.3g}')} | "
+            f"{_f(_get(r, 'drift', 'score_shift', 'p99'), '{:.2g}')} | {f['examples'] or ''} | "
+            f"{_f(r.get('inference_ms_mean'))} | {_f(r.get('wall_ms_mean'))} | {status} |")
+    return "\n".join(out + [""])
+
+
 def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
-    acc = [r for r in rows if r["kind"] == "accuracy"]
+    acc = [r for r in rows if r["kind"] == "accuracy" and not is_device_row(r)]
     lat = [r for r in rows if r["kind"] == "latency"]
     out = [f"# {title}", ""]
     if acc:
@@ -115,11 +178,14 @@ def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
                 out.append(f"| {c['name']} | {c['examples']} | {100 * c['ref_top1']:.2f} | "
                            f"{100 * c['top1']:.2f} | {c['delta_points']:+.2f} | {c['flips']} |")
         out.append("")
+    if any(is_device_row(r) for r in rows):
+        out.append(device_section(rows))
     if lat:
         out += ["Latency per inference (ms), batch 1; preprocessing (decoded frame to model "
                 "input, timed apart) in its own column.", "",
                 "| artifact | recipe | runtime | delegate | device | threads | p50 | p90 | p99 | "
-                "min | init | preprocess | peak MB | runs | status |",
+                "min | init | preprocess | peak MB (RSS: process peak; Δ: growth in the tool) | runs | "
+                "status |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in lat:
             f = flat(r)
@@ -128,7 +194,7 @@ def markdown(rows: List[dict], title: str = "edge_eval report") -> str:
                 f"{f['device']} | {r['threads'] or ''} | {_f(f['p50_ms'])} | {_f(f['p90_ms'])} | "
                 f"{_f(f['p99_ms'])} | {_f(_get(r, 'latency_ms', 'min'))} | {_f(f['init_ms'])} | "
                 f"{_f(f['preprocess_ms'], '{:.3f}')} | "
-                f"{_f(f['peak_memory_mb'], '{:.0f}')} | {r['runs'] or ''} | "
+                f"{_memory(r)} | {r['runs'] or ''} | "
                 f"{r['status']}{': ' + r['error'] if r['error'] else ''} |")
         out.append("")
     return "\n".join(out)
@@ -291,7 +357,8 @@ def read_json(path: str):
 def write(results_dir: str, title: str = "edge_eval report",
           max_top1_drift: Optional[float] = None,
           sections: Sequence[str] = (),
-          gates: Sequence[Tuple[str, List[str]]] = ()) -> Tuple[str, List[str]]:
+          gates: Sequence[Tuple[str, List[str]]] = (),
+          max_score_shift: Optional[float] = None) -> Tuple[str, List[str]]:
     """Writes results.json, results.csv, report.md and the plots; returns (report, gate
     failures): artifacts over ``max_top1_drift``, and each of ``gates`` ((what it checks,
     its failures), e.g. the main job's choice gate in pipeline.report). ``sections``: further
@@ -307,15 +374,17 @@ def write(results_dir: str, title: str = "edge_eval report",
         w = csv.DictWriter(f, fieldnames=list(flats[0]))
         w.writeheader()
         w.writerows(flats)
-    written = plots(rows, results_dir)
+    written = plots([r for r in rows if not is_device_row(r)], results_dir)
     md = markdown(rows, title)
     if written:
         md += "\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
                                for p in written) + "\n"
     md += mediapipe_section(every) + fingerprint_section(results_dir) + "".join(sections)
-    failures = gate(rows, max_top1_drift)
-    if max_top1_drift is not None:
-        md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points): "
+    failures = gate(rows, max_top1_drift, max_score_shift)
+    if max_top1_drift is not None or max_score_shift is not None:
+        md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points"
+               + (f"; the reference class's probability may move at most {max_score_shift} at "
+                  "the 99th percentile" if max_score_shift is not None else "") + "): "
                + ("FAILED\n\n" + "\n".join(f"- {b}" for b in failures) if failures else "passed")
                + "\n")
     for what, bad in gates:

@@ -157,4 +157,12 @@ def paired_drift(pairing, class_names=None, bootstrap_rounds: int = 2000, seed: 
     d["label_conflicts"] = pairing.label_conflicts
     d["reference_top1"] = float(topk_hits(p_ref, labels, 1).mean())
     d["top1"] = float(topk_hits(p_other, labels, 1).mean())
+    k = d["from_top_k"]
+    d["top5"] = float(topk_hits(p_other, labels, 5).mean()) if k >= 5 else None
+    # how far the scores moved where the answer did not: the probability of the reference's
+    # top-1 class in the other run (0 when it left the other's top-k), per image
+    c = p_ref.argmax(axis=1)
+    shift = np.abs(p_other[np.arange(len(c)), c] - p_ref[np.arange(len(c)), c])
+    d["score_shift"] = {"mean": float(shift.mean()), "p99": float(np.quantile(shift, 0.99)),
+                        "max": float(shift.max())}
     return d

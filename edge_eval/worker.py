@@ -62,7 +62,7 @@ def _crop_batches(job: WorkerJob, items, batch: int):
     per = int(job.scheme)
     chunk = max(d for d in range(1, min(batch, per) + 1) if per % d == 0)
     for i in range(len(items)):
-        image, _ = items.load(i, spec.channels)
+        image, _ = items.load(i, spec.decode_channels)
         crops = preprocess.crops(image, spec, per)
         for j in range(0, per, chunk):
             yield crops[j:j + chunk]

@@ -272,7 +272,11 @@ def test_build_files_copy_on_request_and_check_every_build():
     litert = set(re.findall(r'"com\.google\.ai\.edge\.litert:[\w-]+:\$(\w+)"', gradle))
     assert litert == {"litert"}, "one LiteRT version for every LiteRT artifact"
     version = re.search(r'def litert = "(\d+)\.(\d+)\.(\d+)"', gradle)
-    assert (int(version.group(1)), int(version.group(2))) >= (1, 4)
+    # LiteRT 2.x's CompiledModel (GPU, NPU); from 2.3 the GPU accelerator is its own artifact
+    assert (int(version.group(1)), int(version.group(2))) >= (2, 3)
+    artifacts = set(re.findall(r'"com\.google\.ai\.edge\.litert:([\w-]+):', gradle))
+    assert artifacts == {"litert", "litert-gpu"}, artifacts
+    assert 'buildConfigField "String", "LITERT_VERSION", "\\"$litert\\""' in gradle
     ignore = open(os.path.join(ANDROID, ".gitignore")).read().split()
     for p in ("build/", "app/build/", ".gradle/", "local.properties",
               f"app/src/main/assets/{assets['dir']}/"):
@@ -290,6 +294,10 @@ def test_the_benchmark_activity_needs_the_shells_permission():
     bench = acts[protocol()["activity"]]
     assert bench.get(ns + "permission") == protocol()["permission"] == "android.permission.DUMP"
     assert acts[".MainActivity"].get(ns + "permission") is None
+    # rotation and dark mode do not recreate a running benchmark; the GPU sees OpenCL
+    assert {"orientation", "screenSize", "uiMode"} <= set(bench.get(ns + "configChanges").split("|"))
+    libs = {u.get(ns + "name"): u.get(ns + "required") for u in root.iter("uses-native-library")}
+    assert libs.get("libOpenCL.so") == "false"
 
 
 # --------------------------------------------------------------------------------------------

@@ -509,119 +509,14 @@ def test_benchmark_model_parser(name):
         parse_benchmark_model("ERROR: Failed to load model /data/local/tmp/x.tflite\n")
 
 
-STAND_IN_ADB = r'''#!{python}
-"""A stand-in adb: logs its argv, keeps a fake device in $FAKE_DEVICE, answers like adb.
-
-``adb shell`` behaves as on a device: the arguments are joined with spaces into one command
-line, which a real shell (bash here; mksh on Android) parses again - quotes, ``;``, ``$()``,
-``${{IFS}}`` and all - with every command it runs (``am``, ``ls``, ``touch``, ...) answered by
-this script's ``__device__`` mode inside the fake device folder (relative paths land there too).
-"""
-import json, os, shlex, shutil, subprocess, sys
-dev = os.environ["FAKE_DEVICE"]
-local = lambda p: os.path.join(dev, p.lstrip("/"))
-args = sys.argv[1:]
-
-
-def device(cmd):
-    """One command as the device's shell split it."""
-    with open(os.path.join(dev, "device_commands.jsonl"), "a") as f:
-        f.write(json.dumps(cmd) + "\n")
-    name = os.path.basename(cmd[0])
-    if name == "getprop":
-        print({{"ro.product.model": "Pixel 8", "ro.build.version.sdk": "34"}}.get(cmd[1], ""))
-    elif name == "ls":
-        sys.exit(0 if os.path.exists(local(cmd[1])) else 1)
-    elif name in ("mkdir", "chmod"):
-        if name == "mkdir":
-            os.makedirs(local(cmd[-1]), exist_ok=True)
-    elif name == "rm":
-        shutil.rmtree(local(cmd[-1]), ignore_errors=True)
-    elif name == "touch":
-        for p in cmd[1:]:
-            open(local(p) if p.startswith("/") else os.path.join(dev, p), "a").close()
-    elif name == "benchmark_model":
-        print(open(os.environ["FAKE_BENCH_OUTPUT"]).read())
-    elif name == "am" and cmd[1:2] == ["start"]:
-        ex, i = {{}}, 2
-        while i < len(cmd):
-            if cmd[i] in ("--es", "--ei"):
-                ex[cmd[i + 1]] = cmd[i + 2]
-                i += 3
-            else:
-                i += 1
-        if os.environ.get("FAKE_APP_MISSING"):  # what am prints for an app not installed
-            print("Starting: Intent {{ cmp=" + cmd[4] + " }}")
-            print("Error type 3")
-            print("Error: Activity class {{" + cmd[4] + "}} does not exist.")
-            sys.exit(0)
-        if "output" not in ex:  # as the real app: no output path, no result (it would die)
-            sys.exit(0)
-        recs = []
-        crash = os.environ.get("FAKE_APP_CRASH_ON")
-        out = local(ex["output"])
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        for d in ex["delegates"].split(","):
-            if d == crash:  # the process dies here: what was written stays, no .done
-                sys.exit(0)
-            r = json.load(open(os.environ["FAKE_APP_RECORD"]))
-            r["delegate"] = {{"CPU": "xnnpack", "GPU": "gpu", "NNAPI": "nnapi"}}[d]
-            r["threads"] = int(ex["threads"])
-            recs.append(r)
-            json.dump(recs, open(out, "w"))  # as the app: rewritten after every delegate
-        open(out + ".done", "w").close()
-        with open(os.path.join(dev, "app_extras.json"), "w") as f:
-            json.dump(ex, f)
-    else:
-        print(f"/system/bin/sh: {{cmd[0]}}: inaccessible or not found", file=sys.stderr)
-        sys.exit(127)
-
-
-if args[:1] == ["__device__"]:
-    device(args[1:])
-    sys.exit(0)
-with open(os.path.join(dev, "calls.jsonl"), "a") as f:
-    f.write(json.dumps(args) + "\n")
-if args[:1] == ["devices"]:
-    print("List of devices attached")
-    for s in os.environ.get("FAKE_SERIALS", "").split():
-        print(s + "\tdevice")
-    sys.exit(0)
-assert args[0] == "-s", args
-args = args[2:]
-if args[0] == "push":
-    os.makedirs(os.path.dirname(local(args[2])), exist_ok=True)
-    (shutil.copytree if os.path.isdir(args[1]) else shutil.copy)(args[1], local(args[2]))
-elif args[0] == "pull":
-    shutil.copy(local(args[1]), args[2])
-elif args[0] == "shell":
-    line = " ".join(args[1:])  # what adb sends the device
-    me = [sys.executable, os.path.abspath(__file__), "__device__"]
-    handler = " ".join(shlex.quote(a) for a in me)
-    pushed = [p for p in ("/data/local/tmp/benchmark_model",) if os.path.exists(local(p))]
-    prelude = f"command_not_found_handle() {{{{ {{handler}} \"$@\"; }}}}; " + "".join(
-        f"function {{p}} {{{{ {{handler}} {{p}} \"$@\"; }}}}; " for p in pushed)
-    r = subprocess.run([shutil.which("bash"), "-c", prelude + line], cwd=dev, capture_output=True, text=True,
-                       env={{k: v for k, v in os.environ.items() if k.startswith("FAKE_")}}
-                       | {{"PATH": "/nonexistent"}})
-    sys.stdout.write(r.stdout)
-    sys.stderr.write(r.stderr)
-    sys.exit(r.returncode)
-'''
-
-
 @pytest.fixture
 def fake_adb(tmp_path, monkeypatch):
-    exe = tmp_path / "adb"
-    exe.write_text(STAND_IN_ADB.format(python=sys.executable))
-    exe.chmod(0o755)
-    dev = tmp_path / "device"
-    dev.mkdir()
+    from standin_android import install_adb
+
+    exe, dev = install_adb(tmp_path, monkeypatch)
     (tmp_path / "bench.txt").write_text(BENCHMARK_MODEL_OUTPUTS["info_percentiles"])
-    monkeypatch.setenv("FAKE_DEVICE", str(dev))
-    monkeypatch.setenv("FAKE_SERIALS", "emulator-5554")
     monkeypatch.setenv("FAKE_BENCH_OUTPUT", str(tmp_path / "bench.txt"))
-    return str(exe), dev
+    return exe, dev
 
 
 def _calls(dev):
@@ -678,11 +573,13 @@ def test_adb_flow_with_the_app(converted, fake_adb, tmp_path, monkeypatch):
     assert all(r["artifact"] == "tiny_test_static_wi8_ai8.tflite" for r in rows)
     start = [c for c in _device_commands(dev) if c[:2] == ["am", "start"]][0]
     proto = android.protocol()
-    assert start[2:5] == ["-W", "-n", proto["package"] + "/" + proto["activity"]]
-    ex = {start[i + 1]: (start[i], start[i + 2]) for i in range(5, len(start), 3)}
-    # no --eval-images: eval_dir is left out, not sent empty (an empty argument vanishes in
-    # the device's shell and shifts every extra after it)
-    assert set(ex) == set(proto["extras"]) - {"eval_dir"}
+    # -S: a fresh process for the run
+    assert start[2:6] == ["-S", "-W", "-n", proto["package"] + "/" + proto["activity"]]
+    ex = {start[i + 1]: (start[i], start[i + 2]) for i in range(6, len(start), 3)}
+    # the benchmark mode's extras; the accuracy mode's are left out, not sent empty (an empty
+    # argument vanishes in the device's shell and shifts every extra after it)
+    assert set(ex) == set(proto["extras"]) - {"eval_dir", "header", "predictions"}
+    assert ex["mode"][1] == "benchmark"
     assert all(flag == proto["extras"][k]["flag"] for k, (flag, _) in ex.items())
     assert ex["delegates"][1] == "CPU,NNAPI" and ex["threads"][1] == "4"
     assert ex["output"][1].endswith(".json") and ex["run_id"][1]

@@ -90,8 +90,8 @@ public final class MainActivity extends AppCompatActivity
       Log.e(TAG, "cannot load the model", e);
       return;
     }
-    final int api = Build.VERSION.SDK_INT;
-    Classifier.Factory factory = (d, n) -> LiteRtClassifier.create(files.model, d, n, api);
+    // LiteRT 2.x CompiledModel; an accelerator it cannot give falls back to the CPU on screen
+    Classifier.Factory factory = (d, n) -> CompiledModelClassifier.orCpu(this, files, d, n);
     session = new ClassificationSession(factory, files.spec, files.labels, 5, System::nanoTime,
         this);
     Spinner d = findViewById(R.id.delegate);

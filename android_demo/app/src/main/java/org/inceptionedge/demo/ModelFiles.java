@@ -18,14 +18,20 @@ import org.inceptionedge.core.PreprocessingSpec;
 /** Model, labels and preprocessing as convert/ wrote them: from the assets, or from files. */
 public final class ModelFiles {
   public final String modelName;
+  /** The model's bytes (its tensors' types and quantization are read from them). */
   public final MappedByteBuffer model;
+  /** Where LiteRT's CompiledModel loads it from: an asset name, or else a file path. */
+  public final String assetName;
+  public final String path;
   public final List<String> labels;
   public final PreprocessingSpec spec;
 
-  private ModelFiles(String name, MappedByteBuffer model, List<String> labels,
-      PreprocessingSpec spec) {
+  private ModelFiles(String name, MappedByteBuffer model, String assetName, String path,
+      List<String> labels, PreprocessingSpec spec) {
     this.modelName = name;
     this.model = model;
+    this.assetName = assetName;
+    this.path = path;
     this.labels = labels;
     this.spec = spec;
   }
@@ -59,7 +65,7 @@ public final class ModelFiles {
           + "`./gradlew copyModel` and build again");
     }
     try {
-      return new ModelFiles(m.model, buf,
+      return new ModelFiles(m.model, buf, AppModel.asset(m.model), null,
           Labels.parse(read(ctx.getAssets().open(AppModel.asset(m.labels)))),
           PreprocessingSpec.fromJson(read(ctx.getAssets().open(AppModel.asset(m.preprocessing)))));
     } catch (IllegalArgumentException e) {
@@ -92,7 +98,7 @@ public final class ModelFiles {
       buf = in.getChannel().map(FileChannel.MapMode.READ_ONLY, 0, in.getChannel().size());
     }
     try {
-      return new ModelFiles(new File(model).getName(), buf,
+      return new ModelFiles(new File(model).getName(), buf, null, model,
           Labels.parse(read(new FileInputStream(labels))),
           PreprocessingSpec.fromJson(read(new FileInputStream(preprocessing))));
     } catch (IllegalArgumentException e) {

@@ -70,6 +70,15 @@ public final class DelegatePolicy {
     return new Decision(requested, requested, null);
   }
 
+  /**
+   * The fallback reason a run records when LiteRT says the model is not fully accelerated on
+   * the accelerator asked for (CompiledModel.isFullyAccelerated() false).
+   */
+  public static String notFullyAccelerated(Delegate requested) {
+    return "LiteRT says the model is not fully accelerated on " + requested
+        + ": the ops it cannot take run on the CPU";
+  }
+
   /** Whether the GPU's compatibility list needs to be asked at all (only for a GPU request). */
   public static boolean needsGpuCheck(Delegate requested) {
     return requested == Delegate.GPU;
