@@ -1,7 +1,7 @@
 package org.inceptionedge.core;
 
 /**
- * What the app implements with LiteRT (app/.../LiteRtClassifier.java); the core's benchmark and
+ * What the app implements with LiteRT (app/.../CompiledModelClassifier.java); the core's benchmark and
  * accuracy logic run against this interface, so they are tested on the JVM with a stand-in.
  */
 public interface Classifier extends AutoCloseable {
