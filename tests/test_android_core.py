@@ -104,3 +104,26 @@ def test_app_sources_compile_against_a_debian_android_jar(tmp_path):
     p = subprocess.run([javac, "-d", str(tmp_path), "-cp", jar, "-sourcepath", core,
                         os.path.join(app, "Pixels.java")], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_app_classes_compile_against_litert_2_signatures(tmp_path):
+    """The app's LiteRT 2.x classes (CompiledModelClassifier, BenchmarkActivity's modes,
+    ModelFiles) compile against stand-ins of the Android framework and of LiteRT's Java-visible
+    API as its Kotlin sources declare it (tests/android_stubs): a renamed method, a checked
+    LiteRtException left unhandled or a wrong overload fails here, not first on a user's
+    machine. It does not show they run: that takes the real AARs and a phone."""
+    javac = shutil.which("javac")
+    if javac is None:
+        pytest.skip("no JDK (apt-get install default-jdk-headless)")
+    app = os.path.join(ROOT, "android_demo", "app", "src", "main", "java", "org", "inceptionedge",
+                       "demo")
+    src = os.pathsep.join([os.path.join(ROOT, "tests", "android_stubs"),
+                           os.path.join(CORE, "src", "main", "java")])
+    files = [os.path.join(app, f) for f in ("CompiledModelClassifier.java",
+                                            "BenchmarkActivity.java", "ModelFiles.java",
+                                            "Pixels.java")]
+    p = subprocess.run([javac, "-Xlint:unchecked", "-Werror", "-d", str(tmp_path), "-sourcepath",
+                        src, *files], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    built = {os.path.basename(f) for _, _, fs in os.walk(tmp_path) for f in fs}
+    assert {"CompiledModelClassifier.class", "BenchmarkActivity.class"} <= built

@@ -1,0 +1,2 @@
+package android.view;
+public abstract class Window { public void addFlags(int f) {} }

@@ -1,0 +1,2 @@
+package com.google.ai.edge.litert;
+public enum Accelerator { NONE, CPU, GPU, NPU }
