@@ -414,3 +414,37 @@ def read_metadata(model_bytes: bytes) -> Optional[dict]:
         "outputs": [_tensor(t) for t in _vec_tables(sgs[0], 3)] if sgs else [],
         "packed_files": packed,
     }
+
+
+def float_ops(model_bytes: bytes) -> List[dict]:
+    """The ops that compute in floating point, from the op list: any op with a float32/float16
+    tensor among its non-constant inputs and outputs, except the QUANTIZE that takes a float
+    graph input and the DEQUANTIZE that writes a float graph output (the model's float I/O
+    edges). Empty: an integer-only graph, what an NPU or the Edge TPU runs whole. Each entry:
+    {subgraph, index, op}."""
+    m = schema.ModelT.InitFromPackedBuf(bytearray(strip_zip(model_bytes)), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    floating = {schema.TensorType.FLOAT32, schema.TensorType.FLOAT16}
+    out = []
+    for g_i, g in enumerate(m.subgraphs or []):
+        g_in, g_out = set(g.inputs if g.inputs is not None else []), set(
+            g.outputs if g.outputs is not None else [])
+
+        def const(t):
+            b = m.buffers[g.tensors[t].buffer] if m.buffers else None
+            return b is not None and b.data is not None and len(b.data) > 0
+
+        for k, op in enumerate(g.operators or []):
+            c = m.operatorCodes[op.opcodeIndex]
+            name = names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "CUSTOM")
+            if name == "CUSTOM" and c.customCode:
+                name = c.customCode.decode() if isinstance(c.customCode, bytes) else c.customCode
+            ins = [t for t in (op.inputs if op.inputs is not None else []) if t >= 0]
+            outs = [t for t in (op.outputs if op.outputs is not None else []) if t >= 0]
+            if name == "QUANTIZE" and ins and all(t in g_in for t in ins):
+                continue
+            if name == "DEQUANTIZE" and outs and all(t in g_out for t in outs):
+                continue
+            if any(g.tensors[t].type in floating for t in ins + outs if not const(t)):
+                out.append({"subgraph": g_i, "index": k, "op": name})
+    return out

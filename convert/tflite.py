@@ -117,6 +117,11 @@ class TFLiteAdapter(Adapter):
         if check["passed"] and self.metadata is not None:
             data, meta = self._with_metadata(recipe, data)
         why = mediapipe_problem(data)  # MediaPipe Tasks reads the metadata: after it is in
+        from contract.tflite_file import float_ops
+
+        # ops computing in float inside the graph (0: integer-only, what NPUs and the Edge TPU
+        # run whole; pipeline.choose admits by it, not by the recipe's name)
+        desc["float_ops"] = len(float_ops(data))
         return Built(check, dict(desc, metadata=meta, float_islands=islands,
                                  mediapipe={"runs": why is None, "reason": why}),
                      place=lambda path: atomic_write_bytes(path, data))

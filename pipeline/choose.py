@@ -36,27 +36,111 @@ class Goal(str, enum.Enum):
     FASTEST = "fastest"  # lowest host p50, then smaller
 
 
-def candidates(rows: List[dict]) -> List[dict]:
-    """One candidate per evaluated artifact: size, top-1, drift, agreement, host p50."""
-    lat = {}
+class Device(str, enum.Enum):
+    """Where the chosen model will run (the job's ``target``): the app's accelerators and the
+    board's delegate. Each admits the graphs that run there whole (``admits``)."""
+    CPU = "cpu"  # XNNPACK: any TFLite graph; the fastest is usually what is wanted
+    GPU = "gpu"  # LiteRT's GPU accelerator: float graphs (fp32, fp16 weights)
+    NPU = "npu"  # NPUs and DSPs: integer-only graphs, no float op inside
+    EDGETPU = "edgetpu"  # the Edge TPU: the compiler's int8 models
+
+
+# the accelerator a device's rows carry (records' "delegate")
+DEVICE_DELEGATE = {"cpu": "xnnpack", "gpu": "gpu", "npu": "npu", "edgetpu": "edgetpu"}
+# choose's --target: a device, or (older) a runtime: tflite means the CPU, coreml Core ML
+RUNTIME_OF = {"cpu": "tflite", "gpu": "tflite", "npu": "tflite", "edgetpu": "edgetpu",
+              "tflite": "tflite", "coreml": "coreml"}
+
+
+def admits(device: Optional[str], c: dict) -> Optional[str]:
+    """Why ``device`` cannot run candidate ``c`` whole (None: it can). Judged on the graph's
+    op list (``float_ops``: ops computing in floating point, counted from the file), not on
+    the recipe's name."""
+    if device in (None, "cpu"):
+        return None
+    if device == "gpu":
+        if c.get("weights") not in ("float32", "float16") or c.get("activations") != "float32":
+            return "the GPU runs float graphs (fp32, fp16 weights)"
+        return None
+    fo = c.get("float_ops")
+    if fo is None:
+        return "its op list could not be read"
+    if fo:
+        return f"{fo} op(s) compute in float inside the graph"
+    if device == "edgetpu" and c.get("activations") != "int8":
+        return "the Edge TPU runs 8-bit graphs"
+    return None
+
+
+def candidates(rows: List[dict], device: Optional[str] = None,
+               float_ops: Optional[Callable[[dict], Optional[int]]] = None) -> List[dict]:
+    """One candidate per evaluated artifact: size, top-1, drift, agreement, p50. The host's
+    rows, unless ``device`` rows exist for an artifact (a phone's or a board's accuracy rows
+    for the device's accelerator, and its latency rows): then that device's drift, agreement
+    and latency are the candidate's (``numbers_from``), and a device row flagged as not fully
+    accelerated makes the candidate ``not_fully_accelerated``."""
+    from edge_eval.report import is_device_row
+
+    want = DEVICE_DELEGATE.get(device or "")
+    lat, dev_lat = {}, {}
     for r in rows:
-        if r["kind"] == "latency" and r["status"] == "ok" and r.get("delegate") == "xnnpack":
-            lat.setdefault(r["artifact"], r["latency_ms"]["p50"])
+        if r["kind"] == "latency" and r["status"] == "ok" and r.get("latency_ms"):
+            on_device = (r.get("device") or {}).get("kind") not in (None, "host")
+            if on_device and want and r.get("delegate") == want:
+                dev_lat.setdefault(r["artifact"], r["latency_ms"]["p50"])
+            elif not on_device and r.get("delegate") == "xnnpack":
+                lat.setdefault(r["artifact"], r["latency_ms"]["p50"])
+    device_rows = {r["artifact"]: r for r in rows if is_device_row(r) and want
+                   and r.get("delegate") == want and r["status"] == "ok" and r.get("drift")}
     out = []
     for r in rows:
-        if r["kind"] != "accuracy" or r["status"] != "ok" or not r.get("drift"):
+        if r["kind"] != "accuracy" or r["status"] != "ok" or not r.get("drift") or \
+                is_device_row(r):
             continue
         recipe = from_entry(r)  # the structured fields the record carries, not its name
-        out.append({"artifact": r["artifact"], "recipe": r.get("recipe"),
-                    "target": r.get("target"), "bytes": r.get("bytes"),
-                    "top1": r["accuracy"]["top1"],
-                    "drift_points": r["drift"]["top1_delta_points"],
-                    "agreement": r["drift"]["argmax_agreement"],
-                    "p50_ms": lat.get(r["artifact"]),
-                    "full_integer": bool(recipe and recipe.full_integer),
-                    "float_blocks": ",".join(recipe.float_blocks) if recipe and
-                    recipe.float_blocks else None})
+        d = device_rows.get(r["artifact"])
+        src = d or r
+        dev = (d.get("device") or {}) if d else {}
+        c = {"artifact": r["artifact"], "recipe": r.get("recipe"),
+             "target": r.get("target"), "bytes": r.get("bytes"),
+             "top1": src["accuracy"]["top1"],
+             "drift_points": src["drift"]["top1_delta_points"],
+             "agreement": src["drift"]["argmax_agreement"],
+             "p50_ms": dev_lat.get(r["artifact"]) if d else lat.get(r["artifact"]),
+             "numbers_from": (f"{dev.get('name') or dev.get('kind')} {want}" if d
+                              else "host"),
+             "full_integer": bool(recipe and recipe.full_integer),
+             "weights": recipe.weights if recipe else None,
+             "activations": recipe.activations if recipe else None,
+             "float_blocks": ",".join(recipe.float_blocks) if recipe and
+             recipe.float_blocks else None}
+        if d and (d.get("accelerator") or {}).get("flagged"):
+            c["not_fully_accelerated"] = d["accelerator"].get("fallback_reason") or True
+        if float_ops is not None:
+            c["float_ops"] = float_ops(r)
+        out.append(c)
     return out
+
+
+def float_op_counter(artifacts_dir: str) -> Callable[[dict], Optional[int]]:
+    """``float_ops`` of an artifact's file (contract.tflite_file.float_ops; convert/ records the
+    same count in the manifest), once per file; None for a file that is not a readable
+    .tflite."""
+    cache: dict = {}
+
+    def count(r: dict) -> Optional[int]:
+        name = r.get("artifact") or ""
+        if name not in cache:
+            path = os.path.join(artifacts_dir, os.path.basename(name))
+            try:
+                from contract.tflite_file import float_ops
+
+                with open(path, "rb") as f:
+                    cache[name] = len(float_ops(f.read())) if name.endswith(".tflite") else None
+            except Exception:  # a missing or foreign file: "could not be read"
+                cache[name] = None
+        return cache[name]
+    return count
 
 
 def meets(c: dict, budget: float, min_agreement: Optional[float] = None) -> bool:
@@ -65,11 +149,13 @@ def meets(c: dict, budget: float, min_agreement: Optional[float] = None) -> bool
 
 
 def pick(cands: List[dict], budget: float, goal: str, min_agreement: Optional[float] = None,
-         integer_only: bool = False) -> Optional[dict]:
-    """The best candidate that meets the budget (None if none does). ``smallest``: fewest bytes
-    (then faster, then less drift); ``fastest``: lowest host p50 (then smaller)."""
+         integer_only: bool = False, device: Optional[str] = None) -> Optional[dict]:
+    """The best candidate that meets the budget and runs whole on ``device`` (None if none
+    does). ``smallest``: fewest bytes (then faster, then less drift); ``fastest``: lowest p50
+    (then smaller). ``integer_only``: what ``npu`` admits (no float op in the graph)."""
     ok = [c for c in cands if meets(c, budget, min_agreement)
-          and (c["full_integer"] or not integer_only)]
+          and admits(device, c) is None and not c.get("not_fully_accelerated")
+          and (not integer_only or admits("npu", c) is None)]
     if goal == "fastest":
         ok = [c for c in ok if c["p50_ms"] is not None]
         key = lambda c: (c["p50_ms"], c["bytes"] or 0, -c["drift_points"])  # noqa: E731
@@ -115,7 +201,7 @@ def _evidence(rows: List[dict], where: str, artifacts_dir: str) -> dict:
 
 def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "smallest",
            min_agreement: Optional[float] = None, integer_only: bool = False,
-           target: str = "tflite",
+           target: str = "cpu",
            max_steps: int = 4, calib_images: int = 200,
            images: Optional[int] = None, data_path: Optional[str] = None, threads: int = 2,
            bench_runs: int = 50, seed: int = 0, log=print, select_on: Optional[str] = None,
@@ -124,8 +210,19 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     (``edge_eval accuracy --split holdout``): candidates and selective steps are judged there,
     and the chosen artifact's test-split numbers (``results_dir``, what the report quotes) are
     reported beside it; without it the choice is made on the test split itself, and
-    choice.json says so (optimistic: the same images pick and report)."""
+    choice.json says so (optimistic: the same images pick and report).
+
+    ``target``: where the model will run - ``cpu``, ``gpu``, ``npu``, ``edgetpu`` (each admits
+    only the graphs it runs whole: ``admits``; with a phone's or a board's rows for that
+    accelerator, their drift and latency decide) - or, as before, a runtime (``tflite``: the
+    CPU; ``coreml``)."""
     from edge_eval import report
+
+    if target not in RUNTIME_OF:
+        raise ValueError(f"--target must be one of {sorted(RUNTIME_OF)}. Received: {target!r}")
+    runtime = RUNTIME_OF[target]
+    device = target if target in DEVICE_DELEGATE else ("cpu" if target == "tflite" else None)
+    counter = float_op_counter(artifacts_dir)
 
     rows = [r for r in report.load(results_dir) if not r.get("choice_step")]
     test = _evidence(rows, results_dir, artifacts_dir)
@@ -141,10 +238,19 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     else:
         log(f"[choose] deciding on {sel['images']} held-out images ({sel['split_is']}); the "
             f"test split ({test['images']} images) is only reported", flush=True)
-    every = candidates(sel_rows)
-    test_cands = {c["artifact"]: c for c in candidates(rows)}
+    every = candidates(sel_rows, device, counter)
+    test_cands = {c["artifact"]: c for c in candidates(rows, device, counter)}
     by_target = sorted({c["target"] for c in every if c["target"]})
-    cands = [c for c in every if c["target"] == target]  # one runtime's artifacts compete
+    cands = [c for c in every if c["target"] == runtime]  # one runtime's artifacts compete
+    if runtime == "edgetpu" and not cands:
+        # no compiled model was evaluated (no Coral, no libedgetpu): the int8 graphs the
+        # compiler would map whole, on the host's numbers, said so in choice.json
+        cands = [dict(c, note="not compiled/evaluated on an Edge TPU: the host's numbers of "
+                      "the graph edgetpu_compiler would map") for c in every
+                 if c["target"] == "tflite"]
+    refused = {c["artifact"]: admits(device, c) or (
+        f"not fully accelerated on the device: {c['not_fully_accelerated']}"
+        if c.get("not_fully_accelerated") else None) for c in cands}
     full_int = [c for c in cands if c["full_integer"] and not c["float_blocks"]]
     steps: List[dict] = []
     step_rows: List[dict] = []
@@ -155,7 +261,7 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
         + f"; goal: {goal}" + ("; full-integer models only" if integer_only else ""), flush=True)
     order: List[dict] = []
     srcinfo = None
-    if not int_fits and max_steps > 0:
+    if not int_fits and max_steps > 0 and device in (None, "cpu"):
         manifest = read_manifest(artifacts_dir)
         srcinfo = _float_source(manifest)
         if srcinfo is None or not os.path.exists(srcinfo.get("path", "")):
@@ -168,10 +274,10 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
                 log, split=sel["split"])
             steps = selective_search(order, budget, min_agreement, max_steps, measure, log)
             cands += [_step_candidate(st) for st in steps if st["status"] == "ok"]
-    chosen = pick(cands, budget, goal, min_agreement, integer_only)
+    chosen = pick(cands, budget, goal, min_agreement, integer_only, device)
     # the same rule for the other runtimes' artifacts (Core ML: no selective steps)
     others = {t: pick([c for c in every if c["target"] == t], budget, goal, min_agreement,
-                      integer_only) for t in by_target if t not in (target, "keras")}
+                      integer_only) for t in by_target if t not in (runtime, "keras")}
     for r in step_rows:
         r["choice_step"] = True
     reported: List[dict] = []  # the chosen step's test-split records
@@ -204,6 +310,10 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
                         for b in order],
         "steps": steps,
         "target": target,
+        "runtime": runtime,
+        "device": device,
+        "numbers_from": chosen.get("numbers_from") if chosen else None,
+        "refused_on_target": {k: v for k, v in refused.items() if v},
         "chosen": chosen,
         "chosen_other_targets": others,
         "candidates": sorted(cands, key=lambda c: (c["bytes"] or 0)),
@@ -358,12 +468,16 @@ def main(argv=None) -> int:
     p.add_argument("--results", required=True, help="folder with accuracy.jsonl/latency.jsonl")
     p.add_argument("--budget", type=float, default=0.3, help="allowed top-1 drop, points")
     p.add_argument("--goal", choices=[g.value for g in Goal], default=Goal.SMALLEST.value)
-    p.add_argument("--target", default="tflite",
-                   help="the runtime whose artifacts compete (tflite, coreml; default tflite)")
+    p.add_argument("--target", default="cpu", choices=sorted(RUNTIME_OF),
+                   help="where the model will run: cpu (XNNPACK), gpu (float graphs), npu "
+                        "(integer-only graphs, no float op inside), edgetpu (the compiler's "
+                        "int8 models); tflite means cpu, coreml chooses among Core ML packages. "
+                        "A phone's or board's rows for that accelerator decide when present")
     p.add_argument("--min-agreement", type=float,
                    help="also require this argmax agreement with float (0-1)")
     p.add_argument("--integer-only", action="store_true",
-                   help="only full-integer models (Edge TPU, NNAPI, DSPs)")
+                   help="only integer-only graphs, checked on the op list (no float op "
+                        "inside: what --target npu admits)")
     p.add_argument("--max-steps", type=int, default=4, help="selective steps at most")
     p.add_argument("--calib-images", type=int, default=200,
                    help="images that calibrate int8 and rank the blocks by error")

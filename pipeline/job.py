@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from contract import recipes
 from contract.exitcodes import NOTHING_CHOSEN, PARTIAL, ROWS_FAILED
 from contract.manifest import safe_name, source_name
-from pipeline.choose import Goal
+from pipeline.choose import Device, Goal
 from pipeline.runner import Stage
 
 PY = sys.executable or "python3"
@@ -67,7 +67,10 @@ class JobConfig:
     budget_points: float = 0.3  # allowed top-1 drop against float, in points
     goal: str = "smallest"  # pipeline.choose.Goal: smallest | fastest
     min_agreement: Optional[float] = None  # also require this argmax agreement with float
-    integer_only: bool = False  # only full-integer models (Edge TPU, NNAPI, DSPs)
+    integer_only: bool = False  # only integer-only graphs (no float op in the op list)
+    # where the model will run: cpu | gpu | npu | edgetpu (pipeline.choose.Device): each admits
+    # only the graphs it runs whole; a phone's or board's rows for it decide when present
+    target: str = "cpu"
     choice_max_steps: int = 4
     # held-out images the choice decides on (a seeded sample of the data's holdout split:
     # data.holdout_path, an image folder's validation/, or training images; never the test
@@ -88,6 +91,9 @@ class JobConfig:
         if self.eval_workers < 1 or self.threads < 1 or self.parallel_stages < 1:
             raise ValueError(f"threads, eval_workers and parallel_stages must be >= 1. Received: "
                              f"{self.threads}, {self.eval_workers}, {self.parallel_stages}")
+        if self.target not in [d.value for d in Device]:
+            raise ValueError(f"target must be one of {[d.value for d in Device]}. Received: "
+                             f"{self.target!r}")
         if self.budget_points < 0:
             raise ValueError(f"budget_points must be >= 0. Received: {self.budget_points}")
         # every recipe through the one parser before any stage runs: a typo is refused here
@@ -292,7 +298,8 @@ def plan(job: JobConfig) -> List[Stage]:
         description="host latency (LiteRT + XNNPACK)"))
     stages.append(Stage(
         "choose", [PY, "-m", "pipeline.choose", art, "--results", rep, "--budget",
-                   str(job.budget_points), "--goal", job.goal, "--max-steps",
+                   str(job.budget_points), "--goal", job.goal, "--target", job.target,
+                   "--max-steps",
                    str(job.choice_max_steps),
                    "--threads", str(job.threads), "--bench-runs", str(job.bench_runs),
                    "--calib-images", str(job.calib_images), "--select-on", held]

@@ -30,9 +30,16 @@ def choice_section(results_dir: str) -> str:
            f"({100 * c['float_top1']:.2f} %)"
            + (f", argmax agreement >= {100 * c['min_agreement']:.2f} %"
               if c.get("min_agreement") is not None else "")
-           + f"; goal: {c['goal']}" + ("; full-integer models only" if c.get("integer_only")
-                                       else "") + f"; among {c.get('target', 'tflite')} "
-           "artifacts.", "", f"**{c['why']}**", ""]
+           + f"; goal: {c['goal']}" + ("; integer-only graphs only" if c.get("integer_only")
+                                       else "")
+           + (f"; target: {c['device']} (only the graphs it runs whole; numbers from "
+              f"{c.get('numbers_from') or 'the host'})" if c.get("device")
+              else f"; among {c.get('target', 'tflite')} artifacts") + ".", "",
+           f"**{c['why']}**", ""]
+    refused = c.get("refused_on_target") or {}
+    if refused:
+        out += [f"Not admitted on {c.get('device')}: " + "; ".join(
+            f"{a}: {why}" for a, why in sorted(refused.items())) + ".", ""]
     sel, rep = c.get("selected_on") or {}, c.get("reported_on") or {}
     if sel.get("split") and sel["split"] != "test":
         ct = c.get("chosen_test")
@@ -104,8 +111,11 @@ def choice_gate(rows: List[dict], choice: Optional[dict]) -> List[str]:
                 + (f" with argmax agreement >= {choice['min_agreement']}"
                    if choice.get("min_agreement") is not None else "")
                 + (" among full-integer models" if choice.get("integer_only") else "")]
+    from edge_eval.report import is_device_row
+
     rec = next((r for r in rows if r["kind"] == "accuracy" and r["status"] == "ok"
-                and r["artifact"] == chosen["artifact"] and r.get("drift")), None)
+                and r["artifact"] == chosen["artifact"] and r.get("drift")
+                and not is_device_row(r)), None)
     if rec is None:
         return [f"the chosen artifact {chosen['artifact']} has no accuracy record"]
     d = rec["drift"]["top1_delta_points"]

@@ -234,3 +234,30 @@ def test_the_check_counts_agreement_on_decisive_images(ref, got, passed, judged,
     c = judge(tol, _probs(got), _probs(ref))
     assert (c["passed"], c["agreement_judged"], c["top1_agreement"]) == (passed, judged, agree)
     assert ("not judged" in c.get("note", "")) == (not judged)
+
+
+@pytest.mark.parametrize("recipe, integer_only", [
+    ("fp32", False), ("dynamic_wi8_afp32", False),
+    ("static_wi8_ai8_uint8io", True),  # the Edge TPU recipe: no float island
+    ("static_wi8_ai16", True),
+])
+def test_float_ops_come_from_the_op_list(converted, recipe, integer_only):
+    """Integer-only is read from the graph: float ops inside (XNNPACK's float islands, float
+    kernels) are counted, the float I/O edges are not; the manifest records the count."""
+    from contract.tflite_file import float_ops
+
+    art, manifest = converted
+    entry = next(a for a in manifest["artifacts"] if a["recipe"] == recipe)
+    found = float_ops(open(os.path.join(art, entry["file"]), "rb").read())
+    assert (not found) == integer_only, found[:5]
+    assert entry["float_ops"] == len(found)
+
+
+def test_float_islands_are_float_ops(converted):
+    from contract.tflite_file import float_ops
+
+    art, manifest = converted
+    for entry in manifest["artifacts"]:
+        if entry.get("float_islands"):
+            ops = {o["op"] for o in float_ops(open(os.path.join(art, entry["file"]), "rb").read())}
+            assert {"DEQUANTIZE", "QUANTIZE"} <= ops, entry["file"]

@@ -339,30 +339,81 @@ def test_job_with_a_trained_model_has_no_training_stage(tmp_path):
 # --------------------------------------------------------------------------------------------
 # the choice rules, table-driven
 # --------------------------------------------------------------------------------------------
-def _c(name, mb, drift, p50, agree=0.99, full_integer=False):
+def _c(name, mb, drift, p50, agree=0.99, full_integer=False, weights="float32",
+       activations="float32", float_ops=120):
     return {"artifact": name, "recipe": name, "bytes": int(mb * 1e6), "drift_points": drift,
             "p50_ms": p50, "agreement": agree, "full_integer": full_integer,
-            "float_blocks": None, "top1": 0.9, "target": "tflite"}
+            "float_blocks": None, "top1": 0.9, "target": "tflite", "weights": weights,
+            "activations": activations, "float_ops": float_ops}
 
 
-CANDS = [_c("fp32", 5.5, 0.0, 0.27, 1.0), _c("fp16", 2.8, -0.01, 0.30, 0.999),
-         _c("dynamic", 1.50, -0.05, 0.55, 0.99), _c("int8", 1.55, -0.12, 0.35, 0.98, True),
-         _c("int8_sel", 1.60, -0.02, 0.40, 0.99, True)]
+CANDS = [_c("fp32", 5.5, 0.0, 0.27, 1.0), _c("fp16", 2.8, -0.01, 0.30, 0.999, weights="float16"),
+         _c("dynamic", 1.50, -0.05, 0.55, 0.99, weights="int8"),
+         _c("int8", 1.55, -0.12, 0.35, 0.98, True, "int8", "int8", 0),
+         # full int8 whose average pools and softmax run as float islands (XNNPACK's graph)
+         _c("int8_islands", 1.54, -0.11, 0.30, 0.98, True, "int8", "int8", 30),
+         _c("int8_sel", 1.60, -0.02, 0.40, 0.99, True, "int8", "int8", 6),
+         _c("int16", 1.62, 0.0, 2.0, 0.99, False, "int8", "int16", 0)]
 
 
-@pytest.mark.parametrize("budget, goal, agree, integer_only, expect", [
-    (0.3, "smallest", None, False, "dynamic"),
-    (0.3, "fastest", None, False, "fp32"),
-    (0.3, "smallest", None, True, "int8"),
-    (0.1, "smallest", None, True, "int8_sel"),  # full int8 misses 0.1: the selective one fits
-    (0.03, "smallest", None, False, "int8_sel"),
-    (0.015, "smallest", None, False, "fp16"),
-    (0.3, "smallest", 0.995, False, "fp16"),  # agreement rules out the int8 models
-    (0.0, "smallest", None, True, None),  # nothing integer meets a zero budget
+@pytest.mark.parametrize("budget, goal, agree, integer_only, target, expect", [
+    (0.3, "smallest", None, False, None, "dynamic"),
+    (0.3, "fastest", None, False, None, "fp32"),
+    (0.3, "fastest", None, False, "cpu", "fp32"),
+    # integer-only is judged on the op list: the islands model is smaller but computes in float
+    (0.3, "smallest", None, True, None, "int8"),
+    (0.3, "smallest", None, False, "npu", "int8"),
+    (0.3, "fastest", None, False, "npu", "int8"),
+    # a selective model keeps blocks in float: never integer-only; int16 activations are
+    (0.1, "smallest", None, True, None, "int16"),
+    (0.1, "smallest", None, False, "edgetpu", None),  # the Edge TPU runs 8-bit graphs only
+    (0.3, "smallest", None, False, "edgetpu", "int8"),
+    (0.3, "smallest", None, False, "gpu", "fp16"),  # the GPU runs float graphs
+    (0.005, "smallest", None, False, "gpu", "fp32"),
+    (0.03, "smallest", None, False, None, "int8_sel"),
+    (0.015, "smallest", None, False, None, "int16"),
+    (0.015, "smallest", 0.995, False, None, "fp16"),  # agreement rules out the int models
+    (0.0, "smallest", None, True, None, "int16"),
+    (0.0, "smallest", None, False, "edgetpu", None),  # nothing 8-bit meets a zero budget
 ])
-def test_pick(budget, goal, agree, integer_only, expect):
-    got = choose.pick(CANDS, budget, goal, agree, integer_only)
+def test_pick(budget, goal, agree, integer_only, target, expect):
+    got = choose.pick(CANDS, budget, goal, agree, integer_only, target)
     assert (got and got["artifact"]) == expect
+
+
+def test_a_device_row_decides_and_a_flagged_one_is_not_admitted():
+    """With a phone's rows for the target's accelerator, the phone's drift and latency are the
+    candidate's; a row not fully accelerated there is not admitted."""
+    from contract import recipes, records
+
+    def acc(art, recipe, drift, **kw):
+        r = records.new_record("accuracy", artifact=art, recipe=recipe, target="tflite",
+                               bytes=1000, **kw)
+        r["recipe_spec"] = recipes.fields(recipes.get_recipe(recipe))
+        r.update(accuracy={"top1": 0.9, "top5": 1.0}, drift={"top1_delta_points": drift,
+                                                             "argmax_agreement": 0.99})
+        return r
+
+    host = [acc("fp16.tflite", "fp16", 0.0), acc("fp32.tflite", "fp32", 0.0)]
+    phone = acc("fp16.tflite", "fp16", -2.0, delegate="gpu",
+                device={"kind": "android", "name": "Pixel"})
+    phone["accelerator"] = {"requested": "gpu", "used": "gpu", "fully_accelerated": True,
+                            "flagged": False}
+    cands = {c["artifact"]: c for c in choose.candidates(host + [phone], "gpu")}
+    assert cands["fp16.tflite"]["drift_points"] == -2.0
+    assert cands["fp16.tflite"]["numbers_from"] == "Pixel gpu"
+    assert cands["fp32.tflite"]["numbers_from"] == "host"
+    assert choose.pick(list(cands.values()), 0.3, "smallest", device="gpu")["artifact"] == \
+        "fp32.tflite"
+    phone["drift"]["top1_delta_points"] = 0.0
+    phone["accelerator"].update(fully_accelerated=False, flagged=True,
+                                fallback_reason="3 ops on the CPU")
+    cands = choose.candidates(host + [phone], "gpu")
+    flagged = next(c for c in cands if c["artifact"] == "fp16.tflite")
+    assert flagged["not_fully_accelerated"] == "3 ops on the CPU"
+    assert choose.pick(cands, 0.3, "smallest", device="gpu")["artifact"] == "fp32.tflite"
+    # the CPU target is not judged by the phone's GPU row
+    assert {c["numbers_from"] for c in choose.candidates(host + [phone], "cpu")} == {"host"}
 
 
 def test_pick_fastest_ignores_unbenchmarked():
