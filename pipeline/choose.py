@@ -127,6 +127,12 @@ def float_op_counter(artifacts_dir: str) -> Callable[[dict], Optional[int]]:
     same count in the manifest), once per file; None for a file that is not a readable
     .tflite."""
     cache: dict = {}
+    try:
+        for a in read_manifest(artifacts_dir, required=False).get("artifacts", []):
+            if isinstance(a, dict) and isinstance(a.get("float_ops"), int):
+                cache[a.get("file")] = a["float_ops"]
+    except Exception:  # an unreadable manifest: the files are read instead
+        pass
 
     def count(r: dict) -> Optional[int]:
         name = r.get("artifact") or ""

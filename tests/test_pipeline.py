@@ -474,8 +474,12 @@ def _records_dir(tmp_path, int8_drift):
     art.mkdir()
     res.mkdir()
     (art / "float.keras").write_text("a stand-in: prepare_steps is replaced")
+    # the op-list counts convert/ records: int8.tflite is integer-only (no float island)
     (art / "manifest.json").write_text(json.dumps({
-        "artifacts": [], "sources": [{"path": str(art / "float.keras"), "qat": False}]}))
+        "artifacts": [{"file": "int8.tflite", "float_ops": 0},
+                      {"file": "fp32.tflite", "float_ops": 120},
+                      {"file": "fp16.tflite", "float_ops": 300}],
+        "sources": [{"path": str(art / "float.keras"), "qat": False}]}))
 
     from contract.recipes import fields, parse
 
@@ -506,8 +510,9 @@ def _records_dir(tmp_path, int8_drift):
 
 
 @pytest.mark.parametrize("int8_drift, budget, integer_only, step_drifts, want", [
-    # full int8 misses a 0.1 budget by design; the second selective step fits and is chosen
-    (-0.5, 0.1, True, [-0.3, -0.05], "int8+float:mixed7,mixed3"),
+    # full int8 misses a 0.1 budget by design; the second selective step fits, but it keeps
+    # blocks in float: not integer-only, so nothing is chosen for integer_only
+    (-0.5, 0.1, True, [-0.3, -0.05], None),
     # any precision allowed: the fitting step (1.75 MB) is smaller than fp16 (2.8 MB)
     (-0.5, 0.1, False, [-0.3, -0.05], "int8+float:mixed7,mixed3"),
     # full int8 fits: no steps are taken, int8 is the smallest
