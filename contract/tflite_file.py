@@ -78,6 +78,19 @@ def pack(model, size_hint: int = 1 << 20) -> bytes:
         model.buffers = buffers
 
 
+def io_dtypes(model_bytes: bytes) -> Tuple[List[str], List[str]]:
+    """(input dtypes, output dtypes) of the main subgraph, read from the flatbuffer (works for
+    a compiled Edge TPU model, which no interpreter without the delegate can open)."""
+    m = schema.Model.GetRootAs(strip_zip(model_bytes), 0)
+    g = m.Subgraphs(0)
+
+    def name(i):
+        t = g.Tensors(i)
+        return _TYPES.get(t.Type(), f"type {t.Type()}")
+    return ([name(g.Inputs(k)) for k in range(g.InputsLength())],
+            [name(g.Outputs(k)) for k in range(g.OutputsLength())])
+
+
 def misaligned(model_bytes: bytes, alignment: int = ALIGNMENT) -> List[int]:
     """Indices of the buffers whose data does not start on an ``alignment`` boundary."""
     m = schema.Model.GetRootAs(model_bytes, 0)

@@ -65,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
                         "model when edgetpu_compiler is installed")
     p.add_argument("--require-edgetpu-compiler", action="store_true",
                    help="fail when edgetpu_compiler is missing (default: report without it)")
+    p.add_argument("--edgetpu-segments", type=int, default=1,
+                   help="compile into N segments for N pipelined Edge TPUs (a model larger "
+                        "than one TPU's ~8 MB on-chip cache); they run together through "
+                        "pycoral's PipelinedModelRunner, not one by one")
     p.add_argument("--coreml-variants", default=None,
                    help=f"Core ML variants (default: all: {recipes.DEFAULT_VARIANTS})")
     p.add_argument("--coreml-target", help="minimum deployment target, e.g. iOS17 (default: "
@@ -123,7 +127,8 @@ def request(args):
         model=args.model, out=args.out,
         recipes=recipes.parse_recipes(names) if "tflite" in targets else [],
         variants=variants, edgetpu="edgetpu" in targets,
-        require_edgetpu_compiler=args.require_edgetpu_compiler, calib_images=args.calib_images,
+        require_edgetpu_compiler=args.require_edgetpu_compiler,
+        edgetpu_segments=args.edgetpu_segments, calib_images=args.calib_images,
         calib_npy=args.calib_npy, data_path=args.data_path, data_source=args.data_source,
         check_npy=args.check_npy, check_images=args.check_images, seed=args.seed,
         coreml_target=args.coreml_target,

@@ -29,6 +29,7 @@ class Request:
     variants: List[CoreMLVariant] = dataclasses.field(default_factory=list)
     edgetpu: bool = False  # the Edge TPU report (and compiled model) of the uint8-I/O recipe
     require_edgetpu_compiler: bool = False
+    edgetpu_segments: int = 1  # >1: compiled as that many segments (pipelined Edge TPUs)
     calib_images: Optional[int] = None  # default 200; with calib_npy: the whole file
     calib_npy: Optional[str] = None
     data_path: Optional[str] = None
@@ -45,6 +46,9 @@ class Request:
     def __post_init__(self):
         if self.edgetpu and EDGETPU_RECIPE not in {r.name for r in self.recipes}:
             self.recipes = list(self.recipes) + [get_recipe(EDGETPU_RECIPE)]
+        if self.edgetpu_segments < 1:
+            raise ConvertError(f"--edgetpu-segments must be >= 1. Received: "
+                               f"{self.edgetpu_segments}")
         if self.data_source and not self.data_path:
             raise ConvertError("--data-source needs --data-path (the dataset's folder)")
 
@@ -138,7 +142,8 @@ def convert(req: Request, src: Optional[Source] = None, log: Callable = print,
     elif req.edgetpu:
         from convert.edgetpu import annotate
 
-        manifest = annotate(req.out, src.sha256, req.require_edgetpu_compiler, log=log)
+        manifest = annotate(req.out, src.sha256, req.require_edgetpu_compiler, log=log,
+                            segments=req.edgetpu_segments)
     if req.variants:
         from convert.coreml import convert_coreml
 

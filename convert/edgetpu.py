@@ -184,29 +184,52 @@ def parse_compiler_log(text: str) -> dict:
 
 
 def compile_model(tflite_path: str, out_dir: str, compiler: str = COMPILER,
-                  timeout: float = 600.0) -> dict:
+                  timeout: float = 600.0, segments: int = 1) -> dict:
     """Runs edgetpu_compiler (argument list, no shell) and parses its log; when the compiler is
-    not installed, says where to get it."""
+    not installed, says where to get it. ``segments`` > 1: ``--num_segments`` (a model larger
+    than one Edge TPU's on-chip cache, pipelined over several: the compiler writes
+    ``<name>_segment_<k>_of_<n>_edgetpu.tflite``)."""
     exe = shutil.which(compiler)
     if exe is None:
         return {"status": "unavailable", "error": INSTALL_HINT}
     os.makedirs(out_dir, exist_ok=True)
+    args = [exe, "-s", "-o", out_dir] + ([f"--num_segments={segments}"] if segments > 1
+                                         else []) + [tflite_path]
     try:
-        r = subprocess.run([exe, "-s", "-o", out_dir, tflite_path], capture_output=True,
-                           text=True, timeout=timeout)
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "error": f"{compiler} ran past {timeout:.0f} s"}
     log = r.stdout + ("\n" + r.stderr if r.stderr else "")
     parsed = parse_compiler_log(log)
     base = os.path.splitext(os.path.basename(tflite_path))[0]
-    compiled = os.path.join(out_dir, f"{base}_edgetpu.tflite")
-    ok = r.returncode == 0 and parsed["compiled"] and os.path.isfile(compiled)
+    if segments > 1:
+        files = [f"{base}_segment_{k}_of_{segments}_edgetpu.tflite" for k in range(segments)]
+    else:
+        files = [f"{base}_edgetpu.tflite"]
+    ok = r.returncode == 0 and parsed["compiled"] and all(
+        os.path.isfile(os.path.join(out_dir, f)) for f in files)
     return {"status": "ok" if ok else "failed",
             "error": None if ok else (parsed.get("error") or f"exit code {r.returncode}"),
-            "file": os.path.basename(compiled) if ok else None, "log": parsed,
+            "file": files[0] if ok and segments == 1 else None,
+            "segments": files if ok and segments > 1 else None, "log": parsed,
             "log_text": log[-20000:]}
 
 
+def check_compiled(data: bytes, spec) -> dict:
+    """The converter's self-checks that apply to a compiled model (its arithmetic runs on the
+    TPU, so no host comparison): its I/O types are the recipe's, its buffers aligned."""
+    from contract.tflite_file import io_dtypes, misaligned
+
+    ins, outs = io_dtypes(data)
+    problems = [f"input {t}, the recipe's I/O is {spec.io}" for t in ins if t != spec.io] + [
+        f"output {t}, the recipe's I/O is {spec.io}" for t in outs if t != spec.io]
+    bad = misaligned(data)
+    if bad:
+        problems.append(f"{len(bad)} buffer(s) not 16-byte aligned")
+    return {"passed": not problems, "problems": problems, "input_dtypes": ins,
+            "output_dtypes": outs, "misaligned_buffers": len(bad),
+            "what": "I/O types and buffer alignment (the TPU's arithmetic is checked by "
+                    "evaluating it under the Edge TPU delegate)"}
 
 
 def _whole_int8(entry: dict) -> bool:
@@ -217,7 +240,7 @@ def _whole_int8(entry: dict) -> bool:
 
 
 def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
-             log=print) -> dict:
+             log=print, segments: int = 1) -> dict:
     """Adds the compatibility report (and the compiler's result, when it is installed) to every
     full-integer artifact of a source in ``out_dir/manifest.json``; a compiled model becomes an
     artifact of its own (target ``edgetpu``)."""
@@ -235,19 +258,30 @@ def annotate(out_dir: str, source_sha256: str, require_compiler: bool = False,
     for a in todo:
         path = os.path.join(out_dir, a["file"])
         rep = compatibility_report(path)
-        comp = compile_model(path, out_dir)
+        comp = compile_model(path, out_dir, segments=segments)
         text = comp.pop("log_text", None)
         if comp["status"] == "ok":
-            cfile = comp["file"]
-            with open(os.path.join(out_dir, os.path.splitext(cfile)[0] + ".log.txt"), "w") as f:
-                f.write(text or "")
             spec = from_entry(a).compiled_for_edgetpu()
-            arts[cfile] = {"file": cfile, "target": "edgetpu", "recipe": spec.key,
-                           "recipe_spec": recipes.fields(spec),
-                           "source_sha256": source_sha256, "source_name": a.get("source_name"),
-                           "sha256": sha256_file(os.path.join(out_dir, cfile)),
-                           "bytes": os.path.getsize(os.path.join(out_dir, cfile)),
-                           "compiled_from": a["file"], "edgetpu_compiler": comp["log"]}
+            for k, cfile in enumerate(comp["segments"] or [comp["file"]]):
+                with open(os.path.join(out_dir, os.path.splitext(cfile)[0] + ".log.txt"),
+                          "w") as f:
+                    f.write(text or "")
+                with open(os.path.join(out_dir, cfile), "rb") as f:
+                    check = check_compiled(f.read(), spec)
+                if not check["passed"]:
+                    log(f"[convert] {cfile}: check FAILED: {'; '.join(check['problems'])}",
+                        flush=True)
+                arts[cfile] = {"file": cfile, "target": "edgetpu", "recipe": spec.key,
+                               "recipe_spec": recipes.fields(spec),
+                               "source_sha256": source_sha256,
+                               "source_name": a.get("source_name"),
+                               "sha256": sha256_file(os.path.join(out_dir, cfile)),
+                               "bytes": os.path.getsize(os.path.join(out_dir, cfile)),
+                               "compiled_from": a["file"], "edgetpu_compiler": comp["log"],
+                               "check": check}
+                if comp["segments"]:
+                    arts[cfile]["segment"] = {"index": k, "of": len(comp["segments"]),
+                                              "runs_with": comp["segments"]}
         elif require_compiler:
             raise ConvertError(f"edgetpu_compiler failed on {a['file']}: {comp['error']}")
         a["edgetpu"] = {"report": rep, "compiler": comp}

@@ -319,14 +319,36 @@ def _accuracy_jobs(ref_path: str, checked, artifacts_dir: str, spec: Preprocessi
             plans.append(Planned(fields, WorkerJob(
                 "predict", path, kind="coreml", batch_size=100, channels=spec.channels,
                 threads=threads, scale=list(spec.scales), offset=list(spec.offsets))))
-        elif e.get("target") != "tflite":
+        elif e.get("target") not in ("tflite", "edgetpu"):
             plans.append(Planned(fields, None, (
                 "unavailable", f"no evaluator for {e.get('target')} artifacts")))
+        elif e.get("segment"):
+            plans.append(Planned(dict(fields, delegate="edgetpu"), None, (
+                "unavailable", SEGMENT_NOTE.format(**e["segment"]))))
         else:
-            plans.append(Planned(fields, WorkerJob(
-                "predict", path, kind="tflite", threads=threads, delegate="xnnpack",
-                batch_size=50, channels=spec.channels)))
+            # a compiled Edge TPU model runs only under the Edge TPU delegate (its row says what
+            # is missing where libedgetpu is not installed); an uncompiled file never does
+            plans.append(Planned(dict(fields, delegate=delegate_for(e),
+                                      compiler_delegation=compiled_delegation(e)), WorkerJob(
+                "predict", path, kind="tflite", threads=threads, delegate=delegate_for(e),
+                batch_size=50 if delegate_for(e) == "xnnpack" else 1, channels=spec.channels)))
     return plans
+
+
+SEGMENT_NOTE = ("segment {index} of a model compiled for {of} pipelined Edge TPUs: the segments "
+                "run together (pycoral's PipelinedModelRunner), not one at a time")
+
+
+def delegate_for(entry: dict) -> str:
+    """The one delegate an artifact is evaluated under: ``edgetpu`` for the Edge TPU compiler's
+    output, XNNPACK for every other .tflite."""
+    return "edgetpu" if entry.get("target") == "edgetpu" else "xnnpack"
+
+
+def compiled_delegation(entry: dict) -> Optional[dict]:
+    """A compiled model's delegation record: the compiler's mapped-op count (its log)."""
+    return ((entry.get("edgetpu_compiler") or {}).get("delegation")
+            if entry.get("target") == "edgetpu" else None)
 
 
 def _with_set(plan: Planned, what: dict, spec: PreprocessingSpec, crops: int,
@@ -497,13 +519,16 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         pool.shutdown(wait=False)  # the submitted jobs still run
         out, ref_probs, probs_of = [], None, {}
         for i, (j, fut) in enumerate(zip(jobs, futures)):
-            rec = records.new_record("accuracy", **j.fields, threads=threads, batch_size=None,
-                                     delegate="xnnpack" if j.fields["target"] == "tflite"
-                                     else "none", workers=workers)
+            fields = {k: v for k, v in j.fields.items() if k != "compiler_delegation"}
+            fields.setdefault("delegate", "xnnpack" if fields["target"] == "tflite" else "none")
+            rec = records.new_record("accuracy", **fields, threads=threads, batch_size=None,
+                                     workers=workers)
             if j.preset:
                 rec.update(status=j.preset[0], error=j.preset[1])
             else:
                 p = _accuracy_row(rec, j.job, fut.result(), labels, names, crops)
+                if j.fields.get("compiler_delegation"):  # what the compiler mapped to the TPU
+                    rec["delegation"] = j.fields["compiler_delegation"]
                 if p is not None:
                     probs_of[j.fields["artifact"]] = p
                     if i == 0:  # the reference (always the first job)
@@ -694,8 +719,13 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
     try:
         for e in selected_artifacts(manifest, only):
             problem = verify(artifacts_dir, e)
+            compiled = e.get("target") == "edgetpu"
             for delegate, rt in [(d, r) for d in delegates for r in runtimes
                                  if r == "interpreter" or d == "xnnpack"]:
+                # the Edge TPU delegate times compiled models only, and a compiled model is
+                # timed only under it: no CPU-kernel time is ever labelled "edgetpu"
+                if (delegate == "edgetpu") != compiled and e.get("target") != "coreml":
+                    continue
                 for n in threads:
                     rec = records.new_record("latency", **records.artifact_fields(e),
                                              delegate=delegate, threads=n, warmup_runs=warmup,
@@ -703,13 +733,15 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
                                              preprocess_frame=list(PREPROCESS_FRAME))
                     if problem:
                         rec.update(status="failed", error=problem)
+                    elif e.get("segment"):
+                        rec.update(status="unavailable", error=SEGMENT_NOTE.format(**e["segment"]))
                     elif e.get("target") == "coreml":
                         if rt != "interpreter":
                             continue
                         rec.update(status="unavailable", runtime="coreml", error=(
                             "Core ML latency needs macOS (coremltools + Core ML per compute "
                             f"unit); this is {platform.system()}"))
-                    elif e.get("target") != "tflite":
+                    elif e.get("target") not in ("tflite", "edgetpu"):
                         continue
                     else:
                         res = run_job(WorkerJob(
@@ -720,6 +752,8 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
                         rec.update(res.measurement or {"status": res.status,
                                                        "error": res.error})
                         rec["delegate"], rec["threads"] = delegate, n
+                        if compiled_delegation(e):  # what the compiler mapped to the TPU
+                            rec["delegation"] = compiled_delegation(e)
                         why = delegation_problem(rec.get("delegation"))
                         if require_full_delegation and delegate != "none" and why and \
                                 rec["status"] == "ok":

@@ -146,9 +146,14 @@ import os, shutil, sys
 args = sys.argv[1:]
 out = args[args.index("-o") + 1]
 src = args[-1]
+n = [int(a.split("=")[1]) for a in args if a.startswith("--num_segments=")]
 print({log!r})
 if {write!r}:
-    shutil.copy(src, os.path.join(out, os.path.basename(src)[:-7] + "_edgetpu.tflite"))
+    base = os.path.basename(src)[:-7]
+    names = ([base + "_segment_%d_of_%d_edgetpu.tflite" % (k, n[0]) for k in range(n[0])]
+             if n else [base + "_edgetpu.tflite"])
+    for name in names:
+        shutil.copy(src, os.path.join(out, name))
 """)
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return str(d)
@@ -186,3 +191,80 @@ def test_required_compiler_missing_is_one_clear_error(tmp_path):
                    env_extra={"PATH": os.path.dirname(sys.executable)})
     assert r.returncode == 2 and "edgetpu_compiler is not on PATH" in r.stderr
     assert "Traceback" not in r.stderr and not os.path.exists(tmp_path / "o")
+
+
+STANDIN_DELEGATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "standin_edgetpu")
+
+
+def _compiled_folder(converted, tmp_path, monkeypatch, segments=1):
+    """The converted models plus the stand-in compiler's Edge TPU model(s) in the manifest."""
+    import shutil
+
+    src, manifest = converted
+    art = str(tmp_path / "art")
+    shutil.copytree(src, art)
+    sha = next(a["source_sha256"] for a in manifest["artifacts"])
+    monkeypatch.setenv("PATH", _fake_compiler(tmp_path, LOG_ALL_MAPPED) + os.pathsep
+                       + os.environ.get("PATH", ""))
+    m = edgetpu.annotate(art, sha, log=lambda *a, **k: None, segments=segments)
+    return art, [a for a in m["artifacts"] if a["target"] == "edgetpu"]
+
+
+@needs_fmnist
+def test_a_compiled_model_runs_only_under_the_edgetpu_delegate(converted, tmp_path,
+                                                                 monkeypatch):
+    """bench and accuracy give the compiled model rows under edgetpu - run by the (stand-in)
+    Edge TPU delegate, which records being asked for that file - and no uncompiled file ever
+    runs under that label; without libedgetpu the compiled model's rows say what is missing."""
+    from edge_eval import harness
+
+    art, compiled = _compiled_folder(converted, tmp_path, monkeypatch)
+    c = next(a for a in compiled if a["recipe"] == "static_wi8_ai8_uint8io_edgetpu")
+    assert c["check"]["passed"] and c["check"]["input_dtypes"] == ["uint8"], c["check"]
+    only = [c["file"], "tiny_test_static_wi8_ai8_uint8io.tflite"]
+    quiet = lambda *a, **k: None  # noqa: E731
+    # no Edge TPU runtime here: the compiled model's rows say what to install
+    monkeypatch.setenv("EDGETPU_LIBRARY", str(tmp_path / "no" / "libedgetpu.so.1"))
+    rows = harness.benchmark(art, str(tmp_path / "b0"), delegates=["xnnpack", "edgetpu"],
+                             runs=12, min_seconds=0.3, only=only, log=quiet)
+    by = {(r["artifact"], r["delegate"]): r for r in rows}
+    assert set(by) == {(c["file"], "edgetpu"),
+                       ("tiny_test_static_wi8_ai8_uint8io.tflite", "xnnpack")}
+    assert by[(c["file"], "edgetpu")]["status"] == "unavailable"
+    assert "libedgetpu" in by[(c["file"], "edgetpu")]["error"]
+    # the stand-in delegate: the compiled file, and only it, is handed to the "Edge TPU"
+    log = tmp_path / "asked.txt"
+    monkeypatch.setenv("STANDIN_EDGETPU_LOG", str(log))
+    monkeypatch.setenv("EDGETPU_LIBRARY", "libedgetpu.so.1")
+    monkeypatch.setenv("PYTHONPATH", STANDIN_DELEGATE + os.pathsep
+                       + os.environ.get("PYTHONPATH", ""))
+    rows = harness.benchmark(art, str(tmp_path / "b1"), delegates=["xnnpack", "edgetpu"],
+                             runs=12, min_seconds=0.3, only=only, log=quiet)
+    by = {(r["artifact"], r["delegate"]): r for r in rows}
+    tpu = by[(c["file"], "edgetpu")]
+    assert tpu["status"] == "ok", tpu["error"]
+    assert tpu["delegation"]["delegated"] == 50  # the compiler's mapped-op count
+    asked = set(log.read_text().split())
+    assert asked and all(p.endswith("_edgetpu.tflite") for p in asked)
+    acc = harness.evaluate(art, str(tmp_path / "a1"), images=40, bootstrap_rounds=50,
+                           only=only, log=quiet)
+    rows = {r["artifact"]: r for r in acc}
+    assert rows[c["file"]]["delegate"] == "edgetpu" and rows[c["file"]]["status"] == "ok"
+    assert rows[c["file"]]["drift"]["argmax_agreement"] > 0.5
+    assert rows["tiny_test_static_wi8_ai8_uint8io.tflite"]["delegate"] == "xnnpack"
+    assert all(p.endswith("_edgetpu.tflite") for p in log.read_text().split())
+
+
+@needs_fmnist
+def test_segments_are_compiled_and_not_run_one_by_one(converted, tmp_path, monkeypatch):
+    from edge_eval import harness
+
+    art, compiled = _compiled_folder(converted, tmp_path, monkeypatch, segments=2)
+    segs = [a for a in compiled if a.get("segment")]
+    assert [a["segment"]["index"] for a in segs] == [0, 1]
+    assert all(a["file"].endswith(f"_of_2_edgetpu.tflite") for a in segs)
+    acc = harness.evaluate(art, str(tmp_path / "a"), images=20, bootstrap_rounds=10,
+                           only=[a["file"] for a in segs], log=lambda *a, **k: None)
+    seg_rows = [r for r in acc if r["target"] == "edgetpu"]
+    assert seg_rows and all(r["status"] == "unavailable" and "PipelinedModelRunner" in r["error"]
+                            for r in seg_rows)
