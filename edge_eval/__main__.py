@@ -7,6 +7,10 @@
                        per-image answers from the phone (the app's accuracy mode, one
                        accelerator per process: cpu, gpu, npu) paired with the host's float
                        model on the same images (run `accuracy` first; same --out)
+  export-set ARTIFACTS a board's bundle: the images the host evaluated + its float predictions
+  pair ARTIFACTS BOARD_RESULTS
+                       a board's per-image predictions paired with the host's float model
+                       (board rows in --out/board_accuracy.jsonl)
   drift REF OTHER      paired drift between two runs' per-image predictions (any two of
                        <out>/predictions/*.jsonl: host float vs phone GPU, CPU vs NPU, ...)
   profile MODEL...     where the milliseconds go: segments of the graph timed on the host
@@ -46,7 +50,12 @@ def parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("accuracy", help="accuracy and drift of every artifact")
     a.add_argument("artifacts", help="folder with manifest.json (python -m convert --out)")
-    a.add_argument("--reference", help="float model export (default: the manifest's float source)")
+    a.add_argument("--reference", help="float model export (default: the manifest's float "
+                                       "source); on a board without TensorFlow: the fp32 .tflite")
+    a.add_argument("--reference-predictions", metavar="REFERENCE_JSONL",
+                   help="the host float model's per-image predictions (a bundle's "
+                        "reference.jsonl, from export-set): every artifact's drift is paired "
+                        "with it on the images' identities; no float model runs here")
     a.add_argument("--unsafe-allow-model-code", action="store_true",
                    help="load model files that carry Python code (Lambda layers, arbitrary tf.* calls): "
                         "only for files you trust; refused otherwise")
@@ -139,6 +148,20 @@ def parser() -> argparse.ArgumentParser:
     aa.add_argument("--only", type=_csv)
     aa.add_argument("--out", help="the results folder of the host's accuracy run")
 
+    ex = sub.add_parser("export-set", help="a board's bundle: images + the host's reference")
+    ex.add_argument("artifacts")
+    ex.add_argument("--results", help="the host's accuracy results (default "
+                                      "reports/<artifacts folder name>)")
+    ex.add_argument("--out", required=True, help="a new folder for the bundle")
+    ex.add_argument("--data-source", choices=["fashion_mnist", "image_folder", "imagenet"])
+    ex.add_argument("--data-path")
+    pa = sub.add_parser("pair", help="a board's predictions paired with the host's float model")
+    pa.add_argument("artifacts")
+    pa.add_argument("board_results", help="the board's accuracy --out folder, copied back")
+    pa.add_argument("--out", help="the host's results (default reports/<artifacts name>)")
+    pa.add_argument("--bootstrap", type=int, default=2000)
+    pa.add_argument("--max-top1-drift", type=float)
+
     dr = sub.add_parser("drift", help="paired drift between two prediction files")
     dr.add_argument("reference", help="predictions of the run to compare against (e.g. "
                                       "<out>/predictions/reference.jsonl, the float model)")
@@ -162,7 +185,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-top1-drift", type=float,
                    help="exit 1 if any artifact's top-1 drops more than this many points")
 
-    for sp in (a, b, d, aa):
+    for sp in (a, b, d, aa, pa):
         sp.add_argument("--strict", dest="strict", action="store_true", default=None,
                         help=f"exit {exitcodes.ROWS_FAILED} when any row failed or is invalid (the default "
                              "when $CI is set)")
@@ -182,7 +205,8 @@ def _run(args) -> tuple:
         rows = harness.evaluate(args.artifacts, out, args.reference, args.data_source,
                                 args.data_path, args.images, args.crops, args.threads,
                                 args.timeout, args.bootstrap, only=args.only,
-                                workers=args.workers, split=args.split, runtime=args.runtime)
+                                workers=args.workers, split=args.split, runtime=args.runtime,
+                                reference_predictions=args.reference_predictions)
         return rows, *report.write(out, max_top1_drift=args.max_top1_drift)
     if args.cmd == "bench":
         rows = harness.benchmark(args.artifacts, out, args.delegates, args.threads,
@@ -191,6 +215,18 @@ def _run(args) -> tuple:
                                  require_full_delegation=args.require_full_delegation,
                                  runtimes=args.runtimes)
         return rows, *report.write(out)
+    if args.cmd == "export-set":
+        from edge_eval import pairing
+
+        pairing.export_set(args.artifacts, args.results or _out(
+            argparse.Namespace(out=None, artifacts=args.artifacts)), args.out,
+            args.data_source, args.data_path)
+        return [], None, []
+    if args.cmd == "pair":
+        from edge_eval import pairing
+
+        rows = pairing.pair(args.artifacts, args.board_results, out, args.bootstrap)
+        return rows, *report.write(out, max_top1_drift=args.max_top1_drift)
     from edge_eval import android
 
     if args.cmd == "android-accuracy":

@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence
 from contract import predictions, records
 from contract.litert import delegation_problem
 from edge_eval.harness import EvalError, load_manifest, selected_artifacts, verify
+from edge_eval.pairing import (DEVICE_PREDICTIONS, device_folder, device_row,
+                               reference_items, reference_predictions, write_images)
 
 PROTOCOL_PATH = os.path.join(os.path.dirname(records.SCHEMA_PATH), "android_app.json")
 REMOTE_TMP = "/data/local/tmp"
@@ -30,7 +32,6 @@ DELEGATE_FLAGS = {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
 RECORD_DELEGATE = {"cpu": "xnnpack", "gpu": "gpu", "nnapi": "nnapi"}
 # the accuracy mode's accelerators (LiteRT 2.x CompiledModel): command-line name -> the app's
 ACCELERATORS = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "nnapi": "NNAPI"}
-DEVICE_PREDICTIONS = "device_predictions"  # <results>/device_predictions/<device>/<acc>/
 
 
 class AndroidError(EvalError):
@@ -399,53 +400,6 @@ def _pull_json(dev: Adb, remote: str):
 # --------------------------------------------------------------------------------------------
 # the app's accuracy mode: per-image answers from the phone, paired with the host's float model
 # --------------------------------------------------------------------------------------------
-def reference_predictions(results_dir: str) -> predictions.Predictions:
-    """The host float model's predictions that ``edge_eval accuracy`` wrote in ``results_dir``."""
-    path = os.path.join(results_dir, predictions.DIRNAME, predictions.file_name(None))
-    if not os.path.isfile(path):
-        raise AndroidError(f"{path} does not exist: run python -m edge_eval accuracy ARTIFACTS "
-                           f"--out {results_dir} first (the phone is paired with the host's "
-                           "float model on the images it evaluated)")
-    try:
-        ref = predictions.read(path)
-    except predictions.PredictionError as e:
-        raise AndroidError(str(e)) from None
-    if (ref.header["set"].get("crops") or 1) != 1:
-        raise AndroidError(f"{path} averages {ref.header['set']['crops']} crops per image; the "
-                           "app classifies the central view: evaluate the host with --crops 1")
-    return ref
-
-
-def write_eval_folder(folder: str, ref: predictions.Predictions, items) -> int:
-    """The images of ``ref`` as files (their encoded bytes: what the host identified), plus
-    the images file the app reads (``file,label,index``). Each image's identity is checked
-    against the reference's, so data that changed since the host's run is refused, not
-    paired. Returns the number of images."""
-    proto = protocol()
-    lines = []
-    for r, (i, ident, y) in enumerate(zip(ref.index, ref.ids, ref.labels)):
-        if not 0 <= i < len(items):
-            raise AndroidError(f"the reference's image {i} is not in the data (it has "
-                               f"{len(items)}): was it evaluated on other data?")
-        data, ext = items.encoded(i)
-        if predictions.image_id(data) != ident:
-            raise AndroidError(f"image {i} of the data is not the one the host evaluated (its "
-                               "identity differs): evaluate the host again on this data")
-        name = f"{r:06d}" + (ext if re.fullmatch(r"\.[a-z0-9]{1,5}", ext) else ".img")
-        with open(os.path.join(folder, name), "wb") as f:
-            f.write(data)
-        lines.append(f"{name},{int(y)},{int(i)}")
-    with open(os.path.join(folder, proto["images_file"]), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return len(lines)
-
-
-def _device_folder(info: dict) -> str:
-    """A folder name for the device (its serial and model are untrusted text)."""
-    raw = f"{info.get('name') or 'android'}-{info.get('serial') or ''}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._")[:80] or "android"
-
-
 def accuracy(artifacts_dir: str, results_dir: str, adb: str = "adb",
              serial: Optional[str] = None, accelerators: Sequence[str] = ("cpu", "gpu", "npu"),
              threads: int = 4, timeout: float = 3600, only: Optional[Sequence[str]] = None,
@@ -461,9 +415,6 @@ def accuracy(artifacts_dir: str, results_dir: str, adb: str = "adb",
     accelerator runs in a fresh process; one that LiteRT cannot give is a failed row with the
     runtime's words, one that ran the model only in part is a flagged row
     (``accelerator.flagged``)."""
-    from edge_eval.harness import data_config, eval_items, reference_path
-    from contract.preprocessing import read_labels
-
     for a in accelerators:
         if a not in ACCELERATORS:
             raise AndroidError(f"unknown accelerator {a!r}: choose from {sorted(ACCELERATORS)}")
@@ -471,13 +422,7 @@ def accuracy(artifacts_dir: str, results_dir: str, adb: str = "adb",
         raise AndroidError(f"--threads must be >= 1. Received: {threads}")
     manifest = load_manifest(artifacts_dir)
     ref = reference_predictions(results_dir)
-    s = ref.header["set"]
-    dcfg = data_config(reference_path(manifest), data_source, data_path)
-    items, class_names, _ = eval_items(dcfg, s.get("split") or "test", s.get("sample"),
-                                       s.get("seed") or 0)
-    labels_file = os.path.join(artifacts_dir, "labels.txt")
-    if os.path.isfile(labels_file):
-        class_names = read_labels(labels_file)
+    items, class_names = reference_items(artifacts_dir, manifest, ref, data_source, data_path)
     proto = protocol()
     dev = Adb(adb, serial, timeout)
     info = dev.device_info()
@@ -487,7 +432,7 @@ def accuracy(artifacts_dir: str, results_dir: str, adb: str = "adb",
     try:
         folder = os.path.join(tmp, "eval")
         os.makedirs(folder)
-        n = write_eval_folder(folder, ref, items)
+        n = write_images(folder, ref, items, protocol()["images_file"])
         dev.shell("mkdir", "-p", remote_dir)
         for name in ("labels.txt", "preprocessing.json"):
             if os.path.isfile(os.path.join(artifacts_dir, name)):
@@ -495,7 +440,7 @@ def accuracy(artifacts_dir: str, results_dir: str, adb: str = "adb",
         dev.shell("rm", "-rf", eval_remote, check=False)
         dev.push(folder, eval_remote)
         log(f"[android] pushed the host's {n} evaluation images to {eval_remote}", flush=True)
-        out_root = os.path.join(results_dir, DEVICE_PREDICTIONS, _device_folder(info))
+        out_root = os.path.join(results_dir, DEVICE_PREDICTIONS, device_folder(info))
         rows: List[dict] = []
         for e in selected_artifacts(manifest, only):
             if e.get("target") != "tflite":
@@ -576,39 +521,7 @@ def _accuracy_artifact(dev, e, artifacts_dir, remote_dir, eval_remote, accelerat
         finally:
             dev.shell("rm", "-f", output, output + proto["done_suffix"], preds_remote,
                       check=False)
-        rows.append(_device_row(e, info, threads, rec, phone, d, acc, out_root, local, log))
+        rows.append(device_row(e, info, threads, rec, phone, d, acc, out_root, local, log))
     return rows
 
 
-def _device_row(e, info, threads, rec, phone, d, acc, out_root, local, log) -> dict:
-    a = phone.header["accelerator"]
-    flagged = a.get("used") != a.get("requested") or a.get("fully_accelerated") is False
-    row = records.new_record(
-        "accuracy", **records.artifact_fields(e), runtime="android-app",
-        delegate=rec.get("delegate"), device=dict(info, **(rec.get("device") or {})),
-        threads=threads, batch_size=1, runs=rec.get("runs"),
-        duration_s=rec.get("duration_s"), peak_memory_mb=rec.get("peak_memory_mb"),
-        tools=rec.get("tools") or {})
-    row.update(
-        accuracy={"top1": d["top1"], "top5": d["top5"], "examples": d["paired_images"],
-                  "crops": 1},
-        drift=d, peak_memory_is=rec.get("peak_memory_is"),
-        accelerator=dict(a, flagged=flagged),
-        inference_ms_mean=rec.get("inference_ms_mean"), wall_ms_mean=rec.get("wall_ms_mean"),
-        images_skipped=rec.get("images_skipped"),
-        eval_set={"images": d["paired_images"], "source": phone.header["set"].get("source"),
-                  "split": phone.header["set"].get("split"), "crops": 1})
-    folder = os.path.join(out_root, acc)
-    os.makedirs(folder, exist_ok=True)
-    final = os.path.join(folder, predictions.file_name(e["file"]))
-    shutil.move(local, final + ".tmp")
-    os.replace(final + ".tmp", final)
-    row["predictions"] = os.path.relpath(final, os.path.dirname(os.path.dirname(out_root)))
-    b = d["bootstrap"]
-    log(f"[android] {e['file']} {acc}: Δ top-1 {d['top1_delta_points']:+.2f} pts "
-        f"[{b['ci_low_points']:+.2f}, {b['ci_high_points']:+.2f}], agreement "
-        f"{100 * d['argmax_agreement']:.2f} %, McNemar p {d['mcnemar']['p_value']:.3g}"
-        + (f"; FLAGGED: ran on {a.get('used')}, fully accelerated "
-           f"{a.get('fully_accelerated')}: {a.get('fallback_reason')}" if flagged else ""),
-        flush=True)
-    return row

@@ -26,7 +26,6 @@ from contract.litert import delegation_problem
 from contract.jobs import WorkerJob, WorkerResult, run as run_job
 from contract.manifest import ManifestError, atomic_write_json, read_manifest, verify
 from contract.preprocessing import PreprocessingSpec
-from contract.tflite_file import mediapipe_problem
 from edge_eval import bench, preprocess, stats
 from train import data as tdata
 from train.data import DataConfig, DataError, fashion_mnist_dir
@@ -280,6 +279,15 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
+def _tensorflow_here() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _expected_cost(job: Optional[WorkerJob], manifest: dict) -> int:
     """A rank (lower: start sooner) of how long a job runs: LiteRT's int16-activation kernels
     are reference code (~20x slower than XNNPACK's int8), Core ML programs run through the
@@ -305,11 +313,20 @@ def _accuracy_jobs(ref_path: str, checked, artifacts_dir: str, spec: Preprocessi
                    threads: int) -> List[Planned]:
     """The float reference first, then one job per artifact of ``checked`` (a row with its
     status already set for one that did not verify or that no evaluator here runs)."""
-    ref_kind = "savedmodel" if os.path.isdir(ref_path) else "keras"
-    plans = [Planned({"artifact": os.path.basename(os.path.normpath(ref_path)), "recipe": "float",
-                      "target": "keras", "sha256": None},
-                     WorkerJob("predict", ref_path, kind=ref_kind, channels=spec.channels,
-                               threads=threads))]
+    if ref_path is None:  # the host's float predictions file decides the drift (a board)
+        plans = [Planned({"artifact": "reference.jsonl", "recipe": "float", "target": "keras",
+                          "sha256": None}, None, ("ok", None))]
+    elif ref_path.endswith(".tflite"):  # a board without TensorFlow: the fp32 .tflite
+        plans = [Planned({"artifact": os.path.basename(ref_path), "recipe": "float (fp32 .tflite)",
+                          "target": "keras", "sha256": None},
+                         WorkerJob("predict", ref_path, kind="tflite", threads=threads,
+                                   delegate="xnnpack", batch_size=50, channels=spec.channels))]
+    else:
+        ref_kind = "savedmodel" if os.path.isdir(ref_path) else "keras"
+        plans = [Planned({"artifact": os.path.basename(os.path.normpath(ref_path)),
+                          "recipe": "float", "target": "keras", "sha256": None},
+                         WorkerJob("predict", ref_path, kind=ref_kind, channels=spec.channels,
+                                   threads=threads))]
     for e, problem in checked:
         fields = records.artifact_fields(e)
         path = os.path.join(artifacts_dir, e["file"])
@@ -380,14 +397,46 @@ def _accuracy_row(rec: dict, job: WorkerJob, res: WorkerResult, labels, names,
     return p
 
 
+def _pair_with_host(rows: List[dict], probs_of: dict, es: EvalSet, host_ref, names,
+                    rounds: int, seed: int) -> None:
+    """Each artifact row's drift, paired with the host's float predictions on the images'
+    identities (the reference row: the host's own accuracy on the images paired)."""
+    rows[0]["note"] = ("the float reference is the host's predictions file "
+                       f"({host_ref.header.get('artifact')}, {len(host_ref)} images)")
+    for r in rows[1:]:
+        p = probs_of.get(r["artifact"])
+        if p is None or r["status"] != "ok":
+            continue
+        top, scores = predictions.top_k(p)
+        mine = predictions.Predictions(
+            header=predictions.header(r["artifact"], p.shape[1], r.get("runtime") or "unknown",
+                                      r.get("delegate") or "none", r.get("delegate"), None),
+            index=list(es.index), ids=list(es.ids), labels=[int(v) for v in es.labels],
+            top=top.tolist(), scores=scores.tolist())
+        try:
+            d = stats.paired_drift(predictions.pair(host_ref, mine), names, rounds, seed)
+        except predictions.PredictionError as e:
+            r.update(status="failed", error=f"pairing with the host's reference: {e}")
+            continue
+        r["drift"] = d
+        r.pop("note", None)
+        if rows[0].get("accuracy") is None:
+            rows[0]["accuracy"] = {"top1": d["reference_top1"], "top5": None,
+                                   "examples": d["paired_images"], "crops": 1}
+
+
 def write_predictions(out_dir: str, rows: List[dict], probs_of: dict, es: EvalSet, split: str,
-                      source: str, work: str, sample: Optional[dict] = None) -> str:
+                      source: str, work: str, sample: Optional[dict] = None,
+                      reference_from: Optional[str] = None) -> str:
     """``out_dir/predictions/``: one contract.predictions file per row that ran (the float
     reference's ``reference.jsonl``), swapped in whole so no file of an earlier run is left
     beside them. ``sample`` ({images, seed, crops}) goes into each header's set: with the
     split and the data, it says how to pick the same images again (edge_eval android
     accuracy pushes them to a phone)."""
     tmp = tempfile.mkdtemp(prefix="predictions-", dir=work)
+    if reference_from:  # the host's file, kept beside the board's own
+        os.makedirs(tmp, exist_ok=True)
+        shutil.copyfile(reference_from, os.path.join(tmp, predictions.file_name(None)))
     for k, r in enumerate(rows):
         p = probs_of.get(r["artifact"])
         if p is None or r["status"] != "ok":
@@ -447,6 +496,8 @@ def _mediapipe_problems(checked, artifacts_dir: str) -> dict:
     for e, problem in checked:
         if e.get("target") == "tflite" and problem is None:
             with open(os.path.join(artifacts_dir, e["file"]), "rb") as f:
+                from contract.tflite_file import mediapipe_problem  # flatbuffers: build side
+
                 out[e["file"]] = mediapipe_problem(f.read())
     return out
 
@@ -456,7 +507,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
              images: Optional[int] = None, crops: int = 1, threads: int = 2,
              timeout: float = 900.0, bootstrap_rounds: int = 2000, seed: int = 0,
              only: Optional[Sequence[str]] = None, workers: int = 1, log=print,
-             split: str = "test", runtime: str = "litert") -> List[dict]:
+             split: str = "test", runtime: str = "litert",
+             reference_predictions: Optional[str] = None) -> List[dict]:
     """Accuracy + drift records for the reference and every artifact on ``split`` of the data
     (``test``: what reports quote; ``holdout``: what the recipe choice decides on); written to
     ``out_dir/accuracy.jsonl``. Failures are rows, not exceptions.
@@ -471,7 +523,12 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     against the harness's row of the same artifact; an error when MediaPipe is not installed)
     or ``auto`` (mediapipe where installed; the command line's default, this function's is
     ``litert``). Preprocessing fingerprints of every runtime go to
-    ``fingerprints.json`` (edge_eval.fingerprint)."""
+    ``fingerprints.json`` (edge_eval.fingerprint).
+
+    A board without TensorFlow: ``reference`` may be the fp32 ``.tflite``, or
+    ``reference_predictions`` the host's ``predictions/reference.jsonl`` (the drift of every
+    artifact is then paired with it on the images' identities; the data is what
+    ``edge_eval export-set`` wrote)."""
     if workers < 1 or threads < 1:
         raise EvalError(f"--workers and --threads must be >= 1. Received: {workers}, {threads}")
     if crops not in preprocess.CROP_SCHEMES:
@@ -482,16 +539,37 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     # workers run from the repository root: every path they are handed is absolute
     artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
-    ref_path = os.path.abspath(reference_path(manifest, reference))
-    if not os.path.exists(ref_path):
-        raise EvalError(f"float reference {ref_path} does not exist: pass --reference")
-    try:  # refused up front (one message, nothing written), not as a failed worker row
-        check_model(ref_path)
-    except ModelError as e:
-        raise EvalError(f"float reference: {e}") from None
-    spec = PreprocessingSpec.from_dict(manifest["preprocessing"]) if manifest.get(
-        "preprocessing") else PreprocessingSpec.load(ref_path)
-    dcfg = data_config(ref_path, data_source, data_path)
+    host_ref = None
+    if reference_predictions:
+        try:
+            host_ref = predictions.read(reference_predictions)
+        except predictions.PredictionError as e:
+            raise EvalError(f"--reference-predictions: {e}") from None
+        ref_path = None
+    else:
+        ref_path = os.path.abspath(reference_path(manifest, reference))
+        if not os.path.exists(ref_path):
+            raise EvalError(f"float reference {ref_path} does not exist: pass --reference (on a "
+                            "board without TensorFlow: the fp32 .tflite, or "
+                            "--reference-predictions with the host's reference.jsonl)")
+        if not ref_path.endswith(".tflite"):
+            if not _tensorflow_here():
+                raise EvalError("the float reference is a Keras/SavedModel export, which needs "
+                                "TensorFlow, and this install has none (a board's .[run]): pass "
+                                "--reference <fp32>.tflite, or --reference-predictions with the "
+                                "host's predictions/reference.jsonl")
+            try:  # refused up front (one message, nothing written), not as a failed worker row
+                check_model(ref_path)
+            except ModelError as e:
+                raise EvalError(f"float reference: {e}") from None
+    if manifest.get("preprocessing"):
+        spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
+    elif ref_path and not ref_path.endswith(".tflite"):
+        spec = PreprocessingSpec.load(ref_path)
+    else:
+        raise EvalError("the manifest has no preprocessing: it cannot be evaluated here")
+    dcfg = data_config(ref_path or os.path.join(artifacts_dir, "no-reference"), data_source,
+                       data_path)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     t_all = time.perf_counter()
@@ -525,6 +603,14 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                                      workers=workers)
             if j.preset:
                 rec.update(status=j.preset[0], error=j.preset[1])
+                if i == 0 and host_ref is not None:  # the host's float model, from its file
+                    rec["images_per_s"] = None
+                    rec["accuracy"] = {
+                        "top1": float(np.mean([k[0] == y for k, y in zip(host_ref.top,
+                                                                          host_ref.labels)])),
+                        "top5": float(np.mean([y in k[:5] for k, y in zip(host_ref.top,
+                                                                           host_ref.labels)])),
+                        "examples": len(host_ref), "crops": 1}
             else:
                 p = _accuracy_row(rec, j.job, fut.result(), labels, names, crops)
                 if j.fields.get("compiler_delegation"):  # what the compiler mapped to the TPU
@@ -537,7 +623,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                         ref_probs, p, labels, names, bootstrap_rounds, seed)
                     if i and ref_probs is None:
                         rec["note"] = "no drift: the float reference failed"
-            _log_row(rec, log)
+            if host_ref is None or i == 0:  # (paired with the host's file below)
+                _log_row(rec, log)
             out.append(rec)
         # MediaPipe's verdict per intact .tflite: None (it runs it) or why it cannot
         mp_problem = _mediapipe_problems(checked, artifacts_dir) if mp_python else {}
@@ -562,9 +649,14 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             records.write_jsonl(app_rows, mp_path)
         elif os.path.exists(mp_path):  # an earlier run's rows would pair with these
             os.remove(mp_path)
+        if host_ref is not None:
+            _pair_with_host(out, probs_of, es, host_ref, names, bootstrap_rounds, seed)
+            for r in out[1:]:
+                _log_row(r, log)
         records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
         write_predictions(out_dir, out, probs_of, es, split, dcfg.source.value, work,
-                          {"sample": images, "seed": seed, "crops": crops})
+                          {"sample": images, "seed": seed, "crops": crops},
+                          reference_from=reference_predictions)
         log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
             f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
         return out + app_rows

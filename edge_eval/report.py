@@ -266,7 +266,14 @@ def _latency_by_artifact(rows) -> Dict[str, float]:
 
 
 def plots(rows: List[dict], out_dir: str) -> List[str]:
-    import matplotlib
+    """The report's figures; none (said once) where matplotlib is not installed - a board's
+    ``pip install .[run]`` has no plotting: the tables and records are the results."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("[report] matplotlib is not installed: no plots (the tables and records are "
+              "complete; pip install matplotlib, or .[eval], for the figures)", file=sys.stderr)
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -399,7 +406,8 @@ def write(results_dir: str, title: str = "edge_eval report",
 
 def announce(path: str, failures: List[str]) -> int:
     """Says where the report is and which gates failed; the exit status (GATE_FAILED or OK)."""
-    print(f"report: {path}")
+    if path:
+        print(f"report: {path}")
     if failures:
         print("gate failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return exitcodes.GATE_FAILED

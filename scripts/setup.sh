@@ -41,3 +41,27 @@ if [ -z "${SKIP_MEDIAPIPE:-}" ]; then
   "$PY" -m edge_eval.mediapipe_rt --setup 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" \
     || echo "[setup] MediaPipe did not install: its tests will skip" >&2
 fi
+# A Coral-like board's Python for the board tests (tests/test_board.py): the oldest the run side
+# claims, Python 3.9, with tflite-runtime instead of ai-edge-litert and no TensorFlow or
+# matplotlib (pyproject's [board] extra). SKIP_BOARD=1 leaves it out (those tests then run the
+# board commands with this Python, TensorFlow and matplotlib made unimportable).
+BOARD_ENV="${BOARD_ENV:-$HOME/.cache/inception-edge/board-py39}"
+PY39=""
+for c in "$HOME"/.pyenv/versions/3.9*/bin/python3.9 "$(command -v python3.9 2>/dev/null || true)"; do
+  if [ -x "$c" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 9)' 2>/dev/null; then
+    PY39="$c"
+    break
+  fi
+done
+if [ -z "${SKIP_BOARD:-}" ] && [ -n "$PY39" ] && [ ! -x "$BOARD_ENV/bin/python" ]; then
+  echo "[setup] a board's Python ($PY39 + tflite-runtime) in $BOARD_ENV"
+  rm -rf "$BOARD_ENV.tmp"
+  if "$PY39" -m venv "$BOARD_ENV.tmp" \
+      && "$BOARD_ENV.tmp/bin/pip" install -q --disable-pip-version-check "numpy>=1.23,<2" \
+         "opencv-python-headless>=4.9" "tflite-runtime==2.14.0" > "$BOARD_ENV.log" 2>&1; then
+    mv "$BOARD_ENV.tmp" "$BOARD_ENV"
+  else
+    rm -rf "$BOARD_ENV.tmp"
+    echo "[setup] the board's Python did not install ($BOARD_ENV.log): its tests emulate it" >&2
+  fi
+fi
