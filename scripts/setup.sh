@@ -41,27 +41,35 @@ if [ -z "${SKIP_MEDIAPIPE:-}" ]; then
   "$PY" -m edge_eval.mediapipe_rt --setup 2>&1 | grep -v -E "^WARNING: (Running pip as|Location)" \
     || echo "[setup] MediaPipe did not install: its tests will skip" >&2
 fi
-# A Coral-like board's Python for the board tests (tests/test_board.py): the oldest the run side
-# claims, Python 3.9, with tflite-runtime instead of ai-edge-litert and no TensorFlow or
-# matplotlib (pyproject's [board] extra). SKIP_BOARD=1 leaves it out (those tests then run the
-# board commands with this Python, TensorFlow and matplotlib made unimportable).
-BOARD_ENV="${BOARD_ENV:-$HOME/.cache/inception-edge/board-py39}"
-PY39=""
-for c in "$HOME"/.pyenv/versions/3.9*/bin/python3.9 "$(command -v python3.9 2>/dev/null || true)"; do
-  if [ -x "$c" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 9)' 2>/dev/null; then
-    PY39="$c"
-    break
-  fi
-done
-if [ -z "${SKIP_BOARD:-}" ] && [ -n "$PY39" ] && [ ! -x "$BOARD_ENV/bin/python" ]; then
-  echo "[setup] a board's Python ($PY39 + tflite-runtime) in $BOARD_ENV"
-  rm -rf "$BOARD_ENV.tmp"
-  if "$PY39" -m venv "$BOARD_ENV.tmp" \
-      && "$BOARD_ENV.tmp/bin/pip" install -q --disable-pip-version-check "numpy>=1.23,<2" \
-         "opencv-python-headless>=4.9" "tflite-runtime==2.14.0" > "$BOARD_ENV.log" 2>&1; then
-    mv "$BOARD_ENV.tmp" "$BOARD_ENV"
+# Boards for the board tests (tests/test_board.py): fresh virtual environments with only the run
+# side's extra installed - .[board] on Python 3.9 (tflite-runtime, numpy 1.x: what Coral images
+# ship, and the oldest Python the run side claims) and .[run] on this Python (ai-edge-litert) -
+# so no TensorFlow and no matplotlib. SKIP_BOARD=1 leaves them out (the tests then run the board
+# commands with this Python, TensorFlow and matplotlib made unimportable).
+board_env() {  # board_env PYTHON EXTRA FOLDER
+  local py="$1" extra="$2" env="$3"
+  [ -x "$env/bin/python" ] && return 0
+  echo "[setup] a board: $py + pip install .[$extra] in $env"
+  rm -rf "$env.tmp"
+  if "$py" -m venv "$env.tmp" \
+      && "$env.tmp/bin/pip" install -q --disable-pip-version-check "$(pwd)[$extra]" \
+         > "$env.log" 2>&1; then
+    mv "$env.tmp" "$env"
   else
-    rm -rf "$BOARD_ENV.tmp"
-    echo "[setup] the board's Python did not install ($BOARD_ENV.log): its tests emulate it" >&2
+    rm -rf "$env.tmp"
+    echo "[setup] that board did not install ($env.log): its tests emulate it" >&2
   fi
+}
+if [ -z "${SKIP_BOARD:-}" ]; then
+  PY39=""
+  for c in "$HOME"/.pyenv/versions/3.9*/bin/python3.9 "$(command -v python3.9 2>/dev/null || true)"; do
+    if [ -x "$c" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 9)' 2>/dev/null; then
+      PY39="$c"
+      break
+    fi
+  done
+  BOARDS="$HOME/.cache/inception-edge/boards"
+  mkdir -p "$BOARDS"
+  [ -n "$PY39" ] && board_env "$PY39" board "$BOARDS/py39-board"
+  board_env "$PY" run "$BOARDS/run"
 fi

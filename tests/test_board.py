@@ -2,9 +2,10 @@
 matplotlib, and the three commands - the host exports the images and its float reference,
 the board evaluates, the host pairs the board's per-image records with its own.
 
-The board is the Python that scripts/setup.sh builds (Python 3.9 + tflite-runtime 2.14 + numpy
-1.x: the oldest the run side claims) and, always, this Python with TensorFlow and matplotlib
-made unimportable (a [run] install of ai-edge-litert)."""
+The boards are the fresh environments scripts/setup.sh builds - ``pip install .[board]`` on
+Python 3.9 (tflite-runtime 2.14, numpy 1.x: the oldest the run side claims) and ``pip install
+.[run]`` (ai-edge-litert) - and, always, this Python with TensorFlow and matplotlib made
+unimportable."""
 import json
 import os
 import subprocess
@@ -13,7 +14,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOARD_ENV = os.environ.get("BOARD_ENV", os.path.expanduser("~/.cache/inception-edge/board-py39"))
+# scripts/setup.sh: fresh virtual environments with .[board] (Python 3.9) and .[run]
+BOARDS = os.path.expanduser("~/.cache/inception-edge/boards")
 BLOCKER = '''import importlib.abc, sys
 class _Run(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -30,9 +32,11 @@ def _boards(tmp_path):
     (block / "sitecustomize.py").write_text(BLOCKER)
     out = [("run-only (ai-edge-litert, no TensorFlow/matplotlib)", sys.executable,
             {"PYTHONPATH": os.pathsep.join([str(block), ROOT])})]
-    py = os.path.join(BOARD_ENV, "bin", "python")
-    if os.path.isfile(py):
-        out.append(("Python 3.9 + tflite-runtime", py, {"PYTHONPATH": ROOT}))
+    for name, folder in (("pip install .[board] on Python 3.9 (tflite-runtime)", "py39-board"),
+                         ("pip install .[run] (ai-edge-litert)", "run")):
+        py = os.path.join(BOARDS, folder, "bin", "python")
+        if os.path.isfile(py):  # the repository's code over the installed copy of it
+            out.append((name, py, {"PYTHONPATH": ROOT}))
     return out
 
 
