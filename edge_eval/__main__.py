@@ -71,6 +71,18 @@ def parser() -> argparse.ArgumentParser:
                    help="1: central crop; 10 or 144: the paper's multi-crop schemes, streamed "
                         "through each model an image at a time (memory stays flat)")
     a.add_argument("--threads", type=int, default=2, help="threads per worker")
+    a.add_argument("--shard-size", type=int,
+                   help="sharded, resumable, streamed evaluation (ImageNet scale): shards of N "
+                        "images x artifacts, each finished shard kept as per-image records "
+                        "(<out>/shards/); a rerun resumes; one thread per worker")
+    a.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="with --shard-size: local worker processes (default) or Ray tasks "
+                        "(pip install .[ray])")
+    a.add_argument("--address", help="with --backend ray: the cluster to join (ray start "
+                                      "--head prints it; auto: the local one)")
+    a.add_argument("--stall-seconds", type=float, default=600,
+                   help="with --shard-size: a shard with no result in this long is stopped "
+                        "and tried once more")
     a.add_argument("--workers", type=int, default=1,
                    help="artifacts evaluated at once, each in its own process")
     a.add_argument("--timeout", type=float, default=900, help="seconds per artifact")
@@ -206,7 +218,9 @@ def _run(args) -> tuple:
                                 args.data_path, args.images, args.crops, args.threads,
                                 args.timeout, args.bootstrap, only=args.only,
                                 workers=args.workers, split=args.split, runtime=args.runtime,
-                                reference_predictions=args.reference_predictions)
+                                reference_predictions=args.reference_predictions,
+                                shard_size=args.shard_size, backend=args.backend,
+                                address=args.address, stall_s=args.stall_seconds)
         return rows, *report.write(out, max_top1_drift=args.max_top1_drift)
     if args.cmd == "bench":
         rows = harness.benchmark(args.artifacts, out, args.delegates, args.threads,

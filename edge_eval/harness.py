@@ -508,7 +508,9 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
              timeout: float = 900.0, bootstrap_rounds: int = 2000, seed: int = 0,
              only: Optional[Sequence[str]] = None, workers: int = 1, log=print,
              split: str = "test", runtime: str = "litert",
-             reference_predictions: Optional[str] = None) -> List[dict]:
+             reference_predictions: Optional[str] = None, shard_size: Optional[int] = None,
+             backend: str = "local", address: Optional[str] = None,
+             stall_s: float = 600.0) -> List[dict]:
     """Accuracy + drift records for the reference and every artifact on ``split`` of the data
     (``test``: what reports quote; ``holdout``: what the recipe choice decides on); written to
     ``out_dir/accuracy.jsonl``. Failures are rows, not exceptions.
@@ -528,7 +530,15 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     A board without TensorFlow: ``reference`` may be the fp32 ``.tflite``, or
     ``reference_predictions`` the host's ``predictions/reference.jsonl`` (the drift of every
     artifact is then paired with it on the images' identities; the data is what
-    ``edge_eval export-set`` wrote)."""
+    ``edge_eval export-set`` wrote).
+
+    ``shard_size``: the sharded, resumable, streamed evaluation (edge_eval.shards): shards of
+    that many images x artifacts on ``backend`` (``local`` processes or ``ray``, ``address``
+    to join a cluster), each finished shard kept, ``stall_s`` per shard."""
+    if shard_size is not None:
+        return evaluate_sharded(artifacts_dir, out_dir, reference, data_source, data_path,
+                                images, crops, bootstrap_rounds, seed, only, workers, log,
+                                split, shard_size, backend, address, stall_s)
     if workers < 1 or threads < 1:
         raise EvalError(f"--workers and --threads must be >= 1. Received: {workers}, {threads}")
     if crops not in preprocess.CROP_SCHEMES:
@@ -864,3 +874,143 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
+                     data_source: Optional[str], data_path: Optional[str],
+                     images: Optional[int], crops: int, bootstrap_rounds: int, seed: int,
+                     only: Optional[Sequence[str]], workers: int, log, split: str,
+                     shard_size: int, backend: str, address: Optional[str],
+                     stall_s: float) -> List[dict]:
+    """``evaluate`` at scale (edge_eval.shards): images streamed one at a time (no whole-set
+    array), every artifact's answers kept as per-image records shard by shard under
+    ``out_dir/shards/`` (a rerun resumes), rows and paired statistics from the merged records.
+    Each worker runs one thread (``workers`` of them at once)."""
+    from edge_eval import shards
+
+    if workers < 1:
+        raise EvalError(f"--workers must be >= 1. Received: {workers}")
+    if crops not in preprocess.CROP_SCHEMES:
+        raise EvalError(f"--crops must be one of {preprocess.CROP_SCHEMES}. Received: {crops}")
+    artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
+    manifest = load_manifest(artifacts_dir)
+    ref_path = os.path.abspath(reference_path(manifest, reference))
+    if not os.path.exists(ref_path):
+        raise EvalError(f"float reference {ref_path} does not exist: pass --reference")
+    if not ref_path.endswith(".tflite"):
+        try:
+            check_model(ref_path)
+        except ModelError as e:
+            raise EvalError(f"float reference: {e}") from None
+    spec = PreprocessingSpec.from_dict(manifest["preprocessing"]) if manifest.get(
+        "preprocessing") else PreprocessingSpec.load(ref_path)
+    dcfg = data_config(ref_path, data_source, data_path)
+    os.makedirs(out_dir, exist_ok=True)
+    t_all = time.perf_counter()
+    try:
+        es = eval_inputs(dcfg, spec, os.path.join(out_dir, "cache"), images, crops, seed, log,
+                         split, streamed=True)
+    except (DataError, preprocess.ImageError, FileNotFoundError) as e:
+        raise EvalError(str(e)) from None
+    with open(es.path) as f:
+        items = preprocess.Items.from_json(json.load(f))
+    labels, names = es.labels, es.class_names
+    checked = [(e, verify(artifacts_dir, e)) for e in selected_artifacts(manifest, only)]
+    plans = _accuracy_jobs(ref_path, checked, artifacts_dir, spec, 1)
+    key = shards.set_key({"data": dcfg.source.value, "path": dcfg.path,
+                          "contents": data_fingerprint(dcfg), "split": split, "images": images,
+                          "seed": seed, "crops": crops, "spec": spec.to_dict(),
+                          "shard_size": shard_size})
+    root = os.path.join(out_dir, shards.SHARDS, key)
+    arts, heads, folders = [], {}, {}
+    for p in plans:
+        name = p.fields["artifact"]
+        if p.job is None:
+            continue
+        job = p.job.replace(spec=spec.to_dict(), scheme=crops, threads=1, batch_size=1
+                            if p.job.delegate == "edgetpu" else p.job.batch_size)
+        arts.append({"artifact": name, "sha256": p.fields.get("sha256"), "job": job})
+        delegate = p.fields.get("delegate") or "none"
+        heads[name] = predictions.header(
+            name, len(names), "tensorflow" if job.kind in ("keras", "savedmodel") else "litert",
+            delegate, delegate, None, sha256=p.fields.get("sha256"),
+            recipe=p.fields.get("recipe"), device=records.host_device(), split=split,
+            source=dcfg.source.value, note=es.split_is)
+        heads[name]["set"].update({"sample": images, "seed": seed, "crops": crops})
+        heads[name]["created"] = None  # the same shard is the same bytes on any backend
+    units = shards.plan_units(arts, len(labels), shard_size, root)
+    for a in arts:
+        folders[a["artifact"]] = shards.artifact_folder(root, a["artifact"], a.get("sha256"))
+    total = len(arts) * (-(-len(labels) // shard_size))
+    log(f"[shards] {len(labels)} images in shards of {shard_size}: {total - len(units)} of "
+        f"{total} unit(s) already done, {len(units)} to run on {backend} x{workers}",
+        flush=True)
+    failed = shards.run_units(units, items, heads, es.index, es.ids,
+                              [int(v) for v in labels], len(names), backend, workers, stall_s,
+                              address, log) if units else {}
+    out, merged = [], {}
+    for i, p in enumerate(plans):
+        fields = {k: v for k, v in p.fields.items() if k != "compiler_delegation"}
+        fields.setdefault("delegate", "xnnpack" if fields["target"] == "tflite" else "none")
+        rec = records.new_record("accuracy", **fields, threads=1, batch_size=None,
+                                 workers=workers, backend=backend, shard_size=shard_size)
+        name = fields["artifact"]
+        m = shards.merge(folders[name]) if name in folders else None
+        if p.preset:
+            rec.update(status=p.preset[0], error=p.preset[1])
+        elif name in failed:
+            rec.update(status="failed", error=failed[name])
+        elif m is None or len(m) != len(labels):
+            rec.update(status="failed", error=f"{0 if m is None else len(m)} of {len(labels)} "
+                       "images have records")
+        else:
+            merged[name] = m
+            rec["accuracy"] = {
+                "top1": float(np.mean([k[0] == y for k, y in zip(m.top, m.labels)])),
+                "top5": float(np.mean([y in k[:5] for k, y in zip(m.top, m.labels)])),
+                "examples": len(m), "crops": crops}
+            ref = merged.get(plans[0].fields["artifact"])
+            if i and ref is not None:
+                rec["drift"] = stats.paired_drift(predictions.pair(ref, m), names,
+                                                  bootstrap_rounds, seed)
+            elif i:
+                rec["note"] = "no drift: the float reference failed"
+        if p.fields.get("compiler_delegation"):
+            rec["delegation"] = p.fields["compiler_delegation"]
+        rec["images_per_s"] = None
+        _log_row(rec, log)
+        out.append(rec)
+    summary = {"images": len(labels), "inputs": len(labels) * crops, "crops": crops,
+               "split": split, "split_is": es.split_is, "preprocess_s": es.seconds,
+               "wall_s": time.perf_counter() - t_all, "skipped_images": es.skipped,
+               "source": dcfg.source.value, "shards": os.path.relpath(root, out_dir),
+               "record_bytes_per_image": shards.record_bytes(root)}
+    for r in out:
+        r["eval_set"] = summary
+    records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
+    work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
+    try:  # the merged records, as every other evaluation writes them
+        tmp = os.path.join(work, predictions.DIRNAME)
+        os.makedirs(tmp)
+        for i, p in enumerate(plans):
+            m = merged.get(p.fields["artifact"])
+            if m is not None:
+                predictions.write(os.path.join(tmp, predictions.file_name(
+                    None if i == 0 else p.fields["artifact"])), dict(
+                    m.header, created=datetime_now()), m.index, m.ids, m.labels, m.top,
+                    m.scores)
+        final = os.path.join(out_dir, predictions.DIRNAME)
+        if os.path.isdir(final):
+            os.replace(final, os.path.join(work, "old"))
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
+        f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
+    return out
+
+
+def datetime_now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

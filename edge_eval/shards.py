@@ -1,0 +1,299 @@
+"""Sharded, resumable, streamed evaluation: ImageNet-sized sets on one box or on a Ray cluster.
+
+    python -m edge_eval accuracy artifacts/in1k --data-source imagenet --data-path /data/val \
+        --shard-size 1000 [--backend ray --address auto]
+
+The work is shards (ranges of the evaluation set) x artifacts. Each unit runs the existing
+worker (``edge_eval.worker`` / ``edge_eval.reference``: the same preprocessing and interpreter
+as every other evaluation) on its images alone, streamed one image at a time, and its answers
+become a shard of per-image prediction records (``contract.predictions``: top-5 indices and
+scores, the image's identity, ~110 bytes an image), written whole or not at all under
+``<out>/shards/<set key>/<artifact>/``. A killed run resumes at the first unfinished unit and
+never loses a finished one; a unit that makes no progress for ``stall_s`` is stopped and retried
+once. Accuracy rows and the paired statistics are computed from the merged records (from the
+top-5 kept: no KL divergence), so one box and a cluster give the same numbers.
+
+Backends: ``local`` (the default; ``workers`` worker processes, no extra dependency) and ``ray``
+(``pip install .[ray]``): each unit a Ray task asking for ``num_cpus`` (fractional by default:
+on 2 cores, tasks asking for 1 CPU each starve the driver's own work) that runs the same worker
+code in the task's process. Both give byte-identical records for the same shards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from contract import predictions, records
+from contract.jobs import WorkerJob, WorkerResult, run as run_job
+from edge_eval import preprocess
+
+BACKENDS = ("local", "ray")
+SHARDS = "shards"
+
+
+class ShardError(RuntimeError):
+    """A unit that failed twice, or a backend that cannot start: one clear message."""
+
+
+@dataclasses.dataclass
+class Unit:
+    """One artifact's work on one shard of the set."""
+    artifact: str
+    shard: int
+    start: int
+    stop: int
+    job: WorkerJob  # the worker's predict job (items/output filled in per unit)
+    final: str      # the shard's predictions file
+
+    @property
+    def images(self) -> int:
+        return self.stop - self.start
+
+
+def set_key(set_meta: dict) -> str:
+    """Which evaluation set (data, split, sample, crops, preprocessing) the shards belong to:
+    records of another set are never resumed into this one."""
+    return hashlib.sha256(json.dumps(set_meta, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_units(artifacts: List[dict], n_images: int, shard_size: int, root: str) -> List[Unit]:
+    """``artifacts``: [{"artifact", "sha256", "job"}] (the reference first). Units whose shard
+    file already exists are left out (that is the resume)."""
+    if shard_size < 1:
+        raise ShardError(f"--shard-size must be >= 1. Received: {shard_size}")
+    units = []
+    for a in artifacts:
+        folder = artifact_folder(root, a["artifact"], a.get("sha256"))
+        for k, start in enumerate(range(0, n_images, shard_size)):
+            final = os.path.join(folder, f"{k:05d}.jsonl")
+            if not _complete(final):
+                units.append(Unit(a["artifact"], k, start, min(start + shard_size, n_images),
+                                  a["job"], final))
+    return units
+
+
+def artifact_folder(root: str, artifact: str, sha256: Optional[str]) -> str:
+    """An artifact's shard folder: its name and the start of its sha256 (another build of the
+    same name never resumes into it)."""
+    return os.path.join(root, _plain(artifact) + "-" + (sha256 or "float")[:12])
+
+
+def _plain(name: str) -> str:
+    base = os.path.basename(name)
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in base) or "model"
+
+
+def _complete(path: str) -> bool:
+    """A shard file that reads whole (a torn one is redone, not trusted)."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        predictions.read(path)
+        return True
+    except predictions.PredictionError:
+        os.remove(path)
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# one unit: in a worker process (local) or a Ray task (ray), then its records
+# --------------------------------------------------------------------------------------------
+def unit_job(u: Unit, items: preprocess.Items, work: str) -> WorkerJob:
+    """The worker job of ``u``: its images only (a shard-sized list or array)."""
+    folder = tempfile.mkdtemp(prefix=f"u{u.shard:05d}-", dir=work)
+    path = os.path.join(folder, "items.json")
+    with open(path, "w") as f:
+        json.dump(items.subset(range(u.start, u.stop)).to_json(
+            os.path.join(folder, "pixels.npy")), f)
+    return u.job.replace(items=path, output=os.path.join(folder, "p.npy"), inputs=None)
+
+
+def run_in_process(job: WorkerJob, work: str) -> WorkerResult:
+    """The worker's own code in this process (what a Ray task runs): ``serve`` of the job's
+    entry module writes the result file as the subprocess would."""
+    fd, path = tempfile.mkstemp(suffix=".json", dir=work)
+    job = job.replace(result=path + ".result")
+    with os.fdopen(fd, "w") as f:
+        json.dump(job.to_json(), f)
+    t = time.perf_counter()
+    importlib.import_module(job.entry).main([path])
+    with open(job.result) as f:
+        out = WorkerResult.from_json(json.load(f))
+    out.wall_s = time.perf_counter() - t
+    return out
+
+
+def write_shard(u: Unit, probs: np.ndarray, head: dict, index, ids, labels) -> str:
+    """The unit's answers as a predictions file, atomically."""
+    top, scores = predictions.top_k(probs)
+    os.makedirs(os.path.dirname(u.final), exist_ok=True)
+    return predictions.write(u.final, head, index[u.start:u.stop], ids[u.start:u.stop],
+                             labels[u.start:u.stop], top, scores)
+
+
+# --------------------------------------------------------------------------------------------
+# the backends
+# --------------------------------------------------------------------------------------------
+def _local(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
+           stall_s: float, work: str, done: Callable[[Unit, WorkerResult], None]) -> None:
+    import concurrent.futures
+
+    def one(u: Unit) -> WorkerResult:
+        # the unit's wall-clock bound: ``stall_s`` per shard (a shard is small; a worker that
+        # takes longer than that for it has stalled)
+        return run_job(make_job(u), stall_s, work)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futs = {pool.submit(one, u): u for u in units}
+        for fut in concurrent.futures.as_completed(futs):
+            done(futs[fut], fut.result())
+
+
+def _ray(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
+         stall_s: float, work: str, done: Callable[[Unit, WorkerResult], None],
+         address: Optional[str] = None, num_cpus: float = 0.5) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ShardError("the ray backend needs Ray: pip install .[ray] (or --backend local)")
+    if not ray.is_initialized():
+        kw = {"address": address} if address else {"num_cpus": max(workers, 1)}
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **kw)
+
+    @ray.remote(num_cpus=num_cpus, max_retries=0)
+    def task(job_json: dict, work_dir: str) -> dict:
+        # the worker's code in the task's process; every path in the job is absolute and must
+        # be readable where the task runs (a shared folder or object storage on a cluster)
+        return run_in_process(WorkerJob.from_json(job_json), work_dir).to_json()
+
+    pending = {}
+    queue = list(units)
+    while queue or pending:
+        while queue and len(pending) < workers:
+            u = queue.pop(0)
+            ref = task.remote(make_job(u).to_json(), work)
+            pending[ref] = (u, time.time())
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+        for ref in ready:
+            u, _ = pending.pop(ref)
+            try:
+                done(u, WorkerResult.from_json(ray.get(ref)))
+            except Exception as e:  # noqa: BLE001 - a task that died is the unit's failure
+                done(u, WorkerResult.failed(f"ray task failed: {type(e).__name__}: {e}"))
+        now = time.time()
+        for ref, (u, t0) in list(pending.items()):
+            if now - t0 > stall_s:  # stalled: stop it; the unit is retried once
+                ray.cancel(ref, force=True)
+                pending.pop(ref)
+                done(u, WorkerResult.failed(f"no result in {stall_s:.0f} s (stalled)"))
+
+
+# --------------------------------------------------------------------------------------------
+# the driver
+# --------------------------------------------------------------------------------------------
+def run_units(units: List[Unit], items: preprocess.Items, heads: Dict[str, dict], index, ids,
+              labels, classes: int, backend: str = "local", workers: int = 2,
+              stall_s: float = 600.0, address: Optional[str] = None,
+              log=print) -> Dict[str, str]:
+    """Runs every unit (a failed one once more); returns {artifact: error} for those with a
+    unit that failed twice. Progress per artifact: images done, images/s, time left."""
+    if backend not in BACKENDS:
+        raise ShardError(f"--backend must be one of {BACKENDS}. Received: {backend!r}")
+    work = tempfile.mkdtemp(prefix=".shards-work-")
+    totals: Dict[str, int] = {}
+    for u in units:
+        totals[u.artifact] = totals.get(u.artifact, 0) + u.images
+    progress = {a: [0, time.time()] for a in totals}
+    failed: Dict[str, str] = {}
+    tries: Dict[str, int] = {}
+    again: List[Unit] = []
+    outputs: Dict[str, str] = {}
+
+    def make_job(u: Unit) -> WorkerJob:
+        job = unit_job(u, items, work)
+        outputs[u.final] = job.output
+        return job
+
+    def done(u: Unit, res: WorkerResult) -> None:
+        tries[u.final] = tries.get(u.final, 0) + 1
+        if res.ok:
+            try:
+                probs = np.load(outputs[u.final])
+                if probs.shape[1] != classes:
+                    res = WorkerResult.failed(
+                        f"the model has {probs.shape[1]} outputs but the evaluation set has "
+                        f"{classes} classes: labels do not match the model")
+                else:
+                    write_shard(u, probs, heads[u.artifact], index, ids, labels)
+            except (OSError, ValueError, predictions.PredictionError) as e:
+                res = WorkerResult.failed(f"the shard's records: {e}")
+        if not res.ok:
+            if tries[u.final] < 2:
+                again.append(u)
+            else:
+                failed.setdefault(u.artifact, f"shard {u.shard} (images {u.start}-{u.stop - 1})"
+                                              f": {res.error}")
+            return
+        p = progress[u.artifact]
+        p[0] += u.images
+        rate = p[0] / max(time.time() - p[1], 1e-9)
+        left = (totals[u.artifact] - p[0]) / rate if rate else float("inf")
+        log(f"[shards] {u.artifact}: {p[0]}/{totals[u.artifact]} images, {rate:.1f} img/s, "
+            f"{left:.0f} s left", flush=True)
+
+    run = _ray if backend == "ray" else _local
+    kw = {"address": address} if backend == "ray" else {}
+    try:
+        run(units, make_job, workers, stall_s, work, done, **kw)
+        if again:
+            log(f"[shards] {len(again)} unit(s) failed: trying each once more", flush=True)
+            retry = list(again)
+            again.clear()
+            run(retry, make_job, workers, stall_s, work, done, **kw)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return failed
+
+
+def merge(folder: str) -> Optional[predictions.Predictions]:
+    """An artifact's shards, in order, as one Predictions (None when there are none)."""
+    if not os.path.isdir(folder):
+        return None
+    parts = [predictions.read(os.path.join(folder, n)) for n in sorted(os.listdir(folder))
+             if n.endswith(".jsonl")]
+    if not parts:
+        return None
+    out = predictions.Predictions(header=dict(parts[0].header))
+    for p in parts:
+        out.index += p.index
+        out.ids += p.ids
+        out.labels += p.labels
+        out.top += p.top
+        out.scores += p.scores
+    out.header["set"] = dict(out.header.get("set") or {}, images=len(out))
+    return out
+
+
+def record_bytes(folder: str) -> float:
+    """Mean bytes per image of the shard files under ``folder``."""
+    size = n = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name.endswith(".jsonl"):
+                path = os.path.join(root, name)
+                size += os.path.getsize(path)
+                n += max(sum(1 for _ in open(path)) - 1, 0)
+    return size / n if n else 0.0
+
+
+__all__ = ["BACKENDS", "ShardError", "Unit", "merge", "plan_units", "record_bytes",
+           "run_units", "set_key", "records"]
