@@ -383,10 +383,9 @@ def test_host_benchmark_records(converted, tmp_path):
     # preprocessing of a VGA frame, timed apart from inference: a real, positive number, the
     # same for every row of the folder (one spec)
     assert 0 < ok["preprocess_ms"] < 1000 and ok["preprocess_frame"] == [480, 640]
-    assert by["edgetpu"]["preprocess_ms"] == ok["preprocess_ms"]
-    tpu = by["edgetpu"]
-    assert tpu["status"] == "unavailable" and "libedgetpu" in tpu["error"]
-    assert records.validate(tpu) == []
+    # an uncompiled model never runs under the Edge TPU label (tests/test_edgetpu.py times
+    # the compiler's output there, and says what is missing without libedgetpu)
+    assert set(by) == {"xnnpack"}
 
 
 def test_too_short_a_benchmark_is_invalid_not_a_number():
