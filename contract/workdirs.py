@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 
-OWNED = re.compile(r"^(?:\.coreml-|\.old-|\.app-|convert-sm-)(\d+)-|^\..+\.(\d+)\.[^.]+\.partial$"
+OWNED = re.compile(r"^(?:\.coreml-|\.old-|\.app-|convert-sm-|\.work-shards-)(\d+)-|^\..+\.(\d+)\.[^.]+\.partial$"
                    r"|^(?:inputs|items|raw)-[0-9a-f]+\.(?:npy|json|meta\.json)\.tmp-(\d+)"
                    r"(?:\.npy(?:\.short\.npy)?)?$")
 

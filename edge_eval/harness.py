@@ -923,13 +923,15 @@ def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
                           "shard_size": shard_size})
     root = os.path.join(out_dir, shards.SHARDS, key)
     arts, heads, folders = [], {}, {}
-    for p in plans:
+    for i, p in enumerate(plans):
         name = p.fields["artifact"]
         if p.job is None:
             continue
         job = p.job.replace(spec=spec.to_dict(), scheme=crops, threads=1, batch_size=1
                             if p.job.delegate == "edgetpu" else p.job.batch_size)
-        arts.append({"artifact": name, "sha256": p.fields.get("sha256"), "job": job})
+        # the reference has no manifest sha256: its files' own (another model, another folder)
+        sha = p.fields.get("sha256") or (_files_digest(ref_path) if i == 0 else None)
+        arts.append({"artifact": name, "sha256": sha, "job": job})
         delegate = p.fields.get("delegate") or "none"
         heads[name] = predictions.header(
             name, len(names), "tensorflow" if job.kind in ("keras", "savedmodel") else "litert",
@@ -947,7 +949,7 @@ def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
         flush=True)
     failed = shards.run_units(units, items, heads, es.index, es.ids,
                               [int(v) for v in labels], len(names), backend, workers, stall_s,
-                              address, log) if units else {}
+                              address, log, work_in=out_dir) if units else {}
     out, merged = [], {}
     for i, p in enumerate(plans):
         fields = {k: v for k, v in p.fields.items() if k != "compiler_delegation"}
@@ -1008,6 +1010,19 @@ def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
     log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "
         f"{os.path.join(out_dir, 'accuracy.jsonl')}", flush=True)
     return out
+
+
+def _files_digest(path: str) -> str:
+    """sha256 of a model file, or of a model folder's files (relative path and contents)."""
+    h = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(r, n) for r, _, ns in os.walk(path) for n in ns)
+    for f in files:
+        h.update(os.path.relpath(f, path).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def datetime_now() -> str:

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from contract import predictions, records
+from contract import predictions, records, workdirs
 from contract.jobs import WorkerJob, WorkerResult, run as run_job
 from edge_eval import preprocess
 
@@ -203,12 +203,17 @@ def _ray(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
 def run_units(units: List[Unit], items: preprocess.Items, heads: Dict[str, dict], index, ids,
               labels, classes: int, backend: str = "local", workers: int = 2,
               stall_s: float = 600.0, address: Optional[str] = None,
-              log=print) -> Dict[str, str]:
+              log=print, work_in: Optional[str] = None) -> Dict[str, str]:
     """Runs every unit (a failed one once more); returns {artifact: error} for those with a
     unit that failed twice. Progress per artifact: images done, images/s, time left."""
     if backend not in BACKENDS:
         raise ShardError(f"--backend must be one of {BACKENDS}. Received: {backend!r}")
-    work = tempfile.mkdtemp(prefix=".shards-work-")
+    # the units' inputs and outputs, in a folder that names this process: a killed run's is
+    # swept by the next one (workdirs.sweep), never left behind
+    if work_in:
+        os.makedirs(work_in, exist_ok=True)
+        workdirs.sweep(work_in)
+    work = workdirs.mkdtemp(".work-shards-", work_in)
     totals: Dict[str, int] = {}
     for u in units:
         totals[u.artifact] = totals.get(u.artifact, 0) + u.images

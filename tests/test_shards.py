@@ -56,6 +56,8 @@ def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(converted, 
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{len(kept)} of 16 unit(s) already done" in r.stdout
     assert _rows(killed) == _rows(whole)
+    # the killed run's work folder was swept by the rerun: nothing stale is left
+    assert not [n for n in os.listdir(killed) if n.startswith(".work-")]
     acc = [json.loads(x) for x in open(os.path.join(killed, "accuracy.jsonl"))]
     ref = [json.loads(x) for x in open(os.path.join(whole, "accuracy.jsonl"))]
     assert [(a.get("drift") or {}).get("top1_delta_points") for a in acc] == \
