@@ -13,7 +13,6 @@ growth), and the records' bytes per image (goal <= 200).
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,9 @@ from edge_eval import preprocess
 art, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 m = load_manifest(art)
 spec = PreprocessingSpec.from_dict(m["preprocessing"])
-items, _, _ = eval_items(data_config(reference_path(m)), "test", n, 0)
+src = sys.argv[sys.argv.index("--data-source") + 1] if "--data-source" in sys.argv else None
+path = sys.argv[sys.argv.index("--data-path") + 1] if "--data-path" in sys.argv else None
+items, _, _ = eval_items(data_config(reference_path(m), src, path), "test", n, 0)
 x = np.stack([preprocess.central(items.load(i, spec.decode_channels)[0], spec)
               for i in range(len(items))])
 tf = TFLiteModel(model, num_threads=1)
@@ -48,23 +49,27 @@ def _du(path):
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
 
-def sharded(art, fp32, only, images, shard, workers, backend):
+def sharded(art, fp32, only, images, shard, workers, backend, data=()):
     out = tempfile.mkdtemp(prefix="shards-bench-")
     cmd = [sys.executable, "-c", "import resource, runpy, sys; sys.argv = sys.argv[1:]; "
            "runpy.run_module('edge_eval', run_name='__main__', alter_sys=True)",
            "python -m edge_eval", "accuracy", art, "--reference", fp32, "--out", out,
            "--images", str(images), "--shard-size", str(shard), "--workers", str(workers),
            "--backend", backend, "--runtime", "litert", "--only", only, "--bootstrap", "200",
-           "--no-strict"]
+           "--no-strict", *data]
+    # in a process of its own, which reports the peak RSS of the run's processes (the driver
+    # and its workers: RUSAGE_CHILDREN covers every descendant it waited for)
+    wrap = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print('RSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+            "sys.exit(r.returncode)")
     t = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    r = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", wrap, *cmd], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
     wall = time.perf_counter() - t
     if r.returncode:
         raise SystemExit(r.stderr[-2000:])
+    rss = int(r.stdout.strip().splitlines()[-1].split()[1]) / 1024
     rows = [json.loads(x) for x in open(os.path.join(out, "accuracy.jsonl"))]
-    rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     records = _du(os.path.join(out, "shards")) + _du(os.path.join(out, "predictions"))
     disk = _du(out) - records  # the working files: no whole-set array
     per = rows[0]["eval_set"]["record_bytes_per_image"]
@@ -82,20 +87,30 @@ def main():
     p.add_argument("--scale", type=int, default=10)
     p.add_argument("--shard-size", type=int, default=500)
     p.add_argument("--backends", default="local,ray")
+    p.add_argument("--data-source", help="when the reference export's config.json does not say")
+    p.add_argument("--data-path")
     a = p.parse_args()
+    data = (["--data-source", a.data_source] if a.data_source else []) + (
+        ["--data-path", a.data_path] if a.data_path else [])
     art = os.path.abspath(a.artifacts)
     m = json.load(open(os.path.join(art, "manifest.json")))
     fp32 = next(os.path.join(art, e["file"]) for e in m["artifacts"] if e["recipe"] == "fp32")
     only = next(e["file"] for e in m["artifacts"] if e["recipe"] == a.only)
-    bare = json.loads(subprocess.run(
-        [sys.executable, "-c", BARE, art, os.path.join(art, only), str(a.images)], cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-        check=True).stdout.strip().splitlines()[-1])["images_per_s"]
-    print(f"bare interpreter, 1 thread, one image at a time: {bare:.1f} img/s ({only})")
+    def bare_rate(model):
+        return json.loads(subprocess.run(
+            [sys.executable, "-c", BARE, art, model, str(a.images)] + data, cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+            check=True).stdout.strip().splitlines()[-1])["images_per_s"]
+
+    b32, bq = bare_rate(fp32), bare_rate(os.path.join(art, only))
+    # the sharded run puts every image through both models (the fp32 reference and ``only``)
+    bare = 2 / (1 / b32 + 1 / bq)
+    print(f"bare interpreter, 1 thread, one image at a time: fp32 {b32:.1f} img/s, {only} "
+          f"{bq:.1f} img/s; both, one after the other: {bare:.1f} model-images/s")
     for backend in a.backends.split(","):
-        one = sharded(art, fp32, a.only, a.images, a.shard_size, 1, backend)
-        two = sharded(art, fp32, a.only, a.images, a.shard_size, 2, backend)
-        big = sharded(art, fp32, a.only, a.images * a.scale, a.shard_size, 2, backend)
+        one = sharded(art, fp32, a.only, a.images, a.shard_size, 1, backend, data)
+        two = sharded(art, fp32, a.only, a.images, a.shard_size, 2, backend, data)
+        big = sharded(art, fp32, a.only, a.images * a.scale, a.shard_size, 2, backend, data)
         print(f"[{backend}] 1 worker {one['images_per_s']:.1f} img/s, 2 workers "
               f"{two['images_per_s']:.1f} img/s: x{two['images_per_s'] / one['images_per_s']:.2f}"
               f" (goal >= 1.8); harness(1 worker) / bare {one['images_per_s'] / bare:.2f} "
