@@ -397,6 +397,45 @@ def _accuracy_row(rec: dict, job: WorkerJob, res: WorkerResult, labels, names,
     return p
 
 
+def _resolve_reference(manifest: dict, artifacts_dir: str, reference: Optional[str],
+                       reference_predictions: Optional[str], data_source: Optional[str],
+                       data_path: Optional[str]):
+    """(the float reference's path or None, the host's predictions or None, the preprocessing,
+    the data config), each refused up front with one message (nothing written yet)."""
+    host_ref = None
+    if reference_predictions:
+        try:
+            host_ref = predictions.read(reference_predictions)
+        except predictions.PredictionError as e:
+            raise EvalError(f"--reference-predictions: {e}") from None
+        ref_path = None
+    else:
+        ref_path = os.path.abspath(reference_path(manifest, reference))
+        if not os.path.exists(ref_path):
+            raise EvalError(f"float reference {ref_path} does not exist: pass --reference (on a "
+                            "board without TensorFlow: the fp32 .tflite, or "
+                            "--reference-predictions with the host's reference.jsonl)")
+        if not ref_path.endswith(".tflite"):
+            if not _tensorflow_here():
+                raise EvalError("the float reference is a Keras/SavedModel export, which needs "
+                                "TensorFlow, and this install has none (a board's .[run]): pass "
+                                "--reference <fp32>.tflite, or --reference-predictions with the "
+                                "host's predictions/reference.jsonl")
+            try:  # refused up front (one message, nothing written), not as a failed worker row
+                check_model(ref_path)
+            except ModelError as e:
+                raise EvalError(f"float reference: {e}") from None
+    if manifest.get("preprocessing"):
+        spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
+    elif ref_path and not ref_path.endswith(".tflite"):
+        spec = PreprocessingSpec.load(ref_path)
+    else:
+        raise EvalError("the manifest has no preprocessing: it cannot be evaluated here")
+    dcfg = data_config(ref_path or os.path.join(artifacts_dir, "no-reference"), data_source,
+                       data_path)
+    return ref_path, host_ref, spec, dcfg
+
+
 def _pair_with_host(rows: List[dict], probs_of: dict, es: EvalSet, host_ref, names,
                     rounds: int, seed: int) -> None:
     """Each artifact row's drift, paired with the host's float predictions on the images'
@@ -452,11 +491,16 @@ def write_predictions(out_dir: str, rows: List[dict], probs_of: dict, es: EvalSe
         top, scores = predictions.top_k(p)
         predictions.write(os.path.join(tmp, predictions.file_name(
             None if k == 0 else r["artifact"])), head, es.index, es.ids, es.labels, top, scores)
+    return _swap_in_predictions(out_dir, tmp, work)
+
+
+def _swap_in_predictions(out_dir: str, tmp: str, work: str) -> str:
+    """``tmp`` becomes ``out_dir/predictions/`` whole (the earlier one moved into ``work``,
+    which the caller removes): no file of an earlier run is left beside the new ones."""
     final = os.path.join(out_dir, predictions.DIRNAME)
-    old = None
     if os.path.isdir(final):
-        old = tempfile.mkdtemp(prefix="predictions-old-", dir=work)
-        os.replace(final, os.path.join(old, "p"))
+        os.replace(final, os.path.join(tempfile.mkdtemp(prefix="predictions-old-", dir=work),
+                                       "p"))
     os.replace(tmp, final)
     return final
 
@@ -549,37 +593,8 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     # workers run from the repository root: every path they are handed is absolute
     artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
-    host_ref = None
-    if reference_predictions:
-        try:
-            host_ref = predictions.read(reference_predictions)
-        except predictions.PredictionError as e:
-            raise EvalError(f"--reference-predictions: {e}") from None
-        ref_path = None
-    else:
-        ref_path = os.path.abspath(reference_path(manifest, reference))
-        if not os.path.exists(ref_path):
-            raise EvalError(f"float reference {ref_path} does not exist: pass --reference (on a "
-                            "board without TensorFlow: the fp32 .tflite, or "
-                            "--reference-predictions with the host's reference.jsonl)")
-        if not ref_path.endswith(".tflite"):
-            if not _tensorflow_here():
-                raise EvalError("the float reference is a Keras/SavedModel export, which needs "
-                                "TensorFlow, and this install has none (a board's .[run]): pass "
-                                "--reference <fp32>.tflite, or --reference-predictions with the "
-                                "host's predictions/reference.jsonl")
-            try:  # refused up front (one message, nothing written), not as a failed worker row
-                check_model(ref_path)
-            except ModelError as e:
-                raise EvalError(f"float reference: {e}") from None
-    if manifest.get("preprocessing"):
-        spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
-    elif ref_path and not ref_path.endswith(".tflite"):
-        spec = PreprocessingSpec.load(ref_path)
-    else:
-        raise EvalError("the manifest has no preprocessing: it cannot be evaluated here")
-    dcfg = data_config(ref_path or os.path.join(artifacts_dir, "no-reference"), data_source,
-                       data_path)
+    ref_path, host_ref, spec, dcfg = _resolve_reference(
+        manifest, artifacts_dir, reference, reference_predictions, data_source, data_path)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     t_all = time.perf_counter()
@@ -615,12 +630,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                 rec.update(status=j.preset[0], error=j.preset[1])
                 if i == 0 and host_ref is not None:  # the host's float model, from its file
                     rec["images_per_s"] = None
-                    rec["accuracy"] = {
-                        "top1": float(np.mean([k[0] == y for k, y in zip(host_ref.top,
-                                                                          host_ref.labels)])),
-                        "top5": float(np.mean([y in k[:5] for k, y in zip(host_ref.top,
-                                                                           host_ref.labels)])),
-                        "examples": len(host_ref), "crops": 1}
+                    rec["accuracy"] = stats.records_accuracy(host_ref, 1)
             else:
                 p = _accuracy_row(rec, j.job, fut.result(), labels, names, crops)
                 if j.fields.get("compiler_delegation"):  # what the compiler mapped to the TPU
@@ -894,17 +904,8 @@ def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
         raise EvalError(f"--crops must be one of {preprocess.CROP_SCHEMES}. Received: {crops}")
     artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)
-    ref_path = os.path.abspath(reference_path(manifest, reference))
-    if not os.path.exists(ref_path):
-        raise EvalError(f"float reference {ref_path} does not exist: pass --reference")
-    if not ref_path.endswith(".tflite"):
-        try:
-            check_model(ref_path)
-        except ModelError as e:
-            raise EvalError(f"float reference: {e}") from None
-    spec = PreprocessingSpec.from_dict(manifest["preprocessing"]) if manifest.get(
-        "preprocessing") else PreprocessingSpec.load(ref_path)
-    dcfg = data_config(ref_path, data_source, data_path)
+    ref_path, _, spec, dcfg = _resolve_reference(manifest, artifacts_dir, reference, None,
+                                                 data_source, data_path)
     os.makedirs(out_dir, exist_ok=True)
     t_all = time.perf_counter()
     try:
@@ -967,10 +968,7 @@ def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
                        "images have records")
         else:
             merged[name] = m
-            rec["accuracy"] = {
-                "top1": float(np.mean([k[0] == y for k, y in zip(m.top, m.labels)])),
-                "top5": float(np.mean([y in k[:5] for k, y in zip(m.top, m.labels)])),
-                "examples": len(m), "crops": crops}
+            rec["accuracy"] = stats.records_accuracy(m, crops)
             ref = merged.get(plans[0].fields["artifact"])
             if i and ref is not None:
                 rec["drift"] = stats.paired_drift(predictions.pair(ref, m), names,
@@ -1001,10 +999,7 @@ def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
                     None if i == 0 else p.fields["artifact"])), dict(
                     m.header, created=datetime_now()), m.index, m.ids, m.labels, m.top,
                     m.scores)
-        final = os.path.join(out_dir, predictions.DIRNAME)
-        if os.path.isdir(final):
-            os.replace(final, os.path.join(work, "old"))
-        os.replace(tmp, final)
+        _swap_in_predictions(out_dir, tmp, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"[eval] {len(out)} rows in {summary['wall_s']:.1f} s -> "

@@ -138,6 +138,13 @@ def sparse_probs(top, scores, classes: int) -> np.ndarray:
     return out
 
 
+def records_accuracy(preds, crops: int = 1) -> Dict[str, float]:
+    """top-1/top-5 of per-image prediction records (contract.predictions) against their labels."""
+    return {"top1": float(np.mean([k[0] == y for k, y in zip(preds.top, preds.labels)])),
+            "top5": float(np.mean([y in k[:5] for k, y in zip(preds.top, preds.labels)])),
+            "examples": len(preds), "crops": crops}
+
+
 def paired_drift(pairing, class_names=None, bootstrap_rounds: int = 2000, seed: int = 0) -> dict:
     """``drift`` between two prediction files joined on their images (contract.predictions
     ``pair``): the same statistics the report gives, on the images both runs answered, with
