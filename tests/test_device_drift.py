@@ -122,7 +122,10 @@ def test_device_faults_are_caught(converted, tiny_export, colour_set, host_resul
     # scores, which the score-shift gate catches where the CPU's float32 passes it
     assert gpu["drift"]["score_shift"]["p99"] > 20 * max(cpu["drift"]["score_shift"]["p99"],
                                                         1e-5)
-    failures = report.gate(report.load(host_results), None, max_score_shift=0.005)
+    # a gate between the two precisions' unit roundoff (float16 4.9e-4, float32 6e-8): the
+    # float16 run's shift is 1.8e-3 to 7e-3 depending on the TensorFlow kernels that trained
+    # the model (oneDNN on/off), the CPU's float32 stays near 1e-6
+    failures = report.gate(report.load(host_results), None, max_score_shift=1e-4)
     assert [f for f in failures if "gpu" in f] and not [f for f in failures if "xnnpack" in f]
     # the silent CPU fallback: the same answers, but flagged with LiteRT's reason
     assert npu["accelerator"]["flagged"] is True
