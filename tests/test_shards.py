@@ -97,3 +97,27 @@ def test_streamed_1_crop_keeps_no_whole_set_array_and_small_records(converted, t
     assert not big, big  # 300 images x 75 x 75 x 3 float32 would be 20 MB
     assert rows[0]["eval_set"]["record_bytes_per_image"] <= 200
     assert rows[1]["drift"]["paired_images"] == 300
+
+
+def test_a_torn_shard_file_is_redone_and_a_whole_one_is_kept(tmp_path):
+    """Resume trusts only shard files that read whole: a half-written one (a kill during a
+    write that bypassed the rename, a full disk) is removed and its unit planned again."""
+    from contract import predictions
+    from edge_eval import shards
+
+    root = str(tmp_path)
+    art = {"artifact": "m.tflite", "sha256": "ab" * 32, "job": None}
+    first = shards.plan_units([art], 250, 100, root)
+    assert [(u.start, u.stop) for u in first] == [(0, 100), (100, 200), (200, 250)]
+    head = predictions.header("m.tflite", 3, "litert", "xnnpack", "xnnpack", True)
+    u0, u1 = first[0], first[1]
+    os.makedirs(os.path.dirname(u0.final))
+    predictions.write(u0.final, head, [0], ["a" * 20], [1], [[1, 0, 2]], [[0.7, 0.2, 0.1]])
+    whole = open(u0.final).read()
+    with open(u1.final, "w") as f:
+        f.write(whole[: len(whole) // 2])  # torn in the middle of a line
+    again = shards.plan_units([art], 250, 100, root)
+    assert [u.shard for u in again] == [1, 2]
+    assert os.path.isfile(u0.final) and not os.path.exists(u1.final)
+    with pytest.raises(shards.ShardError, match="shard-size"):
+        shards.plan_units([art], 250, 0, root)
