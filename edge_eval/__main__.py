@@ -74,18 +74,21 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--shard-size", type=int,
                    help="sharded, resumable, streamed evaluation (ImageNet scale): shards of N "
                         "images x artifacts, each finished shard kept as per-image records "
-                        "(<out>/shards/); a rerun resumes; one thread per worker")
+                        "(<out>/shards/); a rerun resumes; one thread per worker. Default: "
+                        "sets of more than 20,000 images x crops are sharded (2,000 inputs a "
+                        "shard), smaller ones evaluated in one batched pass")
     a.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="with --shard-size: local worker processes (default) or Ray tasks "
                         "(pip install .[ray])")
     a.add_argument("--address", help="with --backend ray: the cluster to join (ray start "
                                       "--head prints it; auto: the local one)")
     a.add_argument("--stall-seconds", type=float, default=600,
-                   help="with --shard-size: a shard with no result in this long is stopped "
-                        "and tried once more")
+                   help="sharded: a worker whose image count has not moved for this long "
+                        "(its model's load included) is stopped and its shard tried once more")
     a.add_argument("--workers", type=int, default=1,
                    help="artifacts evaluated at once, each in its own process")
-    a.add_argument("--timeout", type=float, default=900, help="seconds per artifact")
+    a.add_argument("--timeout", type=float, default=900,
+                   help="seconds per artifact, unsharded (a sharded run has --stall-seconds)")
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds for the CI")
     a.add_argument("--only", type=_csv, help="comma-separated artifact files or recipes")
     a.add_argument("--out")

@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from typing import List, NamedTuple, Optional, Sequence
@@ -97,6 +95,20 @@ def eval_items(data_cfg, split: str = "test", images: Optional[int] = None, seed
     return preprocess.Items.from_dataset(ds), ds.class_names, ds.note
 
 
+# more model inputs than this (images x crops) are evaluated in shards of SHARD_INPUTS inputs
+# unless told otherwise: the batched path's one array of preprocessed inputs would be 54 GB for
+# ImageNet's validation set at 299 px, and one unfinished artifact would lose all its work
+AUTO_SHARD_INPUTS = 20_000
+SHARD_INPUTS = 2_000
+
+
+def _set_size(data_cfg, split: str, images: Optional[int]) -> int:
+    """How many images ``eval_items`` would list (nothing is decoded)."""
+    ds = tdata.Dataset(dataclasses.replace(data_cfg, max_eval_examples=None), split,
+                       verify=False)
+    return min(images, ds.num_examples) if images else ds.num_examples
+
+
 def _readable(items, channels: int, each=None, ids: Optional[list] = None):
     """(positions of the images that decode, their labels, what was skipped); ``each(i, image)``
     sees every decoded image once; ``ids``, when given, receives each kept image's identity
@@ -104,7 +116,10 @@ def _readable(items, channels: int, each=None, ids: Optional[list] = None):
     keep, labels, skipped = [], [], []
     for i in range(len(items)):
         try:
-            im, label, ident = items.load_identified(i, channels, identify=ids is not None)
+            if each is None:  # the check alone: the pixels are not kept
+                im, (label, ident) = None, items.check(i, identify=ids is not None)
+            else:
+                im, label, ident = items.load_identified(i, channels, identify=ids is not None)
         except preprocess.ImageError as e:  # the rest of the set is still evaluated
             skipped.append(str(e))
             continue
@@ -200,7 +215,7 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
         {"data": {"source": data_cfg.source.value, "path": data_cfg.path,
                   "holdout_path": data_cfg.holdout_path,
                   "contents": data_fingerprint(data_cfg)}, "images": images, "split": split,
-         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 6},
+         "seed": seed, "crops": crops, "spec": spec.to_dict(), "v": 7},
         sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
     streamed = crops > 1 if streamed is None else streamed
@@ -234,8 +249,10 @@ def eval_inputs(data_cfg, spec: PreprocessingSpec, cache_dir: str, images: Optio
     try:
         if streamed:  # each image decoded once here, to settle the set the workers all use
             keep, labels, skipped = _readable(items, spec.decode_channels, ids=ids)
+            kept = items.subset(keep)
+            kept.checked = True  # the workers decode without checking each image again
             with open(tmp, "w") as f:
-                json.dump(items.subset(keep).to_json(
+                json.dump(kept.to_json(
                     os.path.join(cache_dir, f"raw-{key}.npy")), f)
         else:
             need = len(items) * h * w * stored.channels * 4
@@ -578,7 +595,10 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
 
     ``shard_size``: the sharded, resumable, streamed evaluation (edge_eval.shards): shards of
     that many images x artifacts on ``backend`` (``local`` processes or ``ray``, ``address``
-    to join a cluster), each finished shard kept, ``stall_s`` per shard."""
+    to join a cluster), each finished shard kept, a shard whose worker makes no progress for
+    ``stall_s`` stopped. A set of more than ``AUTO_SHARD_INPUTS`` model inputs (images x
+    crops: ImageNet's validation set) is evaluated that way even without ``shard_size`` -
+    unless MediaPipe was asked for or the reference is a predictions file."""
     if shard_size is not None:
         return evaluate_sharded(artifacts_dir, out_dir, reference, data_source, data_path,
                                 images, crops, bootstrap_rounds, seed, only, workers, log,
@@ -595,6 +615,17 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     manifest = load_manifest(artifacts_dir)
     ref_path, host_ref, spec, dcfg = _resolve_reference(
         manifest, artifacts_dir, reference, reference_predictions, data_source, data_path)
+    if reference_predictions is None and runtime != "mediapipe":
+        n = _set_size(dcfg, split, images)
+        if n * crops > AUTO_SHARD_INPUTS:
+            size = max(1, SHARD_INPUTS // crops)
+            log(f"[eval] {n} images x {crops} crop(s): evaluated in shards of {size} images "
+                "(streamed, resumable; --shard-size sets the size"
+                + (", MediaPipe rows are not part of it" if runtime == "auto" else "") + ")",
+                flush=True)
+            return evaluate_sharded(artifacts_dir, out_dir, reference, data_source, data_path,
+                                    images, crops, bootstrap_rounds, seed, only, workers, log,
+                                    split, size, backend, address, stall_s)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     t_all = time.perf_counter()

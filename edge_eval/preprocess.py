@@ -51,13 +51,14 @@ def decode(path: str, channels: int = 3) -> np.ndarray:
     return decode_bytes(np.fromfile(path, np.uint8).tobytes(), path, channels)
 
 
-def decode_bytes(data: bytes, name: str, channels: int = 3) -> np.ndarray:
+def decode_bytes(data: bytes, name: str, channels: int = 3, checked: bool = False) -> np.ndarray:
     """Encoded JPEG/PNG bytes -> uint8 [H, W, channels] in RGB (or [H, W, 1] grey); ``name``
-    says where they came from in the message of a corrupt one."""
+    says where they came from in the message of a corrupt one. ``checked``: the bytes passed
+    ``check_bytes`` already (a streamed set's images, checked once before every worker reads
+    them), so only the decode is left."""
     cv = _cv2()
-    problem = image_bytes_problem(data)  # the rule training's pre-flight check applies
-    if problem:
-        raise ImageError(f"corrupt image {name}: {problem}")
+    if not checked:
+        check_bytes(data, name)
     img = cv.imdecode(np.frombuffer(data, np.uint8), cv.IMREAD_COLOR) if data else None
     if img is None:
         raise ImageError(f"cannot decode image {name} (corrupt or not a JPEG/PNG)")
@@ -70,14 +71,30 @@ def decode_bytes(data: bytes, name: str, channels: int = 3) -> np.ndarray:
     return cv.cvtColor(img, cv.COLOR_BGR2RGB)
 
 
+def check_bytes(data: bytes, name: str) -> None:
+    """ImageError unless ``data`` is an image that ``decode_bytes`` decodes whole: the rule
+    training's pre-flight check applies (contract.preprocessing.image_bytes_problem), and for a
+    PNG, OpenCV's own decode (at an eighth of the size: the same bytes are read)."""
+    problem = image_bytes_problem(data)
+    if problem:
+        raise ImageError(f"corrupt image {name}: {problem}")
+    if data[:2] != b"\xff\xd8":  # a JPEG's was decoded by OpenCV in that check already
+        cv = _cv2()
+        if cv.imdecode(np.frombuffer(data, np.uint8), cv.IMREAD_REDUCED_COLOR_8) is None:
+            raise ImageError(f"cannot decode image {name} (corrupt or not a JPEG/PNG)")
+
+
 class Items:
     """The images of an evaluation set by position, readable in any process without
     TensorFlow: an in-memory uint8 array (``array``), image files (``files``) or TFRecord
     records (``records``, contract.tfrecord.ImageRecords). ``to_json`` hands them to a worker,
     which reads and crops each image itself (multi-crop evaluation streams, it stores nothing)."""
 
-    def __init__(self, kind: str, array=None, labels=None, files=None, records=None):
+    def __init__(self, kind: str, array=None, labels=None, files=None, records=None,
+                 checked: bool = False):
         self.kind, self.array, self.files, self.records = kind, array, files, records
+        # every image passed ``check``: a worker decodes without checking each again
+        self.checked = checked
         self.labels = None if labels is None else np.asarray(labels, np.int32)
 
     @classmethod
@@ -103,8 +120,17 @@ class Items:
             return (np.asarray(self.array[i]), int(self.labels[i]),
                     self.identity(i) if identify else None)
         data, label, where = self._stored(i)
-        return (decode_bytes(data, where, channels), label,
+        return (decode_bytes(data, where, channels, self.checked), label,
                 image_id(data) if identify else None)
+
+    def check(self, i: int, identify: bool = True):
+        """(label, identity or None) of an image that decodes, ImageError otherwise: what
+        ``load_identified`` settles, without keeping the pixels (a streamed set's one pass)."""
+        if self.kind == "array":
+            return int(self.labels[i]), self.identity(i) if identify else None
+        data, label, where = self._stored(i)
+        check_bytes(data, where)
+        return label, image_id(data) if identify else None
 
     def _stored(self, i: int):
         """(encoded bytes, label, where, for messages) of a file or record image."""
@@ -143,11 +169,12 @@ class Items:
     def subset(self, keep) -> "Items":
         keep = list(keep)
         if self.kind == "records":
-            return Items("records", records=self.records.subset(keep))
+            return Items("records", records=self.records.subset(keep), checked=self.checked)
         lab = self.labels[keep]
         if self.kind == "array":
             return Items("array", array=self.array[keep], labels=lab)
-        return Items("files", files=[self.files[i] for i in keep], labels=lab)
+        return Items("files", files=[self.files[i] for i in keep], labels=lab,
+                     checked=self.checked)
 
     def to_json(self, array_path: str) -> dict:
         """What a worker needs to read these images; an ``array`` set's pixels are saved to
@@ -157,18 +184,21 @@ class Items:
             np.save(tmp, np.ascontiguousarray(self.array))
             os.replace(tmp, array_path)
             return {"kind": "array", "path": array_path, "labels": self.labels.tolist()}
+        checked = {"checked": True} if self.checked else {}
         if self.kind == "files":
-            return {"kind": "files", "files": self.files, "labels": self.labels.tolist()}
-        return {"kind": "records", **self.records.to_json()}
+            return {"kind": "files", "files": self.files, "labels": self.labels.tolist(),
+                    **checked}
+        return {"kind": "records", **self.records.to_json(), **checked}
 
     @classmethod
     def from_json(cls, d: dict) -> "Items":
         if d["kind"] == "array":
             return cls("array", array=np.load(d["path"], mmap_mode="r"), labels=d["labels"])
+        checked = d.get("checked") is True
         if d["kind"] == "files":
-            return cls("files", files=d["files"], labels=d["labels"])
-
-        return cls("records", records=ImageRecords.from_json(d))
+            return cls("files", files=d["files"], labels=d["labels"], checked=checked)
+        return cls("records", records=ImageRecords.from_json(
+            {k: v for k, v in d.items() if k != "checked"}), checked=checked)
 
 
 def resize(image: np.ndarray, size) -> np.ndarray:

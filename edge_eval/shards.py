@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from contract import predictions, records, workdirs
-from contract.jobs import WorkerJob, WorkerResult, run as run_job
+from contract.jobs import WorkerJob, WorkerResult, read_progress, run as run_job
 from edge_eval import preprocess
 
 BACKENDS = ("local", "ray")
@@ -114,7 +114,8 @@ def unit_job(u: Unit, items: preprocess.Items, work: str) -> WorkerJob:
     with open(path, "w") as f:
         json.dump(items.subset(range(u.start, u.stop)).to_json(
             os.path.join(folder, "pixels.npy")), f)
-    return u.job.replace(items=path, output=os.path.join(folder, "p.npy"), inputs=None)
+    return u.job.replace(items=path, output=os.path.join(folder, "p.npy"), inputs=None,
+                         progress=os.path.join(folder, "progress"))
 
 
 def run_in_process(job: WorkerJob, work: str) -> WorkerResult:
@@ -144,13 +145,14 @@ def write_shard(u: Unit, probs: np.ndarray, head: dict, index, ids, labels) -> s
 # the backends
 # --------------------------------------------------------------------------------------------
 def _local(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
-           stall_s: float, work: str, done: Callable[[Unit, WorkerResult], None]) -> None:
+           stall_s: float, work: str, done: Callable[[Unit, WorkerResult], None],
+           tick: Callable[[Unit, int], None]) -> None:
     import concurrent.futures
 
     def one(u: Unit) -> WorkerResult:
-        # the unit's wall-clock bound: ``stall_s`` per shard (a shard is small; a worker that
-        # takes longer than that for it has stalled)
-        return run_job(make_job(u), stall_s, work)
+        # no wall-clock bound: the worker is stopped when its image count stops moving
+        return run_job(make_job(u), None, work, stall_s=stall_s,
+                       on_progress=lambda k: tick(u, k))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futs = {pool.submit(one, u): u for u in units}
@@ -160,7 +162,8 @@ def _local(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: in
 
 def _ray(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
          stall_s: float, work: str, done: Callable[[Unit, WorkerResult], None],
-         address: Optional[str] = None, num_cpus: float = 0.5) -> None:
+         tick: Callable[[Unit, int], None], address: Optional[str] = None,
+         num_cpus: float = 0.5) -> None:
     try:
         import ray
     except ImportError:
@@ -175,26 +178,72 @@ def _ray(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
         # be readable where the task runs (a shared folder or object storage on a cluster)
         return run_in_process(WorkerJob.from_json(job_json), work_dir).to_json()
 
-    pending = {}
+    pending = {}  # ref -> [unit, job, last count, when it last moved]
     queue = list(units)
     while queue or pending:
         while queue and len(pending) < workers:
             u = queue.pop(0)
-            ref = task.remote(make_job(u).to_json(), work)
-            pending[ref] = (u, time.time())
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
+            job = make_job(u)
+            pending[task.remote(job.to_json(), work)] = [u, job, None, time.time()]
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in ready:
-            u, _ = pending.pop(ref)
+            u = pending.pop(ref)[0]
             try:
                 done(u, WorkerResult.from_json(ray.get(ref)))
             except Exception as e:  # noqa: BLE001 - a task that died is the unit's failure
                 done(u, WorkerResult.failed(f"ray task failed: {type(e).__name__}: {e}"))
         now = time.time()
-        for ref, (u, t0) in list(pending.items()):
-            if now - t0 > stall_s:  # stalled: stop it; the unit is retried once
+        for ref, p in list(pending.items()):
+            # the task's image count, from its progress file (the work folder is where the
+            # driver reads the task's output too: the same path on every node)
+            count = read_progress(p[1].progress)
+            if count is not None and count != p[2]:
+                p[2], p[3] = count, now
+                tick(p[0], count)
+            if now - p[3] > stall_s:  # stalled: stop it; the unit is retried once
                 ray.cancel(ref, force=True)
                 pending.pop(ref)
-                done(u, WorkerResult.failed(f"no result in {stall_s:.0f} s (stalled)"))
+                done(p[0], WorkerResult.failed(f"no progress for {stall_s:g} s (stalled at "
+                                               f"image {p[2] or 0})"))
+
+
+class _Progress:
+    """Images done per artifact (finished units and the running units' live counts), logged
+    as ``<artifact>: done/total images, img/s, time left`` when a unit ends and at most every
+    ``every_s`` while units run (any thread may call)."""
+
+    def __init__(self, units: List[Unit], log, every_s: float):
+        import threading
+
+        self.log, self.every_s, self.lock = log, every_s, threading.Lock()
+        self.total: Dict[str, int] = {}
+        for u in units:
+            self.total[u.artifact] = self.total.get(u.artifact, 0) + u.images
+        self.done = {a: 0 for a in self.total}
+        self.live: Dict[str, tuple] = {}  # a running unit's shard file: (artifact, images)
+        self.t0, self.last = time.time(), time.time()
+
+    def tick(self, u: Unit, count: int) -> None:
+        with self.lock:
+            self.live[u.final] = (u.artifact, count)
+            if time.time() - self.last >= self.every_s:
+                self.last = time.time()
+                for a in self.total:
+                    self._line(a)
+
+    def finish(self, u: Unit) -> None:
+        with self.lock:
+            self.live.pop(u.final, None)
+            self.done[u.artifact] += u.images
+            self._line(u.artifact)
+
+    def _line(self, a: str) -> None:
+        n = self.done[a] + sum(c for art, c in self.live.values() if art == a)
+        if not n:
+            return
+        rate = n / max(time.time() - self.t0, 1e-9)
+        self.log(f"[shards] {a}: {n}/{self.total[a]} images, {rate:.1f} img/s, "
+                 f"{(self.total[a] - n) / rate:.0f} s left", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,9 +252,12 @@ def _ray(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
 def run_units(units: List[Unit], items: preprocess.Items, heads: Dict[str, dict], index, ids,
               labels, classes: int, backend: str = "local", workers: int = 2,
               stall_s: float = 600.0, address: Optional[str] = None,
-              log=print, work_in: Optional[str] = None) -> Dict[str, str]:
+              log=print, work_in: Optional[str] = None,
+              log_every_s: float = 30.0) -> Dict[str, str]:
     """Runs every unit (a failed one once more); returns {artifact: error} for those with a
-    unit that failed twice. Progress per artifact: images done, images/s, time left."""
+    unit that failed twice. A unit whose image count has not moved for ``stall_s`` is stopped
+    (and retried once). Progress per artifact, as each unit ends and every ``log_every_s``
+    while they run: images done, images/s, time left."""
     if backend not in BACKENDS:
         raise ShardError(f"--backend must be one of {BACKENDS}. Received: {backend!r}")
     # the units' inputs and outputs, in a folder that names this process: a killed run's is
@@ -214,10 +266,7 @@ def run_units(units: List[Unit], items: preprocess.Items, heads: Dict[str, dict]
         os.makedirs(work_in, exist_ok=True)
         workdirs.sweep(work_in)
     work = workdirs.mkdtemp(".work-shards-", work_in)
-    totals: Dict[str, int] = {}
-    for u in units:
-        totals[u.artifact] = totals.get(u.artifact, 0) + u.images
-    progress = {a: [0, time.time()] for a in totals}
+    progress = _Progress(units, log, log_every_s)
     failed: Dict[str, str] = {}
     tries: Dict[str, int] = {}
     again: List[Unit] = []
@@ -242,28 +291,24 @@ def run_units(units: List[Unit], items: preprocess.Items, heads: Dict[str, dict]
             except (OSError, ValueError, predictions.PredictionError) as e:
                 res = WorkerResult.failed(f"the shard's records: {e}")
         if not res.ok:
+            progress.tick(u, 0)
             if tries[u.final] < 2:
                 again.append(u)
             else:
                 failed.setdefault(u.artifact, f"shard {u.shard} (images {u.start}-{u.stop - 1})"
                                               f": {res.error}")
             return
-        p = progress[u.artifact]
-        p[0] += u.images
-        rate = p[0] / max(time.time() - p[1], 1e-9)
-        left = (totals[u.artifact] - p[0]) / rate if rate else float("inf")
-        log(f"[shards] {u.artifact}: {p[0]}/{totals[u.artifact]} images, {rate:.1f} img/s, "
-            f"{left:.0f} s left", flush=True)
+        progress.finish(u)
 
     run = _ray if backend == "ray" else _local
     kw = {"address": address} if backend == "ray" else {}
     try:
-        run(units, make_job, workers, stall_s, work, done, **kw)
+        run(units, make_job, workers, stall_s, work, done, progress.tick, **kw)
         if again:
             log(f"[shards] {len(again)} unit(s) failed: trying each once more", flush=True)
             retry = list(again)
             again.clear()
-            run(retry, make_job, workers, stall_s, work, done, **kw)
+            run(retry, make_job, workers, stall_s, work, done, progress.tick, **kw)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return failed

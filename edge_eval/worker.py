@@ -70,8 +70,26 @@ def _crop_batches(job: WorkerJob, items, batch: int):
         yield None
 
 
-def _per_image(run, batches, n: int):
-    """Averages ``run``'s outputs over each image's crops (batches up to a ``None``)."""
+class Progress:
+    """Writes the number of images done to ``path`` at most once a second (and the last count):
+    the host's stall detector and progress line read it (contract.jobs.read_progress)."""
+
+    def __init__(self, path: str, every_s: float = 1.0):
+        self.path, self.every_s, self.last = path, every_s, 0.0
+
+    def __call__(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self.last >= self.every_s:
+            self.last = now
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(done))
+            os.replace(tmp, self.path)
+
+
+def _per_image(run, batches, n: int, tick=None):
+    """Averages ``run``'s outputs over each image's crops (batches up to a ``None``);
+    ``tick(images done)`` after each image."""
     out, acc, count = None, None, 0
     k = 0
     for b in batches:
@@ -80,6 +98,8 @@ def _per_image(run, batches, n: int):
                 out = np.empty((n, acc.shape[0]), np.float32)
             out[k] = acc / count
             k, acc, count = k + 1, None, 0
+            if tick is not None:
+                tick(k, final=k == n)
             continue
         p = np.asarray(run(b), np.float64)
         acc = p.sum(axis=0) if acc is None else acc + p.sum(axis=0)
@@ -130,7 +150,8 @@ def predict(job: WorkerJob, load: Callable[[WorkerJob], Runner]) -> WorkerResult
     t = time.perf_counter()
     runner = load(job)
     load_s = time.perf_counter() - t
-    probs = _per_image(runner.run, _crop_batches(job, items, runner.batch_size), n) \
+    tick = Progress(job.progress) if job.progress else None
+    probs = _per_image(runner.run, _crop_batches(job, items, runner.batch_size), n, tick) \
         if items is not None else runner.whole(job)
     total = time.perf_counter() - t
     probs = np.asarray(probs, np.float32)

@@ -82,16 +82,27 @@ def test_local_and_ray_backends_write_the_same_records(converted, tmp_path):
         assert open(a, "rb").read() == open(b, "rb").read()
 
 
-def test_streamed_1_crop_keeps_no_whole_set_array_and_small_records(converted, tmp_path):
+def test_streamed_1_crop_keeps_no_whole_set_array_and_small_records(converted, tmp_path,
+                                                                    monkeypatch):
+    """A set above the size the batched path is for is sharded without being asked (ImageNet's
+    validation set: 50,000 x 1 crop > 20,000; here the limits are scaled down to 300 images)."""
     from edge_eval import harness
 
+    monkeypatch.setattr(harness, "AUTO_SHARD_INPUTS", 250)
+    monkeypatch.setattr(harness, "SHARD_INPUTS", 100)
     art, _ = converted
     out = str(tmp_path / "o")
+    said = []
     rows = harness.evaluate(art, out, reference=os.path.join(art, "tiny_test_fp32.tflite"),
-                            data_source="fashion_mnist", images=300, shard_size=100,
-                            workers=2, only=["static_wi8_ai8_uint8io"], bootstrap_rounds=100,
-                            log=lambda *a, **k: None)
+                            data_source="fashion_mnist", images=300, workers=2,
+                            only=["static_wi8_ai8_uint8io"], bootstrap_rounds=100,
+                            log=lambda *a, **k: said.append(" ".join(map(str, a))))
     assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["shard_size"] for r in rows] == [100, 100]
+    assert "300 images x 1 crop(s): evaluated in shards of 100 images" in said[0]
+    # a progress line per artifact as its units end: images done, rate, time left
+    assert any(line.startswith("[shards] tiny_test_fp32.tflite: 300/300 images,")
+               for line in said)
     big = [os.path.join(r, n) for r, _, ns in os.walk(out) for n in ns
            if os.path.getsize(os.path.join(r, n)) > 2_000_000]
     assert not big, big  # 300 images x 75 x 75 x 3 float32 would be 20 MB
@@ -121,3 +132,42 @@ def test_a_torn_shard_file_is_redone_and_a_whole_one_is_kept(tmp_path):
     assert os.path.isfile(u0.final) and not os.path.exists(u1.final)
     with pytest.raises(shards.ShardError, match="shard-size"):
         shards.plan_units([art], 250, 0, root)
+
+
+_FAKE_WORKER = r'''
+import json, sys, time
+job = json.load(open(sys.argv[1]))
+mode, n = job["model"].split(":")
+for k in range(1, int(n) + 1):
+    with open(job["progress"], "w") as f:
+        f.write(str(k))
+    if mode == "stall" and k == 2:
+        time.sleep(3600)  # hangs: a wedged delegate, a dead network mount
+    time.sleep(0.3)
+with open(job["result"], "w") as f:
+    json.dump({"status": "ok", "seconds": 1.0}, f)
+'''
+
+
+@pytest.mark.parametrize("mode,ok", [("slow", True), ("stall", False)])
+def test_a_worker_is_stopped_when_its_image_count_stops_moving_not_when_it_is_slow(
+        tmp_path, monkeypatch, mode, ok):
+    """The stall detector replaces the per-artifact wall-clock timeout: a unit that keeps
+    counting images runs however long it takes (here 2.4 s against a 1.5 s stall limit), one whose
+    count stops is stopped within the limit and says at which image."""
+    from contract import jobs
+
+    (tmp_path / "fake_unit_worker.py").write_text(_FAKE_WORKER)
+    monkeypatch.setattr(jobs.WorkerJob, "entry", property(lambda self: "fake_unit_worker"))
+    seen = []
+    job = jobs.WorkerJob("predict", f"{mode}:8", progress=str(tmp_path / "progress"))
+    t = time.perf_counter()
+    res = jobs.run(job, None, str(tmp_path), env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+                   stall_s=1.5, on_progress=seen.append)
+    took = time.perf_counter() - t
+    assert res.ok is ok, res.error
+    if ok:
+        assert took > 2.2 and seen == sorted(seen) and seen[-1] >= 6
+    else:
+        assert res.error == "no progress for 1.5 s (stalled at image 2)"
+        assert took < 6
