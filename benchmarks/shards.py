@@ -5,10 +5,13 @@
 
 For each backend: the sharded harness (``edge_eval accuracy --shard-size``, float reference =
 the fp32 .tflite, so every unit is a LiteRT worker) with 1 and with 2 workers (1 thread each),
-and the same model run bare (one interpreter, 1 thread, the same images already preprocessed in
-memory). Printed: harness / bare images/s (goal >= 0.95), 2 workers / 1 worker (goal >= 1.8),
-the driver's peak RSS and the disk under the results at N and at scale x N images (goal: < 5 %
-growth), and the records' bytes per image (goal <= 200).
+and the same models run bare (one interpreter each, 1 thread, the same images already
+preprocessed in memory; once alone and once as two such processes side by side on half the
+images each). Printed: harness (1 worker) / bare images/s (goal >= 0.95) and harness (2 workers)
+/ two bare processes, 2 workers / 1 worker (goal >= 1.8), the peak RSS of the run's processes and
+the disk under the results at N and at scale x N images (goal: < 5 % growth; ``--scale 1``
+skips that run), and the records' bytes per image (goal <= 200). The harness's figures are
+whole runs (start, the set's check, every unit, the report), not a steady state.
 """
 import argparse
 import json
@@ -36,6 +39,8 @@ path = sys.argv[sys.argv.index("--data-path") + 1] if "--data-path" in sys.argv 
 items, _, _ = eval_items(data_config(reference_path(m), src, path), "test", n, 0)
 x = np.stack([preprocess.central(items.load(i, spec.decode_channels)[0], spec)
               for i in range(len(items))])
+if len(sys.argv) > 4 and sys.argv[4] in ("0", "1"):  # one half of the images: side by side
+    x = x[int(sys.argv[4])::2]
 tf = TFLiteModel(model, num_threads=1)
 tf.predict(x[:1], 1)
 t = time.perf_counter()
@@ -96,25 +101,36 @@ def main():
     m = json.load(open(os.path.join(art, "manifest.json")))
     fp32 = next(os.path.join(art, e["file"]) for e in m["artifacts"] if e["recipe"] == "fp32")
     only = next(e["file"] for e in m["artifacts"] if e["recipe"] == a.only)
-    def bare_rate(model):
-        return json.loads(subprocess.run(
-            [sys.executable, "-c", BARE, art, model, str(a.images)] + data, cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-            check=True).stdout.strip().splitlines()[-1])["images_per_s"]
+    def bare_rates(model, halves=False):
+        procs = [subprocess.Popen(
+            [sys.executable, "-c", BARE, art, model, str(a.images),
+             str(h) if halves else "-"] + data, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            for h in ((0, 1) if halves else (None,))]
+        return [json.loads(p.communicate()[0].strip().splitlines()[-1])["images_per_s"]
+                for p in procs]
 
-    b32, bq = bare_rate(fp32), bare_rate(os.path.join(art, only))
-    # the sharded run puts every image through both models (the fp32 reference and ``only``)
-    bare = 2 / (1 / b32 + 1 / bq)
-    print(f"bare interpreter, 1 thread, one image at a time: fp32 {b32:.1f} img/s, {only} "
-          f"{bq:.1f} img/s; both, one after the other: {bare:.1f} model-images/s")
+    def both(r32, rq):  # the sharded run puts every image through fp32 and ``only``
+        return 2 / (1 / r32 + 1 / rq)
+
+    (b32,), (bq,) = bare_rates(fp32), bare_rates(os.path.join(art, only))
+    bare = both(b32, bq)
+    pair = sum(both(x, y) for x, y in zip(bare_rates(fp32, True),
+                                            bare_rates(os.path.join(art, only), True)))
+    print(f"bare interpreter, 1 thread, one image at a time: fp32 {b32:.2f} img/s, {only} "
+          f"{bq:.2f} img/s; both, one after the other: {bare:.2f} model-images/s; two such "
+          f"processes side by side: {pair:.2f}")
     for backend in a.backends.split(","):
         one = sharded(art, fp32, a.only, a.images, a.shard_size, 1, backend, data)
         two = sharded(art, fp32, a.only, a.images, a.shard_size, 2, backend, data)
+        print(f"[{backend}] 1 worker {one['images_per_s']:.2f} img/s, 2 workers "
+              f"{two['images_per_s']:.2f} img/s: x{two['images_per_s'] / one['images_per_s']:.2f}"
+              f" (goal >= 1.8); harness / bare: 1 worker {one['images_per_s'] / bare:.3f} "
+              f"(goal >= 0.95), 2 workers / two bare {two['images_per_s'] / pair:.3f}",
+              flush=True)
+        if a.scale == 1:
+            continue
         big = sharded(art, fp32, a.only, a.images * a.scale, a.shard_size, 2, backend, data)
-        print(f"[{backend}] 1 worker {one['images_per_s']:.1f} img/s, 2 workers "
-              f"{two['images_per_s']:.1f} img/s: x{two['images_per_s'] / one['images_per_s']:.2f}"
-              f" (goal >= 1.8); harness(1 worker) / bare {one['images_per_s'] / bare:.2f} "
-              "(goal >= 0.95)")
         print(f"[{backend}] {a.images} -> {a.images * a.scale} images: peak RSS "
               f"{two['peak_rss_mb']:.0f} -> {big['peak_rss_mb']:.0f} MB "
               f"({100 * (big['peak_rss_mb'] / two['peak_rss_mb'] - 1):+.1f} %); working disk "

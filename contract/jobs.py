@@ -80,6 +80,9 @@ class WorkerJob(_Record):
     # predict from ``items``: the worker writes how many images it has done to this file as it
     # goes (at most once a second); the host's stall detector and progress line read it
     progress: Optional[str] = None
+    # predict from ``items``, several models at once: the member jobs (as JSON), each with its
+    # own model and ``output``; every image is decoded and cropped once for all of them
+    group: Optional[List[dict]] = None
     scale: Optional[List[float]] = None   # coreml: the image input's per-channel scale
     offset: Optional[List[float]] = None  # coreml: and offset
     classes: Optional[int] = None  # mediapipe: the label count
@@ -123,6 +126,8 @@ class WorkerResult(_Record):
     classes: Optional[int] = None
     peak_memory_mb: Optional[float] = None
     delegation: Optional[dict] = None
+    # a group job's members, in its order: {"status", "error", "runtime", "delegation", ...}
+    members: Optional[List[dict]] = None
     measurement: dict = field(default_factory=dict)  # bench: the latency record's fields
     wall_s: Optional[float] = None       # set by the host: the process's wall time
     stderr_tail: Optional[str] = None    # and the end of its stderr (runtimes warn there)

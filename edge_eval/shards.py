@@ -107,15 +107,50 @@ def _complete(path: str) -> bool:
 # --------------------------------------------------------------------------------------------
 # one unit: in a worker process (local) or a Ray task (ray), then its records
 # --------------------------------------------------------------------------------------------
-def unit_job(u: Unit, items: preprocess.Items, work: str) -> WorkerJob:
-    """The worker job of ``u``: its images only (a shard-sized list or array)."""
+GROUP_MAX = 8  # models one worker holds at once
+
+
+def tasks_of(units: List[Unit]) -> List[List[Unit]]:
+    """What each worker process runs: the units of one shard whose models one entry module
+    runs (edge_eval.worker: every .tflite), up to GROUP_MAX of them, so each image is decoded
+    and cropped once for all of them; shards in order."""
+    groups: Dict[tuple, List[Unit]] = {}
+    for u in units:
+        key = (u.start, u.stop, u.job.entry)
+        if len(groups.get(key, ())) == GROUP_MAX:
+            groups[key + (len(groups),)] = groups.pop(key)
+        groups.setdefault(key, []).append(u)
+    return sorted(groups.values(), key=lambda t: (t[0].start, t[0].artifact))
+
+
+def task_job(task: List[Unit], items: preprocess.Items, work: str) -> WorkerJob:
+    """The worker job of ``task``: its shard's images only (a shard-sized list or array), and
+    one member job per unit (each with its own output) when there are several."""
+    u = task[0]
     folder = tempfile.mkdtemp(prefix=f"u{u.shard:05d}-", dir=work)
     path = os.path.join(folder, "items.json")
     with open(path, "w") as f:
         json.dump(items.subset(range(u.start, u.stop)).to_json(
             os.path.join(folder, "pixels.npy")), f)
-    return u.job.replace(items=path, output=os.path.join(folder, "p.npy"), inputs=None,
-                         progress=os.path.join(folder, "progress"))
+    members = [m.job.replace(items=path, output=os.path.join(folder, f"p{k}.npy"), inputs=None)
+               for k, m in enumerate(task)]
+    progress = os.path.join(folder, "progress")
+    if len(task) == 1:
+        return members[0].replace(progress=progress)
+    return members[0].replace(output=None, progress=progress,
+                              group=[m.to_json() for m in members])
+
+
+def member_outputs(job: WorkerJob) -> List[str]:
+    """Where ``task_job``'s job writes each unit's probabilities, in the task's order."""
+    return [m["output"] for m in job.group] if job.group else [job.output]
+
+
+def member_results(res: WorkerResult, n: int) -> List[WorkerResult]:
+    """A task's result as one result per unit (a group's members each have their own)."""
+    if not res.members:
+        return [res] * n
+    return [WorkerResult(status=m["status"], error=m.get("error")) for m in res.members]
 
 
 def run_in_process(job: WorkerJob, work: str) -> WorkerResult:
@@ -144,25 +179,28 @@ def write_shard(u: Unit, probs: np.ndarray, head: dict, index, ids, labels) -> s
 # --------------------------------------------------------------------------------------------
 # the backends
 # --------------------------------------------------------------------------------------------
-def _local(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
-           stall_s: float, work: str, done: Callable[[Unit, WorkerResult], None],
-           tick: Callable[[Unit, int], None]) -> None:
+Task = List[Unit]
+
+
+def _local(tasks: List[Task], make_job: Callable[[Task], WorkerJob], workers: int,
+           stall_s: float, work: str, done: Callable[[Task, WorkerResult], None],
+           tick: Callable[[Task, int], None]) -> None:
     import concurrent.futures
 
-    def one(u: Unit) -> WorkerResult:
+    def one(t: Task) -> WorkerResult:
         # no wall-clock bound: the worker is stopped when its image count stops moving
-        return run_job(make_job(u), None, work, stall_s=stall_s,
-                       on_progress=lambda k: tick(u, k))
+        return run_job(make_job(t), None, work, stall_s=stall_s,
+                       on_progress=lambda k: tick(t, k))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futs = {pool.submit(one, u): u for u in units}
+        futs = {pool.submit(one, t): t for t in tasks}
         for fut in concurrent.futures.as_completed(futs):
             done(futs[fut], fut.result())
 
 
-def _ray(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
-         stall_s: float, work: str, done: Callable[[Unit, WorkerResult], None],
-         tick: Callable[[Unit, int], None], address: Optional[str] = None,
+def _ray(tasks: List[Task], make_job: Callable[[Task], WorkerJob], workers: int,
+         stall_s: float, work: str, done: Callable[[Task, WorkerResult], None],
+         tick: Callable[[Task, int], None], address: Optional[str] = None,
          num_cpus: float = 0.5) -> None:
     try:
         import ray
@@ -178,8 +216,8 @@ def _ray(units: List[Unit], make_job: Callable[[Unit], WorkerJob], workers: int,
         # be readable where the task runs (a shared folder or object storage on a cluster)
         return run_in_process(WorkerJob.from_json(job_json), work_dir).to_json()
 
-    pending = {}  # ref -> [unit, job, last count, when it last moved]
-    queue = list(units)
+    pending = {}  # ref -> [task, job, last count, when it last moved]
+    queue = list(tasks)
     while queue or pending:
         while queue and len(pending) < workers:
             u = queue.pop(0)
@@ -221,14 +259,19 @@ class _Progress:
             self.total[u.artifact] = self.total.get(u.artifact, 0) + u.images
         self.done = {a: 0 for a in self.total}
         self.live: Dict[str, tuple] = {}  # a running unit's shard file: (artifact, images)
-        self.t0, self.last = time.time(), time.time()
+        self.t0: Dict[str, float] = {}  # when each artifact's first unit started
+        self.last = time.time()
+
+    def start(self, u: Unit) -> None:
+        with self.lock:
+            self.t0.setdefault(u.artifact, time.time())
 
     def tick(self, u: Unit, count: int) -> None:
         with self.lock:
             self.live[u.final] = (u.artifact, count)
             if time.time() - self.last >= self.every_s:
                 self.last = time.time()
-                for a in self.total:
+                for a in sorted({art for art, _ in self.live.values()}):
                     self._line(a)
 
     def finish(self, u: Unit) -> None:
@@ -241,7 +284,7 @@ class _Progress:
         n = self.done[a] + sum(c for art, c in self.live.values() if art == a)
         if not n:
             return
-        rate = n / max(time.time() - self.t0, 1e-9)
+        rate = n / max(time.time() - self.t0.get(a, self.last), 1e-9)
         self.log(f"[shards] {a}: {n}/{self.total[a]} images, {rate:.1f} img/s, "
                  f"{(self.total[a] - n) / rate:.0f} s left", flush=True)
 
@@ -272,12 +315,22 @@ def run_units(units: List[Unit], items: preprocess.Items, heads: Dict[str, dict]
     again: List[Unit] = []
     outputs: Dict[str, str] = {}
 
-    def make_job(u: Unit) -> WorkerJob:
-        job = unit_job(u, items, work)
-        outputs[u.final] = job.output
+    def make_job(task: Task) -> WorkerJob:
+        job = task_job(task, items, work)
+        for u, out in zip(task, member_outputs(job)):
+            outputs[u.final] = out
+            progress.start(u)
         return job
 
-    def done(u: Unit, res: WorkerResult) -> None:
+    def done(task: Task, res: WorkerResult) -> None:
+        for u, r in zip(task, member_results(res, len(task))):
+            one_done(u, r)
+
+    def tick(task: Task, count: int) -> None:
+        for u in task:
+            progress.tick(u, count)
+
+    def one_done(u: Unit, res: WorkerResult) -> None:
         tries[u.final] = tries.get(u.final, 0) + 1
         if res.ok:
             try:
@@ -303,12 +356,14 @@ def run_units(units: List[Unit], items: preprocess.Items, heads: Dict[str, dict]
     run = _ray if backend == "ray" else _local
     kw = {"address": address} if backend == "ray" else {}
     try:
-        run(units, make_job, workers, stall_s, work, done, progress.tick, **kw)
+        run(tasks_of(units), make_job, workers, stall_s, work, done, tick, **kw)
         if again:
-            log(f"[shards] {len(again)} unit(s) failed: trying each once more", flush=True)
-            retry = list(again)
+            # each alone this time: a model that crashes its process takes no other with it
+            log(f"[shards] {len(again)} unit(s) failed: trying each once more, alone",
+                flush=True)
+            retry = [[u] for u in again]
             again.clear()
-            run(retry, make_job, workers, stall_s, work, done, progress.tick, **kw)
+            run(retry, make_job, workers, stall_s, work, done, tick, **kw)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return failed

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import numpy as np
 
@@ -54,20 +54,52 @@ def _count(path: str) -> int:
     return int(np.load(path, mmap_mode="r").shape[0])
 
 
-def _crop_batches(job: WorkerJob, items, batch: int):
-    """Multi-crop inputs, one image at a time: for each of ``items``, its ``scheme`` crops
-    through the job's ``spec`` in chunks of at most ``batch`` (a divisor of the crop count, so
-    every chunk has one shape), then ``None`` to close the image."""
+def _chunk(per: int, batch: int) -> int:
+    """The largest divisor of the crop count ``per`` that is at most ``batch`` (every chunk of an
+    image's crops has one shape)."""
+    return max(d for d in range(1, min(batch, per) + 1) if per % d == 0)
+
+
+def stream(job: WorkerJob, items, runners: List[Runner], tick=None):
+    """``items`` streamed through every runner of ``runners``: each image decoded and cropped
+    once (``scheme`` crops through the job's ``spec``), its crops through each model in chunks
+    of at most that model's batch size, averaged per image; ``tick(images done)`` after each
+    image. Returns one probabilities array per runner, or the exception that stopped it (the
+    others go on: one model's failure is its own)."""
+    import concurrent.futures
+
     spec = PreprocessingSpec.from_dict(job.spec)
-    per = int(job.scheme)
-    chunk = max(d for d in range(1, min(batch, per) + 1) if per % d == 0)
-    for i in range(len(items)):
-        image, _ = items.load(i, spec.decode_channels)
-        crops = preprocess.crops(image, spec, per)
-        for j in range(0, per, chunk):
-            yield crops[j:j + chunk]
-        del crops
-        yield None
+    per, n = int(job.scheme), len(items)
+    live = list(range(len(runners)))
+    chunks = [_chunk(per, r.batch_size) for r in runners]
+    out: List = [None] * len(runners)
+
+    def prepare(i: int) -> np.ndarray:
+        return preprocess.crops(items.load(i, spec.decode_channels)[0], spec, per)
+
+    # the next image is decoded and cropped while the models run on this one (OpenCV and the
+    # interpreter both let go of the GIL): the decode costs the interpreter nothing where a
+    # core is free, and no more than before where none is
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ahead:
+        nxt = ahead.submit(prepare, 0) if n else None
+        for i in range(n):
+            crops = nxt.result()
+            nxt = ahead.submit(prepare, i + 1) if i + 1 < n else None
+            for k in list(live):
+                try:
+                    c = chunks[k]
+                    p = sum(np.asarray(runners[k].run(crops[j:j + c]), np.float64).sum(axis=0)
+                            for j in range(0, per, c))
+                    if out[k] is None:
+                        out[k] = np.empty((n, p.shape[0]), np.float32)
+                    out[k][i] = p / per
+                except Exception as e:  # noqa: BLE001 - this model's failure, not the others'
+                    out[k] = e
+                    live.remove(k)
+            del crops
+            if tick is not None:
+                tick(i + 1, final=i + 1 == n)
+    return [o if o is not None else np.empty((0, 0), np.float32) for o in out]
 
 
 class Progress:
@@ -85,26 +117,6 @@ class Progress:
             with open(tmp, "w") as f:
                 f.write(str(done))
             os.replace(tmp, self.path)
-
-
-def _per_image(run, batches, n: int, tick=None):
-    """Averages ``run``'s outputs over each image's crops (batches up to a ``None``);
-    ``tick(images done)`` after each image."""
-    out, acc, count = None, None, 0
-    k = 0
-    for b in batches:
-        if b is None:
-            if out is None:
-                out = np.empty((n, acc.shape[0]), np.float32)
-            out[k] = acc / count
-            k, acc, count = k + 1, None, 0
-            if tick is not None:
-                tick(k, final=k == n)
-            continue
-        p = np.asarray(run(b), np.float64)
-        acc = p.sum(axis=0) if acc is None else acc + p.sum(axis=0)
-        count += len(p)
-    return out if out is not None else np.empty((0, 0), np.float32)
 
 
 class Runner:
@@ -139,9 +151,14 @@ def tflite_runner(job: WorkerJob) -> Runner:
 
 def predict(job: WorkerJob, load: Callable[[WorkerJob], Runner]) -> WorkerResult:
     """``job``'s evaluation set through the model ``load`` returns; the probabilities to
-    ``job.output``."""
+    ``job.output``. A job with a ``group`` (jobs of the same set, one per model) streams each
+    image once through every member's model (``stream``); each member's probabilities go to its
+    own ``output`` and its outcome to the result's ``members``: one model that fails to load or
+    run does not fail the others."""
+    if job.group:
+        return _predict_group(job, load)
     items = None
-    if job.items:  # multi-crop: the images themselves, cropped here
+    if job.items:  # the images themselves, cropped here
         with open(job.items) as f:
             items = preprocess.Items.from_json(json.load(f))
         n = len(items)
@@ -151,19 +168,66 @@ def predict(job: WorkerJob, load: Callable[[WorkerJob], Runner]) -> WorkerResult
     runner = load(job)
     load_s = time.perf_counter() - t
     tick = Progress(job.progress) if job.progress else None
-    probs = _per_image(runner.run, _crop_batches(job, items, runner.batch_size), n, tick) \
-        if items is not None else runner.whole(job)
+    if items is not None:
+        probs, = stream(job, items, [runner], tick)
+        if isinstance(probs, Exception):
+            raise probs
+    else:
+        probs = runner.whole(job)
     total = time.perf_counter() - t
+    _save(job.output, probs, n)
+    return WorkerResult(status="ok", runtime=runner.runtime, load_s=load_s, seconds=total,
+                        images_per_s=n / max(total - load_s, 1e-9),
+                        classes=int(np.shape(probs)[1]), peak_memory_mb=bench.peak_rss_mb(),
+                        delegation=runner.delegation)
+
+
+def _save(path: str, probs, n: int) -> None:
     probs = np.asarray(probs, np.float32)
     if probs.ndim != 2 or len(probs) != n:
         raise ValueError(f"model output has shape {probs.shape} for {n} images")
-    tmp = job.output + ".tmp.npy"
+    tmp = path + ".tmp.npy"
     np.save(tmp, probs)
-    os.replace(tmp, job.output)
-    return WorkerResult(status="ok", runtime=runner.runtime, load_s=load_s, seconds=total,
-                        images_per_s=n / max(total - load_s, 1e-9),
-                        classes=int(probs.shape[1]), peak_memory_mb=bench.peak_rss_mb(),
-                        delegation=runner.delegation)
+    os.replace(tmp, path)
+
+
+def _predict_group(job: WorkerJob, load: Callable[[WorkerJob], Runner]) -> WorkerResult:
+    with open(job.items) as f:
+        items = preprocess.Items.from_json(json.load(f))
+    n = len(items)
+    members = [WorkerJob.from_json(m) for m in job.group]
+    t = time.perf_counter()
+    runners, outcome = [], []
+    for m in members:
+        t1 = time.perf_counter()
+        try:
+            runners.append(load(m))
+            outcome.append({"status": "ok", "load_s": time.perf_counter() - t1})
+        except Exception as e:  # noqa: BLE001 - this model's row, not the group's
+            runners.append(None)
+            outcome.append(_failure(e))
+    loaded = [k for k, r in enumerate(runners) if r is not None]
+    tick = Progress(job.progress) if job.progress else None
+    got = stream(job, items, [runners[k] for k in loaded], tick)
+    total = time.perf_counter() - t
+    for k, probs in zip(loaded, got):
+        try:
+            if isinstance(probs, Exception):
+                raise probs
+            _save(members[k].output, probs, n)
+            outcome[k].update(runtime=runners[k].runtime, delegation=runners[k].delegation,
+                              classes=int(probs.shape[1]))
+        except Exception as e:  # noqa: BLE001
+            outcome[k] = _failure(e)
+    bad = [o for o in outcome if o["status"] != "ok"]
+    return WorkerResult(status="failed" if bad else "ok", error=bad[0]["error"] if bad else None,
+                        seconds=total, images_per_s=n / max(total, 1e-9),
+                        peak_memory_mb=bench.peak_rss_mb(), members=outcome)
+
+
+def _failure(e: Exception) -> dict:
+    return {"status": "unavailable" if isinstance(e, bench.DelegateUnavailable) else "failed",
+            "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-4000:]}
 
 
 def _predict(job: WorkerJob) -> WorkerResult:

@@ -171,3 +171,74 @@ def test_a_worker_is_stopped_when_its_image_count_stops_moving_not_when_it_is_sl
     else:
         assert res.error == "no progress for 1.5 s (stalled at image 2)"
         assert took < 6
+
+
+def test_a_group_decodes_each_image_once_and_one_bad_model_fails_alone(converted, tmp_path,
+                                                                      monkeypatch):
+    """The models of one shard run in one worker (edge_eval.worker.stream): each image is
+    decoded and cropped once for all of them, each model's answers are the bytes it gives run
+    alone, and a model that does not load fails its own member, not the group."""
+    import numpy as np
+
+    from contract.jobs import WorkerJob
+    from edge_eval import preprocess, worker
+
+    art, manifest = converted
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 40, 36, 3), np.uint8)  # colour, not the model's size
+    items = preprocess.Items("array", array=images, labels=np.arange(12) % 10)
+    path = str(tmp_path / "items.json")
+    with open(path, "w") as f:
+        json.dump(items.to_json(str(tmp_path / "px.npy")), f)
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"TFL3" + bytes(range(200)))
+    models = [os.path.join(art, "tiny_test_fp32.tflite"), str(bad),
+              os.path.join(art, "tiny_test_static_wi8_ai8.tflite")]
+    base = WorkerJob("predict", "", kind="tflite", threads=1, batch_size=1, items=path,
+                     spec=manifest["preprocessing"], scheme=10)
+    jobs = [base.replace(model=m, output=str(tmp_path / f"g{k}.npy"))
+            for k, m in enumerate(models)]
+    loads = []
+    real = preprocess.Items.load
+    monkeypatch.setattr(preprocess.Items, "load",
+                        lambda self, i, c=3: loads.append(i) or real(self, i, c))
+    res = worker.predict(base.replace(model="group", group=[j.to_json() for j in jobs],
+                                      progress=str(tmp_path / "progress")),
+                         worker.tflite_runner)
+    assert loads == list(range(12))  # once per image, for all three models
+    assert [m["status"] for m in res.members] == ["ok", "failed", "ok"] and not res.ok
+    assert res.members[1]["error"] == "ValueError: The model is not a valid Flatbuffer buffer"
+    assert open(tmp_path / "progress").read() == "12"
+    for k in (0, 2):  # alone, the same bytes
+        alone = str(tmp_path / f"a{k}.npy")
+        assert worker.predict(jobs[k].replace(output=alone), worker.tflite_runner).ok
+        assert np.load(alone).tobytes() == np.load(jobs[k].output).tobytes()
+
+
+def test_the_sets_check_in_several_processes_settles_the_same_set(tmp_path, monkeypatch):
+    """A streamed set's one check of every image runs in ``workers`` processes over ranges:
+    the same kept positions, labels, identities and skip messages, in order."""
+    import cv2
+    import numpy as np
+
+    from edge_eval import harness, preprocess
+
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(23):
+        path = str(tmp_path / f"{i:02d}.jpg")
+        cv2.imwrite(path, rng.integers(0, 256, (20 + i, 30, 3), np.uint8))
+        files.append(path)
+    for bad in (4, 17):  # truncated: no end-of-image marker
+        data = open(files[bad], "rb").read()
+        open(files[bad], "wb").write(data[: len(data) // 2])
+    items = preprocess.Items("files", files=files, labels=[i % 3 for i in range(23)])
+    monkeypatch.setattr(harness, "CHECK_PARALLEL_MIN", 10)
+    got = {}
+    for workers in (1, 2):
+        ids = []
+        keep, labels, skipped = harness._checked(items, ids, workers)
+        got[workers] = (keep, labels.tolist(), ids, skipped)
+    assert got[1] == got[2]
+    assert got[1][0] == [i for i in range(23) if i not in (4, 17)]
+    assert len(got[1][3]) == 2 and "04.jpg" in got[1][3][0] and "17.jpg" in got[1][3][1]
