@@ -13,6 +13,10 @@
                        (board rows in --out/board_accuracy.jsonl)
   drift REF OTHER      paired drift between two runs' per-image predictions (any two of
                        <out>/predictions/*.jsonl: host float vs phone GPU, CPU vs NPU, ...)
+  flips ARTIFACTS --artifact NAME
+                       why images flipped: each top-1 flip attributed to the block (stem,
+                       mixed0-mixed10, head) whose int8 output, fed to the float rest, flips it;
+                       blocks ranked; --fix K measures the recipe keeping the top K float
   profile MODEL...     where the milliseconds go: segments of the graph timed on the host
                        (prefix models), fp32 against int8 side by side, CPU-kernel ops named
   report RESULTS       CSV + Markdown + plots from the records; --max-top1-drift gates CI
@@ -194,6 +198,23 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-xnnpack", action="store_true", help="the built-in kernels alone")
     pr.add_argument("--out", help="write the profiles as JSON here")
 
+    fl = sub.add_parser("flips", help="attribute each top-1 flip to the block that caused it")
+    fl.add_argument("artifacts", help="folder with manifest.json")
+    fl.add_argument("--artifact", required=True, help="the .tflite (file or recipe name)")
+    fl.add_argument("--results", help="an accuracy run's folder: the flipped images come from "
+                                      "its per-image records (predictions/); without it both "
+                                      "models run here, the fp32 .tflite as the reference")
+    fl.add_argument("--data-source", help="when the reference export's config.json does not say")
+    fl.add_argument("--data-path")
+    fl.add_argument("--images", type=int, help="a seeded sample (as accuracy --images)")
+    fl.add_argument("--split", choices=["test", "holdout"], default="test")
+    fl.add_argument("--fix", type=int, default=1, help="convert and measure the recipe keeping "
+                                                        "the top K blocks float (0: none)")
+    fl.add_argument("--calib-images", type=int,
+                    help="--fix: calibration images, as the artifact's conversion had them")
+    fl.add_argument("--threads", type=int, default=2)
+    fl.add_argument("--out", help="results folder (default: --results, else reports/<folder>)")
+
     r = sub.add_parser("report", help="CSV + Markdown + plots from a results folder")
     r.add_argument("results")
     r.add_argument("--title", default="edge_eval report")
@@ -322,6 +343,21 @@ def _profile(args) -> int:
         return exitcodes.BAD_INPUT
 
 
+def _flips(args) -> int:
+    from edge_eval import flips
+    from edge_eval.harness import EvalError
+    from contract.predictions import PredictionError
+
+    try:
+        flips.flips(args.artifacts, args.artifact, args.out or args.results or _out(args),
+                    args.results, args.data_source, args.data_path, args.images, args.split,
+                    fix=args.fix, threads=args.threads, calib_images=args.calib_images)
+    except (flips.FlipError, EvalError, PredictionError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    return exitcodes.OK
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["android", "accuracy"]:  # `android accuracy ARTIFACTS`, its own parser
@@ -335,6 +371,8 @@ def main(argv=None) -> int:
         return _profile(args)
     if args.cmd == "drift":
         return _drift(args)
+    if args.cmd == "flips":
+        return _flips(args)
     from edge_eval.harness import EvalError
 
     try:

@@ -30,7 +30,8 @@ class ProfileError(ValueError):
     """A model this tool cannot profile (one clear message)."""
 
 
-def _ops(model_bytes: bytes):
+def graph(model_bytes: bytes):
+    """(ModelT, its one subgraph, {op index: op name}) of a .tflite's bytes."""
     from ai_edge_litert import schema_py_generated as schema
 
     from contract.tflite_file import strip_zip
@@ -82,15 +83,25 @@ def cut_points(g) -> List[int]:
     return cuts
 
 
-def _prefix(m, g, upto: int) -> bytes:
+def prefix(m, g, upto: int) -> bytes:
+    """The model of ops ``0..upto``, the output of op ``upto`` its output (a cut point)."""
+    return _cut(m, g, g.operators[:upto + 1], list(g.inputs), list(g.operators[upto].outputs))
+
+
+def suffix(m, g, after: int) -> bytes:
+    """The model of the ops after cut point ``after``, fed the tensor op ``after`` writes."""
+    return _cut(m, g, g.operators[after + 1:], list(g.operators[after].outputs), list(g.outputs))
+
+
+def _cut(m, g, ops, inputs, outputs) -> bytes:
     import copy
 
     from contract.tflite_file import pack
 
     p = copy.copy(m)
     sg = copy.copy(g)
-    sg.operators = g.operators[:upto + 1]
-    sg.outputs = list(g.operators[upto].outputs)
+    sg.operators = ops
+    sg.inputs, sg.outputs = inputs, outputs
     p.subgraphs = [sg]
     p.signatureDefs = None
     p.metadata = None
@@ -145,7 +156,7 @@ def profile(path: str, threads: int = 2, runs: int = 20, warmup: int = 3,
     with open(path, "rb") as f:
         data = f.read()
     try:
-        m, g, names = _ops(data)
+        m, g, names = graph(data)
     except ProfileError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged flatbuffer raises many types
@@ -162,7 +173,7 @@ def profile(path: str, threads: int = 2, runs: int = 20, warmup: int = 3,
             p = os.path.join(work, f"prefix{k}.tflite")
             with open(p, "wb") as f:
                 f.write(data if i == len(g.operators) - 1 and k == len(cuts) - 1
-                        else _prefix(m, g, i))
+                        else prefix(m, g, i))
             paths.append(p)
         job = os.path.join(work, "job.json")
         out = os.path.join(work, "times.json")

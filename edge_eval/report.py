@@ -353,6 +353,43 @@ def plots(rows: List[dict], out_dir: str) -> List[str]:
     return written
 
 
+def flips_section(results_dir: str) -> str:
+    """Per artifact with flips (``edge_eval flips``): a bar per block of the flips it explains,
+    what no block explains, and the measured fix."""
+    folder = os.path.join(results_dir, "flips")
+    found = [read_json(os.path.join(folder, n)) for n in sorted(os.listdir(folder))
+             if n.endswith(".json")] if os.path.isdir(folder) else []
+    found = [f for f in found if isinstance(f, dict) and "ranking" in f]
+    if not found:
+        return ""
+    out = ["", "## Why images flip", "",
+           "Each image whose top-1 differs from the float reference, attributed to the first "
+           "block whose int8 output, fed to the float rest of the network, flips it "
+           "(`python -m edge_eval flips`)."]
+    for f in found:
+        out += ["", f"**{f['artifact']}**: {f['flips']} flipped image(s) of "
+                f"{f.get('paired_images')}"
+                + (f"; the top three blocks explain {100 * f['top3_share']:.0f} %"
+                   if f["flips"] else " - nothing to attribute") + "."]
+        if not f["flips"]:
+            continue
+        top = max(r["flips"] for r in f["ranking"])
+        out += ["", "| block | flips | share | |", "|---|---|---|---|"]
+        for r in f["ranking"]:
+            share = "" if r["share"] is None else f"{100 * r['share']:.0f} %"
+            out.append(f"| {r['block']} | {r['flips']} | {share} | "
+                       f"{'█' * max(1, round(20 * r['flips'] / top))} |")
+        fix = f.get("fix") or {}
+        if fix.get("status") == "ok":
+            lat = f", latency x{fix['latency_ratio']:.2f}" if fix.get("latency_ratio") else ""
+            out += ["", f"Keeping it float, `{fix['recipe']}`: {fix['recovered']} of "
+                    f"{fix['artifact_flips']} flips recovered, {fix['new_flips']} new; size "
+                    f"x{fix['size_ratio']:.2f}{lat} (measured on the same images)."]
+        elif fix:
+            out += ["", f"Fix: {fix.get('status')}: {fix.get('error')}"]
+    return "\n".join(out) + "\n"
+
+
 def read_json(path: str):
     try:
         with open(path) as f:
@@ -386,7 +423,8 @@ def write(results_dir: str, title: str = "edge_eval report",
     if written:
         md += "\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
                                for p in written) + "\n"
-    md += mediapipe_section(every) + fingerprint_section(results_dir) + "".join(sections)
+    md += (mediapipe_section(every) + fingerprint_section(results_dir)
+           + flips_section(results_dir) + "".join(sections))
     failures = gate(rows, max_top1_drift, max_score_shift)
     if max_top1_drift is not None or max_score_shift is not None:
         md += (f"\nDrift gate (top-1 may drop at most {max_top1_drift} points"
