@@ -317,8 +317,14 @@ def _fix(manifest, entry, blocks, q_path, items, spec, dcfg, flipped, f_model, o
     ref_all, art_top, twin_top, fix_top = _set_top1([f_model, art, twin, fixm], items, spec)
     idx, ref_top = flipped
     ref_all[list(idx)] = ref_top
-    lat = {k: bench_tflite(p, threads=threads, runs=30, max_seconds=20).get("latency_ms")
-           for k, p in (("artifact", q_path), ("fix", files[name]))}
+    # two rounds, alternating, the better median of each (a noisy neighbour hits one round)
+    lat: Dict[str, Optional[float]] = {"artifact": None, "fix": None}
+    for _ in range(2):
+        for k, p in (("artifact", q_path), ("fix", files[name])):
+            got = (bench_tflite(p, threads=threads, runs=30, max_seconds=20).get("latency_ms")
+                   or {}).get("p50")
+            if got is not None:
+                lat[k] = got if lat[k] is None else min(lat[k], got)
     art_flips = set(np.flatnonzero(art_top != ref_all).tolist())
     fix_flips = set(np.flatnonzero(fix_top != ref_all).tolist())
     out = {"status": "ok", "recipe": name, "file": files[name],
@@ -328,11 +334,10 @@ def _fix(manifest, entry, blocks, q_path, items, spec, dcfg, flipped, f_model, o
            "fix_flips": len(fix_flips), "recovered": len(art_flips - fix_flips),
            "new_flips": len(fix_flips - art_flips),
            "bytes": os.path.getsize(files[name]), "artifact_bytes": os.path.getsize(q_path),
-           "latency_ms": lat}
+           "latency_ms_p50": lat}
     out["size_ratio"] = out["bytes"] / out["artifact_bytes"]
-    med = {k: (v or {}).get("median") for k, v in lat.items()}
-    if med.get("artifact") and med.get("fix"):
-        out["latency_ratio"] = med["fix"] / med["artifact"]
+    if lat["artifact"] and lat["fix"]:
+        out["latency_ratio"] = lat["fix"] / lat["artifact"]
     log(f"[flips] {name}: {out['recovered']} of {out['artifact_flips']} flips recovered, "
         f"{out['new_flips']} new; size x{out['size_ratio']:.2f}"
         + (f", latency x{out['latency_ratio']:.2f}" if "latency_ratio" in out else ""),

@@ -13,10 +13,12 @@ INT8 = "tiny_test_static_wi8_ai8.tflite"
 FP32 = "tiny_test_fp32.tflite"
 
 
-def _broken_copy(art: str, dst: str, block: str, factor: float) -> str:
+def _broken_copy(art: str, dst: str, block: str) -> str:
     """The artifact folder copied, with a new int8 artifact whose ``block`` convolutions have
-    their per-channel weight scales multiplied by ``factor`` (each conv's output scaled: its
-    accumulator, bias included, is requantized with the larger multiplier)."""
+    their filters in reverse order (weights, bias and per-channel scales together: each conv
+    computes its channels in the wrong order, so the block's output is scrambled, not merely
+    scaled - a scaled block saturates into one answer for every image, which leaves the images
+    of that class unflipped)."""
     from contract.tflite_file import pack
     from edge_eval.profile import cut_points, graph
     from edge_eval.flips import _key
@@ -30,8 +32,14 @@ def _broken_copy(art: str, dst: str, block: str, factor: float) -> str:
     convs = [i for i in range(first, last + 1) if names[i] == "CONV_2D"]
     assert len(convs) >= 6, convs  # mixed5: 1x1, 1x7/7x1 towers and the pool branch
     for i in convs:
-        q = g.tensors[g.operators[i].inputs[1]].quantization
-        q.scale = [float(s) * factor for s in q.scale]
+        for t in g.operators[i].inputs[1:3]:  # the filter and the bias
+            tensor = g.tensors[t]
+            data = np.asarray(m.buffers[tensor.buffer].data, np.uint8)
+            rows = data.reshape(int(tensor.shape[0]), -1)[::-1]
+            m.buffers[tensor.buffer].data = np.ascontiguousarray(rows).reshape(-1)
+            q = tensor.quantization
+            q.scale = list(q.scale)[::-1]
+            q.zeroPoint = list(q.zeroPoint)[::-1]
     name = f"tiny_test_static_wi8_ai8_broken_{block}.tflite"
     out = pack(m)
     with open(os.path.join(dst, name), "wb") as f:
@@ -49,7 +57,7 @@ def test_a_broken_block_takes_its_flips_and_the_report_shows_it(converted, tmp_p
 
     art, _ = converted
     folder = str(tmp_path / "art")
-    name = _broken_copy(art, folder, "mixed5", 3.0)
+    name = _broken_copy(art, folder, "mixed5")
     out = str(tmp_path / "out")
     said = []
     res = flips.flips(folder, name, out, data_source="fashion_mnist", images=300, fix=0,
@@ -117,7 +125,7 @@ def test_the_fix_keeps_the_top_block_float_and_is_measured(converted, tmp_path):
 
     art, _ = converted
     folder = str(tmp_path / "art")
-    name = _broken_copy(art, folder, "mixed5", 3.0)
+    name = _broken_copy(art, folder, "mixed5")
     res = flips.flips(folder, name, str(tmp_path / "out"), data_source="fashion_mnist",
                       images=300, fix=1, calib_images=32, log=lambda *a, **k: None)
     fix = res["fix"]
