@@ -9,7 +9,8 @@ Naming grammar (after Google's AI Edge Quantizer)::
     static_wi8_ai8[_int8io|_uint8io]         int8 weights and activations (calibrated); float I/O
                                              unless the suffix says int8/uint8 I/O (Edge TPU style)
     static_wi8_ai16                          int8 weights, int16 activations ("16x8")
-    <recipe>+float:<block>[,<block>...]      selective: the named blocks (mixed3 ...) stay float
+    <recipe>+float:<block>[,<block>...]      selective: the named blocks (stem, mixed0-mixed10,
+                                             head) stay float
     <recipe>_edgetpu                         the Edge TPU compiler's output of a full-int8 recipe
     coreml_<variant>                         a Core ML variant (fp16, wi8_ai8, ...; --coreml-variants)
 
@@ -31,8 +32,9 @@ class RecipeError(ValueError):
 
 
 def _block_order(name: str):
+    """stem, mixed0 ... mixed10, head: the order of the network."""
     m = re.match(r"mixed(\d+)$", name)
-    return (int(m.group(1)) if m else -1, name)
+    return (int(m.group(1)) if m else -1 if name == "stem" else 1 << 10, name)
 
 
 _BITS = {"float32": 32, "float16": 16, "float": 16, "int16": 16, "int8": 8, "uint8": 8,
@@ -182,8 +184,9 @@ _VARIANTS: List[CoreMLVariant] = [
 VARIANTS: Dict[str, CoreMLVariant] = {v.name: v for v in _VARIANTS}
 DEFAULT_VARIANTS = ",".join(VARIANTS)
 
+_BLOCK = r"(stem|mixed\d+|head)"
 NAME_RE = re.compile(r"^(fp32|fp16|dynamic_wi8_afp32|static_wi8_ai(8|16)(_(int8|uint8)io)?)"
-                     r"(\+float:(mixed\d+(,mixed\d+)*))?$")
+                     rf"(\+float:({_BLOCK}(,{_BLOCK})*))?$")
 
 
 def _unknown(name) -> RecipeError:

@@ -27,9 +27,12 @@ def test_selective_names_parse():
         == ["fp32", "fp16", "static_wi8_ai8+float:mixed3,mixed7"]
     with pytest.raises(RecipeError, match="float activations"):
         get_recipe("dynamic_wi8_afp32+float:mixed3")
+    # the stem and the head are blocks too (what flip attribution names), in network order
+    assert get_recipe("static_wi8_ai8+float:head,mixed10,stem").name == \
+        "static_wi8_ai8+float:stem,mixed10,head"
 
 
-@pytest.mark.parametrize("bad", ["int4", "static_wi8_ai8+float:stem", "fp16+", "coreml_int3",
+@pytest.mark.parametrize("bad", ["int4", "static_wi8_ai8+float:tail", "fp16+", "coreml_int3",
                                  "int4_edgetpu"])
 def test_unknown_names_name_the_grammar_and_list_the_valid_ones(bad):
     from contract.recipes import parse
