@@ -249,7 +249,7 @@ def describe_package(path: str) -> dict:
 
 
 _EVALUATORS: Dict[str, object] = {}
-_MLMODELS: Dict[str, object] = {}
+_MLMODELS: Dict[tuple, object] = {}
 
 
 def _evaluator(path: str):
@@ -261,31 +261,37 @@ def _evaluator(path: str):
     return _EVALUATORS[path]
 
 
-def predict_pixels(path: str, pixels_nchw: np.ndarray, batch_size: int = 64):
+def predict_pixels(path: str, pixels_nchw: np.ndarray, batch_size: int = 64,
+                   compute_unit: Optional[str] = "auto"):
     """Probabilities (in the package's label order) for images given as the pixel values its
-    image input takes, and the runtime that computed them: Core ML itself on macOS, else the
-    reference evaluator."""
-    ev = _evaluator(path)
-    if platform.system() == "Darwin":
-        try:
-            from PIL import Image
+    image input takes, and the runtime that computed them. ``compute_unit``: None, the
+    project's ML Program evaluator (``mil_reference``); one of Core ML's compute units, Apple's
+    runtime with it (contract.coreml_runtime; a failure raises CoreMLRuntimeError - the
+    evaluator never answers in its place); ``auto``, ``ALL`` where Apple's runtime is here
+    (macOS), else the evaluator."""
+    from contract import coreml_runtime as cr
 
-            ct = _ct()
-            if path not in _MLMODELS:
-                _MLMODELS[path] = ct.models.MLModel(path)
-            m = _MLMODELS[path]
-            key = m.get_spec().description.predictedProbabilitiesName
-            labels = [str(c) for c in ev.ops[-2].outputs[0].val]
-            pix = np.clip(np.round(pixels_nchw), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-            rows = []
-            for p in pix:
-                img = Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p)
-                d = m.predict({"image": img})[key]
-                rows.append([d[label] for label in labels])
-            return np.asarray(rows, np.float32), "coreml"
-        except Exception:  # noqa: BLE001 - no Core ML framework here: use the evaluator
-            pass
-    return ev.predict(pixels_nchw, batch_size), "mil_reference"
+    ev = _evaluator(path)
+    if compute_unit == "auto":
+        compute_unit = "ALL" if cr.missing() is None else None
+    if compute_unit is None:
+        return ev.predict(pixels_nchw, batch_size), "mil_reference"
+    return cr.predict(mlmodel(path, compute_unit), pixels_nchw, class_labels(path)), "coreml"
+
+
+def mlmodel(path: str, compute_unit: str):
+    """Apple's runtime's model of a package for a compute unit, loaded once per process."""
+    from contract import coreml_runtime as cr
+
+    key = (path, cr.unit_of(compute_unit))
+    if key not in _MLMODELS:
+        _MLMODELS[key] = cr.load(path, key[1])[0]
+    return _MLMODELS[key]
+
+
+def class_labels(path: str) -> List[str]:
+    """The package's class labels, in its probabilities' order (its classify op's)."""
+    return [str(c) for c in _evaluator(path).ops[-2].outputs[0].val]
 
 
 def predict_package(path: str, x_nhwc: np.ndarray, src: Source, batch_size: int = 64):

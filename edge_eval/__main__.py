@@ -34,6 +34,7 @@ import os
 import sys
 
 from contract import exitcodes
+from contract.coreml_runtime import COMPUTE_UNITS as COREML_UNITS
 
 
 def _csv(s):
@@ -89,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--stall-seconds", type=float, default=600,
                    help="sharded: a worker whose image count has not moved for this long "
                         "(its model's load included) is stopped and its shard tried once more")
+    a.add_argument("--coreml-units", type=_csv, default=list(COREML_UNITS),
+                   help="on a Mac: Apple's runtime scores each .mlpackage once per compute unit "
+                        "(default: all of " + ",".join(COREML_UNITS) + ")")
     a.add_argument("--workers", type=int, default=1,
                    help="artifacts evaluated at once, each in its own process")
     a.add_argument("--timeout", type=float, default=900,
@@ -120,7 +124,11 @@ def parser() -> argparse.ArgumentParser:
                         "(CompiledModel, the API LiteRT recommends; XNNPACK rows only)")
     b.add_argument("--require-full-delegation", action="store_true",
                    help="fail a row whose delegate did not take the whole graph (the record "
-                        "names the ops left on the CPU kernels)")
+                        "names the ops left on the CPU kernels; Core ML: ops its compute plan "
+                        "leaves to the CPU)")
+    b.add_argument("--coreml-units", type=_csv, default=list(COREML_UNITS),
+                   help="on a Mac: each .mlpackage timed by Apple's runtime once per compute "
+                        "unit (default: all of " + ",".join(COREML_UNITS) + ")")
 
     d = sub.add_parser("android", help="latency over adb (accuracy: android accuracy)")
     d.add_argument("artifacts")
@@ -244,14 +252,15 @@ def _run(args) -> tuple:
                                 workers=args.workers, split=args.split, runtime=args.runtime,
                                 reference_predictions=args.reference_predictions,
                                 shard_size=args.shard_size, backend=args.backend,
-                                address=args.address, stall_s=args.stall_seconds)
+                                address=args.address, stall_s=args.stall_seconds,
+                                coreml_units=args.coreml_units)
         return rows, *report.write(out, max_top1_drift=args.max_top1_drift)
     if args.cmd == "bench":
         rows = harness.benchmark(args.artifacts, out, args.delegates, args.threads,
                                  args.warmup, args.runs, args.min_seconds, args.max_seconds,
                                  only=args.only,
                                  require_full_delegation=args.require_full_delegation,
-                                 runtimes=args.runtimes)
+                                 runtimes=args.runtimes, coreml_units=args.coreml_units)
         return rows, *report.write(out)
     if args.cmd == "export-set":
         from edge_eval import pairing

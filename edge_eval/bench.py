@@ -204,3 +204,35 @@ def bench_tflite(path: str, threads: int = 2, delegate: str = "xnnpack", warmup:
     times = timed_runs(model.invoke_raw, x, runs, min_seconds, max_seconds)
     return _results(times, warmup, threads, shape[0], delegate, _runtime_label(), init_ms,
                     first_ms, model.delegation(delegate))
+
+
+def bench_coreml(path: str, unit: str, pixels_nchw: np.ndarray, warmup: int = 5,
+                 runs: int = 50, min_seconds: float = 1.0, max_seconds: float = 60.0) -> dict:
+    """One latency measurement of a Core ML package under compute ``unit`` (Apple's runtime,
+    contract.coreml_runtime), in the fields of LiteRT's rows: load + compile time
+    (``init_ms``), the first prediction apart (``first_inference_ms``), ``warmup`` more, then
+    the timed runs' percentiles; its delegation record is where the ops run (the compute plan).
+    ``pixels_nchw``: one image as the package's image input takes it."""
+    from PIL import Image
+
+    from contract.coreml_runtime import CoreMLRuntimeError, image_input, load, placement
+
+    model, load_s = load(path, unit)
+    name, _ = image_input(model)
+    p = np.clip(np.round(pixels_nchw[0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    feed = {name: Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p)}
+
+    def once(_=None):
+        try:
+            model.predict(feed)
+        except Exception as e:  # noqa: BLE001 - Core ML's own message
+            raise CoreMLRuntimeError(f"Core ML predict failed: {e}") from None
+
+    t = time.perf_counter()
+    once()
+    first_ms = (time.perf_counter() - t) * 1e3
+    for _ in range(warmup):
+        once()
+    times = timed_runs(once, None, runs, min_seconds, max_seconds)
+    return _results(times, warmup, None, 1, unit.lower(), "coreml", load_s * 1e3, first_ms,
+                    placement(model, unit))

@@ -7,13 +7,16 @@ block boundary (the stem's end, ``mixed0`` ... ``mixed10``: the single-tensor cu
 ``edge_eval profile`` times), the artifact's own output there (its prefix, cut from its
 flatbuffer, dequantized) is fed to the float rest of the network (the fp32 .tflite of the same
 export, cut at the same tensor). The first boundary whose hybrid answer differs from the
-reference's names the block that flipped the image; ``head`` (pooling, classifier, softmax)
-takes those that no boundary flips. Images the artifact does not flip here (records from another
-runtime: a phone's GPU) and images the fp32 .tflite flips as well are counted as such, never
-forced into a block.
+reference's names the block that flipped the image. Where the artifact computes float
+probabilities that it then quantizes for its output (full int8 with float I/O: SOFTMAX ->
+QUANTIZE -> DEQUANTIZE), its own prefix up to the SOFTMAX is the ``head`` boundary (pooling,
+classifier, softmax in int8), and ``output`` takes the images only that last quantization flips
+(the probabilities' 1/256 steps tie the top two classes); elsewhere ``head`` takes those no
+boundary flips. Images the artifact does not flip here (records from another runtime: a phone's
+GPU) and images the fp32 .tflite flips as well are counted as such, never forced into a block.
 
 Blocks are ranked by the flips they explain. ``--fix K`` converts the selective recipe that keeps
-the top K blocks float (``static_wi8_ai8+float:mixedN``, quantize/selective.py: one
+the top K blocks (``output`` is not one) (``static_wi8_ai8+float:mixedN``, quantize/selective.py: one
 calibration with its fully int8 twin, converted beside it; ``--calib-images`` as the artifact's
 conversion had them) and measures both on the whole set: flips against the reference, how many
 of the artifact's flips the fix recovers, size, latency, and how closely the twin is the
@@ -45,6 +48,7 @@ DIRNAME = "flips"
 NOT_REPRODUCED = "not flipped here"    # the records' runtime flipped it, this one does not
 FLOAT_FLIPS = "fp32 .tflite flips too"  # not quantization: the float graph disagrees as well
 HEAD = "head"
+OUTPUT = "output"  # the probabilities' own int8 quantization (1/256 steps: near-ties collapse)
 _MIXED = re.compile(r"mixed\d+$")
 
 
@@ -63,9 +67,12 @@ def _key(g, op: int) -> str:
     return parts[1] if len(parts) > 1 else parts[0]
 
 
-def boundaries(q_graph, f_graph) -> List[Tuple[str, int, int]]:
+def boundaries(q_graph, f_graph, q_names: Dict[int, str]) -> List[Tuple[str, int, Optional[int]]]:
     """[(block, the artifact's cut op, the fp32 model's cut op)]: ``stem`` (the last cut before
-    ``mixed0``) then every ``mixedN`` both graphs have a clean cut after, in order."""
+    ``mixed0``), every ``mixedN`` both graphs have a clean cut after, in order, and ``head``
+    with no fp32 cut where the artifact computes float probabilities (its SOFTMAX) that are
+    then quantized for its output: the artifact up to there is its own answer before the
+    output's int8 steps."""
     fcuts = {_key(f_graph, i): i for i in cut_points(f_graph)}
     qcuts = [(i, _key(q_graph, i)) for i in cut_points(q_graph)]
     first = next((k for k, (_, key) in enumerate(qcuts) if _MIXED.match(key)), None)
@@ -78,14 +85,20 @@ def boundaries(q_graph, f_graph) -> List[Tuple[str, int, int]]:
     for i, key in qcuts[first:]:
         if _MIXED.match(key) and key in fcuts:
             out.append((key, i, fcuts[key]))
+    soft = [i for i, _ in qcuts if i > out[-1][1] and q_names[i] == "SOFTMAX"
+            and q_graph.tensors[q_graph.operators[i].outputs[0]].type == 0]  # float32
+    if soft and "QUANTIZE" in (q_names[j] for j in range(soft[-1] + 1, len(q_names))):
+        out.append((HEAD, soft[-1], None))
     return out
 
 
 def attribute(ref: np.ndarray, art: np.ndarray, flt: np.ndarray,
               hybrids: Sequence[Tuple[str, np.ndarray]]) -> List[str]:
-    """Per image: the first block whose hybrid top-1 differs from the reference's; ``head``
-    when none does but the artifact's own answer does; NOT_REPRODUCED / FLOAT_FLIPS for
-    images quantization here does not explain."""
+    """Per image: the first block whose hybrid top-1 differs from the reference's; when none
+    does but the artifact's own answer does, ``head`` - or ``output`` when the head was a
+    boundary (the probabilities' int8 steps tied the top two); NOT_REPRODUCED / FLOAT_FLIPS
+    for images quantization here does not explain."""
+    last = OUTPUT if hybrids and hybrids[-1][0] == HEAD else HEAD
     out = []
     for i in range(len(ref)):
         if art[i] == ref[i]:
@@ -93,7 +106,7 @@ def attribute(ref: np.ndarray, art: np.ndarray, flt: np.ndarray,
         elif flt[i] != ref[i]:
             out.append(FLOAT_FLIPS)
         else:
-            out.append(next((b for b, top in hybrids if top[i] != ref[i]), HEAD))
+            out.append(next((b for b, top in hybrids if top[i] != ref[i]), last))
     return out
 
 
@@ -138,16 +151,20 @@ def _set_top1(models: Sequence[TFLiteModel], items, spec, batch: int = 256) -> L
 def hybrid_top1(q_bytes: bytes, f_bytes: bytes, x: np.ndarray, threads: int = 2,
                 log=print) -> List[Tuple[str, np.ndarray]]:
     """[(block, top-1 of the artifact's prefix up to the block -> float rest)] for inputs x."""
-    qm, qg, _ = graph(q_bytes)
+    qm, qg, qnames = graph(q_bytes)
     fm, fg, _ = graph(f_bytes)
     out = []
-    for block, qi, fi in boundaries(qg, fg):
+    for block, qi, fi in boundaries(qg, fg, qnames):
         if not len(x):  # nothing flipped: the boundaries alone
             out.append((block, np.zeros(0, np.int64)))
             continue
         head = TFLiteModel(model_content=prefix(qm, qg, qi), num_threads=threads)
+        mid = head.predict(x, 32)
+        if fi is None:  # the artifact's own float probabilities, before its output's int8
+            out.append((block, mid.argmax(1)))
+            continue
         rest = TFLiteModel(model_content=suffix(fm, fg, fi), num_threads=threads)
-        out.append((block, rest.predict(head.predict(x, 32), 32).argmax(1)))
+        out.append((block, rest.predict(mid, 32).argmax(1)))
     log(f"[flips] {len(out)} block boundaries: " + ", ".join(b for b, _ in out), flush=True)
     return out
 
@@ -266,7 +283,8 @@ def flips(artifacts_dir: str, artifact: str, out_dir: str, results: Optional[str
     for r in rank:
         log(f"[flips]   {r['block']:>18}: {r['flips']} flip(s)"
             + (f" ({100 * r['share']:.0f} %)" if r["share"] is not None else ""), flush=True)
-    explained = [r["block"] for r in rank if r["share"] is not None]
+    # what a selective recipe can keep float (the output's quantization is not a block)
+    explained = [r["block"] for r in rank if r["share"] is not None and r["block"] != OUTPUT]
     if fix and explained:
         result["fix"] = _fix(manifest, entry, explained[:fix], q_path, items, spec, dcfg,
                              (idx, ref_top), fm, out_dir, threads, log, calib_images)

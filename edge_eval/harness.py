@@ -21,6 +21,7 @@ import numpy as np
 
 from contract import predictions, records, workdirs
 from contract.litert import delegation_problem
+from contract.coreml_runtime import COMPUTE_UNITS as COREML_UNITS
 from contract.jobs import WorkerJob, WorkerResult, run as run_job
 from contract.manifest import ManifestError, atomic_write_json, read_manifest, verify
 from contract.preprocessing import PreprocessingSpec
@@ -358,9 +359,11 @@ class Planned(NamedTuple):
 
 
 def _accuracy_jobs(ref_path: str, checked, artifacts_dir: str, spec: PreprocessingSpec,
-                   threads: int) -> List[Planned]:
+                   threads: int, coreml_units: Sequence[str] = ()) -> List[Planned]:
     """The float reference first, then one job per artifact of ``checked`` (a row with its
-    status already set for one that did not verify or that no evaluator here runs)."""
+    status already set for one that did not verify or that no evaluator here runs). A Core ML
+    package: the project's ML Program evaluator, then Apple's runtime once per compute unit
+    of ``coreml_units`` (row delegates: ``cpu_and_ne`` ...; empty where Core ML is missing)."""
     if ref_path is None:  # the host's float predictions file decides the drift (a board)
         plans = [Planned({"artifact": "reference.jsonl", "recipe": "float", "target": "keras",
                           "sha256": None}, None, ("ok", None))]
@@ -381,9 +384,11 @@ def _accuracy_jobs(ref_path: str, checked, artifacts_dir: str, spec: Preprocessi
         if problem:
             plans.append(Planned(fields, None, ("failed", problem)))
         elif e.get("target") == "coreml":
-            plans.append(Planned(fields, WorkerJob(
-                "predict", path, kind="coreml", batch_size=100, channels=spec.channels,
-                threads=threads, scale=list(spec.scales), offset=list(spec.offsets))))
+            for unit in ["none", *coreml_units]:
+                plans.append(Planned(dict(fields, delegate=unit), WorkerJob(
+                    "predict", path, kind="coreml", batch_size=100, channels=spec.channels,
+                    threads=threads, scale=list(spec.scales), offset=list(spec.offsets),
+                    delegate=unit)))
         elif e.get("target") not in ("tflite", "edgetpu"):
             plans.append(Planned(fields, None, (
                 "unavailable", f"no evaluator for {e.get('target')} artifacts")))
@@ -484,6 +489,29 @@ def _resolve_reference(manifest: dict, artifacts_dir: str, reference: Optional[s
     return ref_path, host_ref, spec, dcfg
 
 
+def _coreml_units(checked, units: Sequence[str], log) -> List[str]:
+    """The compute units Apple's runtime scores the packages with: none where it is missing
+    (said once: the project's evaluator scores them alone)."""
+    from contract import coreml_runtime
+
+    if not any(e.get("target") == "coreml" for e, _ in checked):
+        return []
+    missing = coreml_runtime.missing()
+    if missing:
+        log(f"[eval] Core ML packages are scored by the project's ML Program evaluator alone: "
+            f"{missing}", flush=True)
+        return []
+    return coreml_runtime.delegates(units)
+
+
+def row_key(r: dict) -> str:
+    """A row's name among the predictions files: its artifact, and for Apple's runtime the
+    compute unit too (``x.mlpackage@cpu_and_ne``: one package, a row per unit)."""
+    unit = str(r.get("delegate") or "").upper()
+    return f"{r['artifact']}@{unit.lower()}" if r.get("target") == "coreml" and \
+        unit in COREML_UNITS else r["artifact"]
+
+
 def _pair_with_host(rows: List[dict], probs_of: dict, es: EvalSet, host_ref, names,
                     rounds: int, seed: int) -> None:
     """Each artifact row's drift, paired with the host's float predictions on the images'
@@ -491,12 +519,12 @@ def _pair_with_host(rows: List[dict], probs_of: dict, es: EvalSet, host_ref, nam
     rows[0]["note"] = ("the float reference is the host's predictions file "
                        f"({host_ref.header.get('artifact')}, {len(host_ref)} images)")
     for r in rows[1:]:
-        p = probs_of.get(r["artifact"])
+        p = probs_of.get(row_key(r))
         if p is None or r["status"] != "ok":
             continue
         top, scores = predictions.top_k(p)
         mine = predictions.Predictions(
-            header=predictions.header(r["artifact"], p.shape[1], r.get("runtime") or "unknown",
+            header=predictions.header(row_key(r), p.shape[1], r.get("runtime") or "unknown",
                                       r.get("delegate") or "none", r.get("delegate"), None),
             index=list(es.index), ids=list(es.ids), labels=[int(v) for v in es.labels],
             top=top.tolist(), scores=scores.tolist())
@@ -525,12 +553,12 @@ def write_predictions(out_dir: str, rows: List[dict], probs_of: dict, es: EvalSe
         os.makedirs(tmp, exist_ok=True)
         shutil.copyfile(reference_from, os.path.join(tmp, predictions.file_name(None)))
     for k, r in enumerate(rows):
-        p = probs_of.get(r["artifact"])
+        p = probs_of.get(row_key(r))
         if p is None or r["status"] != "ok":
             continue
         d = r.get("delegation") or {}
         head = predictions.header(
-            r["artifact"], p.shape[1], r.get("runtime") or "unknown", r.get("delegate") or "none",
+            row_key(r), p.shape[1], r.get("runtime") or "unknown", r.get("delegate") or "none",
             used=d.get("delegate") or r.get("delegate"), fully_accelerated=d.get("full"),
             fallback_reason=delegation_problem(d) if d and not d.get("full") else None,
             sha256=r.get("sha256"), recipe=r.get("recipe"), device=r.get("device"),
@@ -538,7 +566,7 @@ def write_predictions(out_dir: str, rows: List[dict], probs_of: dict, es: EvalSe
         head["set"].update(sample or {})
         top, scores = predictions.top_k(p)
         predictions.write(os.path.join(tmp, predictions.file_name(
-            None if k == 0 else r["artifact"])), head, es.index, es.ids, es.labels, top, scores)
+            None if k == 0 else row_key(r))), head, es.index, es.ids, es.labels, top, scores)
     return _swap_in_predictions(out_dir, tmp, work)
 
 
@@ -602,7 +630,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
              split: str = "test", runtime: str = "litert",
              reference_predictions: Optional[str] = None, shard_size: Optional[int] = None,
              backend: str = "local", address: Optional[str] = None,
-             stall_s: float = 600.0) -> List[dict]:
+             stall_s: float = 600.0, coreml_units: Sequence[str] = COREML_UNITS) -> List[dict]:
     """Accuracy + drift records for the reference and every artifact on ``split`` of the data
     (``test``: what reports quote; ``holdout``: what the recipe choice decides on); written to
     ``out_dir/accuracy.jsonl``. Failures are rows, not exceptions.
@@ -629,7 +657,11 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
     to join a cluster), each finished shard kept, a shard whose worker makes no progress for
     ``stall_s`` stopped. A set of more than ``AUTO_SHARD_INPUTS`` model inputs (images x
     crops: ImageNet's validation set) is evaluated that way even without ``shard_size`` -
-    unless MediaPipe was asked for or the reference is a predictions file."""
+    unless MediaPipe was asked for or the reference is a predictions file.
+
+    Core ML packages: the project's ML Program evaluator everywhere, and on a Mac Apple's
+    runtime once per compute unit of ``coreml_units`` (rows and predictions files
+    ``<package>@<unit>``; a failing predict is a failed row, never the evaluator's answer)."""
     if shard_size is not None:
         return evaluate_sharded(artifacts_dir, out_dir, reference, data_source, data_path,
                                 images, crops, bootstrap_rounds, seed, only, workers, log,
@@ -672,9 +704,10 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         # the artifacts evaluated, each with its verification problem (None: intact), checked
         # once here for the harness, the fingerprints and MediaPipe alike
         checked = [(e, verify(artifacts_dir, e)) for e in selected_artifacts(manifest, only)]
+        units = _coreml_units(checked, coreml_units, log)
         jobs = [_with_set(j, what, spec, crops, os.path.join(work, f"p{i}.npy"))
                 for i, j in enumerate(_accuracy_jobs(ref_path, checked, artifacts_dir, spec,
-                                                     threads))]
+                                                     threads, units))]
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         futures = [None] * len(jobs)
         # the slowest first, so that with several workers none is left running alone at the end
@@ -698,7 +731,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                 if j.fields.get("compiler_delegation"):  # what the compiler mapped to the TPU
                     rec["delegation"] = j.fields["compiler_delegation"]
                 if p is not None:
-                    probs_of[j.fields["artifact"]] = p
+                    probs_of[row_key(rec)] = p
                     if i == 0:  # the reference (always the first job)
                         ref_probs = p
                     rec["drift"] = None if i == 0 or ref_probs is None else stats.drift(
@@ -860,7 +893,8 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
               min_seconds: float = 1.0, max_seconds: float = 60.0, timeout: float = 300.0,
               only: Optional[Sequence[str]] = None, log=print,
               require_full_delegation: bool = False,
-              runtimes: Sequence[str] = ("interpreter",)) -> List[dict]:
+              runtimes: Sequence[str] = ("interpreter",),
+              coreml_units: Sequence[str] = COREML_UNITS) -> List[dict]:
     """One latency record per (artifact, delegate, threads), each timed in its own worker
     (no TensorFlow in the process); written to ``out_dir/latency.jsonl``. Each record also
     carries the host's preprocessing time for one camera-sized frame (``preprocess_ms``, the
@@ -868,9 +902,11 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
     inference, as the app reports the two apart. Each record says how much of the graph the
     delegate took (``delegation``: nodes, partitions, the ops left on the CPU kernels); with
     ``require_full_delegation`` a record whose delegate did not take every node fails.
-    ``runtimes``: LiteRT's ``interpreter`` and/or ``compiled_model`` API (XNNPACK rows only)."""
-    import platform
-
+    ``runtimes``: LiteRT's ``interpreter`` and/or ``compiled_model`` API (XNNPACK rows only).
+    Core ML packages are timed by Apple's runtime once per compute unit of ``coreml_units``
+    (macOS), their delegation being where the ops ran; elsewhere one row per package says what
+    is missing."""
+    from contract import coreml_runtime
     from edge_eval.bench import RUNTIMES as BENCH_RUNTIMES
 
     bad = [r for r in runtimes if r not in BENCH_RUNTIMES]
@@ -887,18 +923,30 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
             prep_ms = time_preprocessing(PreprocessingSpec.from_dict(manifest["preprocessing"]))
         except ValueError as e:
             raise EvalError(f"the manifest's preprocessing: {e}") from None
+    units = coreml_runtime.delegates(coreml_units)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     out = []
+    no_coreml = None
     try:
         for e in selected_artifacts(manifest, only):
             problem = verify(artifacts_dir, e)
             compiled = e.get("target") == "edgetpu"
+            if e.get("target") == "coreml":
+                if no_coreml is None:
+                    no_coreml = coreml_runtime.missing() or ""
+                    if no_coreml:  # said once for every package
+                        log(f"[bench] Core ML packages are not timed here: {no_coreml}",
+                            flush=True)
+                out += _bench_coreml(e, artifacts_dir, problem, no_coreml, units, warmup, runs,
+                                     min_seconds, max_seconds, timeout, work,
+                                     require_full_delegation, log)
+                continue
             for delegate, rt in [(d, r) for d in delegates for r in runtimes
                                  if r == "interpreter" or d == "xnnpack"]:
                 # the Edge TPU delegate times compiled models only, and a compiled model is
                 # timed only under it: no CPU-kernel time is ever labelled "edgetpu"
-                if (delegate == "edgetpu") != compiled and e.get("target") != "coreml":
+                if (delegate == "edgetpu") != compiled:
                     continue
                 for n in threads:
                     rec = records.new_record("latency", **records.artifact_fields(e),
@@ -909,12 +957,6 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
                         rec.update(status="failed", error=problem)
                     elif e.get("segment"):
                         rec.update(status="unavailable", error=SEGMENT_NOTE.format(**e["segment"]))
-                    elif e.get("target") == "coreml":
-                        if rt != "interpreter":
-                            continue
-                        rec.update(status="unavailable", runtime="coreml", error=(
-                            "Core ML latency needs macOS (coremltools + Core ML per compute "
-                            f"unit); this is {platform.system()}"))
                     elif e.get("target") not in ("tflite", "edgetpu"):
                         continue
                     else:
@@ -946,6 +988,41 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench_coreml(e: dict, artifacts_dir: str, problem: Optional[str], missing: str,
+                  units: Sequence[str], warmup: int, runs: int, min_seconds: float,
+                  max_seconds: float, timeout: float, work: str, require_full: bool,
+                  log) -> List[dict]:
+    """A package's latency rows: one per compute unit, timed by Apple's runtime in a worker
+    (edge_eval.reference); one 'unavailable' row saying what is missing where it is not."""
+    rows = []
+    for unit in ([None] if missing or problem else units):
+        rec = records.new_record("latency", **records.artifact_fields(e), runtime="coreml",
+                                 delegate=unit or "coreml", threads=None, warmup_runs=warmup)
+        if problem:
+            rec.update(status="failed", error=problem)
+        elif missing:
+            rec.update(status="unavailable", error=missing)
+        else:
+            res = run_job(WorkerJob("bench", os.path.join(artifacts_dir, e["file"]),
+                                    kind="coreml", delegate=unit, warmup=warmup, runs=runs,
+                                    min_seconds=min_seconds, max_seconds=max_seconds),
+                          timeout, work)
+            rec.update(res.measurement or {"status": res.status, "error": res.error})
+            rec["delegate"], rec["threads"] = unit, None
+            why = delegation_problem(rec.get("delegation"))
+            if require_full and unit != "cpu_only" and why and rec["status"] == "ok":
+                rec.update(status="failed", error=f"not fully accelerated: {why}")
+        lat = rec.get("latency_ms")
+        d = rec.get("delegation") or {}
+        if not missing:
+            log(f"[bench] {e.get('file')} coreml {rec['delegate']}: " + (
+                f"p50 {lat['p50']:.2f} ms p90 {lat['p90']:.2f} ms ({rec['runs']} runs), "
+                f"ops on {d.get('devices')}" if lat and rec["status"] == "ok"
+                else f"{rec['status']}: {rec['error']}"), flush=True)
+        rows.append(rec)
+    return rows
 
 
 def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],

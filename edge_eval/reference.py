@@ -37,21 +37,56 @@ def tensorflow_runner(job: WorkerJob) -> Runner:
 
 
 def coreml_runner(job: WorkerJob) -> Runner:
-    """Fed the pixel values the package's image input takes (per-channel scale and offset)."""
-    from convert.coreml import predict_pixels  # coremltools: seconds, so only in this process
+    """Fed the pixel values the package's image input takes (per-channel scale and offset).
+    The job's delegate picks the runtime: a Core ML compute unit (``cpu_and_ne`` ...), Apple's
+    runtime with it (its failure fails the row: the evaluator never answers in its place);
+    anything else, the project's ML Program evaluator."""
+    from contract import coreml_runtime as cr
+    from convert.coreml import mlmodel, predict_pixels  # coremltools: seconds, so only here
 
     _tf_threads(job)
     scale = np.asarray(job.scale, np.float32)
     offset = np.asarray(job.offset, np.float32)
-    runtimes = []
+    unit = job.delegate.upper() if job.delegate.upper() in cr.COMPUTE_UNITS else None
+    delegation = None
+    if unit is not None:
+        problem = cr.missing()
+        if problem:
+            raise cr.CoreMLRuntimeError(problem)
+        delegation = cr.placement(mlmodel(job.model, unit), unit)
 
     def run(c):
-        p, rt = predict_pixels(job.model, ((c - offset) / scale).transpose(0, 3, 1, 2),
-                               int(job.batch_size or 64))
-        runtimes.append(rt)
-        return p
+        return predict_pixels(job.model, ((c - offset) / scale).transpose(0, 3, 1, 2),
+                              int(job.batch_size or 64), unit)[0]
 
-    return Runner(run, int(job.batch_size or 64), lambda: runtimes[-1] if runtimes else None)
+    return Runner(run, int(job.batch_size or 64), "coreml" if unit else "mil_reference",
+                  delegation)
+
+
+def _coreml_pixels(job: WorkerJob) -> np.ndarray:
+    """One image as the package's image input takes it (a fixed seeded pattern: timing only)."""
+    from convert.coreml import describe_package
+
+    inp = describe_package(job.model)["input"]
+    c = 1 if inp["color_space"] == "GRAYSCALE" else 3
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (1, c, inp["height"], inp["width"])).astype(np.float32)
+
+
+def _bench(job: WorkerJob) -> WorkerResult:
+    """Apple's runtime timing one package under the job's compute unit (edge_eval.bench)."""
+    from contract import coreml_runtime as cr
+    from edge_eval.bench import bench_coreml
+
+    if job.kind != "coreml":
+        raise ValueError(f"the host's bench runs Core ML packages, not {job.kind!r}")
+    problem = cr.missing()
+    if problem:
+        return WorkerResult(status="unavailable", error=problem, runtime="coreml")
+    m = bench_coreml(job.model, cr.unit_of(job.delegate), _coreml_pixels(job), job.warmup,
+                     job.runs, job.min_seconds, job.max_seconds)
+    return WorkerResult(status=m["status"], error=m.get("error"), runtime="coreml",
+                        delegation=m.get("delegation"), measurement=m)
 
 
 LOADERS = {"keras": tensorflow_runner, "savedmodel": tensorflow_runner, "coreml": coreml_runner}
@@ -64,7 +99,8 @@ def _predict(job: WorkerJob) -> WorkerResult:
 
 
 def main(argv=None) -> int:
-    return worker.serve(sys.argv[1:] if argv is None else argv, {"predict": _predict})
+    return worker.serve(sys.argv[1:] if argv is None else argv,
+                        {"predict": _predict, "bench": _bench})
 
 
 if __name__ == "__main__":

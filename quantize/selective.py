@@ -53,8 +53,14 @@ class SelectiveQuantizer:
         m = TFLiteModel(model_content=self.full, num_threads=1, xnnpack=False)
         names = {t["index"]: t["name"] for t in m.interp.get_tensor_details()}
         blocks = layer_blocks(src.keras_model)
-        self.node_block = {names[o]: tensor_block(names[o], blocks)
-                           for d in m.interp._get_ops_details() for o in d["outputs"]}
+        # an op whose tensor names no layer (the classifier's softmax, the converter's own
+        # quantize ops) belongs to the block of the op before it: blocks are contiguous in
+        # execution order, and the head's softmax is what quantizes the logits
+        self.node_block, last = {}, None
+        for d in m.interp._get_ops_details():
+            for o in d["outputs"]:
+                last = tensor_block(names[o], blocks) or last
+                self.node_block[names[o]] = last
         self._stats = None
 
     def layer_statistics_csv(self) -> str:

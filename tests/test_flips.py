@@ -62,7 +62,8 @@ def test_a_broken_block_takes_its_flips_and_the_report_shows_it(converted, tmp_p
     said = []
     res = flips.flips(folder, name, out, data_source="fashion_mnist", images=300, fix=0,
                       log=lambda *a, **k: said.append(" ".join(map(str, a))))
-    assert res["boundaries"] == ["stem"] + [f"mixed{i}" for i in range(11)]
+    # the int8 artifact computes float probabilities, then quantizes them for its output
+    assert res["boundaries"] == ["stem"] + [f"mixed{i}" for i in range(11)] + ["head"]
     assert res["flips"] >= 20, res["ranking"]  # the break flips many images
     top = res["ranking"][0]
     assert top["block"] == "mixed5" and top["share"] >= 0.9, res["ranking"]
@@ -92,7 +93,7 @@ def test_attribution_counts_what_no_block_explains():
     """The rule itself: the first boundary whose hybrid answer differs; the head when none
     does; an image the artifact does not flip here, or that the float graph flips as well, is
     counted apart."""
-    from edge_eval.flips import FLOAT_FLIPS, HEAD, NOT_REPRODUCED, attribute, ranking
+    from edge_eval.flips import FLOAT_FLIPS, HEAD, NOT_REPRODUCED, OUTPUT, attribute, ranking
 
     ref = np.array([1, 1, 1, 1, 1, 1])
     art = np.array([2, 2, 2, 1, 2, 2])   # image 3: the records' runtime flipped it, not this one
@@ -107,6 +108,10 @@ def test_attribution_counts_what_no_block_explains():
     assert [r["block"] for r in rank] == [HEAD, "mixed0", "mixed1", "mixed2", NOT_REPRODUCED,
                                           FLOAT_FLIPS]
     assert [r["share"] for r in rank[:4]] == [0.25] * 4 and rank[4]["share"] is None
+    # with the head a boundary (the artifact's own float probabilities), what no boundary
+    # flips is the output's quantization
+    got = attribute(ref, art, flt, hybrids + [(HEAD, np.array([1, 2, 1, 1, 1, 2]))])
+    assert got == ["mixed0", "mixed1", OUTPUT, NOT_REPRODUCED, FLOAT_FLIPS, "mixed2"]
 
 
 def test_a_name_that_is_not_a_tflite_artifact_is_one_message(converted, tmp_path):
