@@ -786,7 +786,7 @@ def test_an_edit_reruns_exactly_the_stages_that_import_it(tmp_path, edited, want
 
 @pytest.mark.parametrize("key, value, says", [
     ("recipes", "fp32,static_wi8_ai9", ("unknown recipe 'static_wi8_ai9'", "grammar")),
-    ("qat_recipes", "static_wi8_ai8+float:stem", ("stem", "grammar")),
+    ("qat_recipes", "static_wi8_ai8+float:tail", ("tail", "grammar")),
     ("coreml_variants", "fp16,int3", ("unknown Core ML variant 'int3'", "valid: fp16")),
 ])
 def test_a_misspelt_recipe_stops_the_job_before_any_stage(tmp_path, capsys, key, value, says):
