@@ -207,6 +207,7 @@ def test_a_folder_where_an_artifact_goes_is_one_message(tmp_path, capsys, no_opt
     assert "Is a directory" in err or "directory" in err.lower(), err
 
 
+@pytest.mark.slow  # a real conversion (the fast tier has none)
 def test_a_killed_conversion_leaves_a_work_folder_the_next_run_removes(tmp_path, no_opt_in):
     import signal
     import subprocess

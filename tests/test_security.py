@@ -261,6 +261,7 @@ def _plain_model_folder(tmp_path):
     return str(folder / "small.keras")
 
 
+@pytest.mark.slow  # a real conversion (the fast tier has none)
 def test_two_conversions_into_one_folder_both_end_up_listed(tmp_path):
     import json
     import subprocess
