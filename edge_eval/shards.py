@@ -3,18 +3,20 @@
     python -m edge_eval accuracy artifacts/in1k --data-source imagenet --data-path /data/val \
         --shard-size 1000 [--backend ray --address auto]
 
-The work is shards (ranges of the evaluation set) x artifacts. Each unit runs the existing
-worker (``edge_eval.worker`` / ``edge_eval.reference``: the same preprocessing and interpreter
-as every other evaluation) on its images alone, streamed one image at a time, and its answers
-become a shard of per-image prediction records (``contract.predictions``: top-5 indices and
-scores, the image's identity, ~110 bytes an image), written whole or not at all under
-``<out>/shards/<set key>/<artifact>/``. A killed run resumes at the first unfinished unit and
-never loses a finished one; a unit that makes no progress for ``stall_s`` is stopped and retried
-once. Accuracy rows and the paired statistics are computed from the merged records (from the
-top-5 kept: no KL divergence), so one box and a cluster give the same numbers.
+The work is shards (ranges of the evaluation set) x artifacts. One worker process takes a
+shard and runs the existing worker code (``edge_eval.worker`` / ``edge_eval.reference``: the
+same preprocessing and interpreter as every other evaluation) on its images alone, streamed one
+image at a time through every model of the shard (each image decoded and cropped once); each
+model's answers become a shard of per-image prediction records (``contract.predictions``: top-5
+indices and scores, the image's identity, ~140 bytes an image), written whole or not at all
+under ``<out>/shards/<set key>/<artifact>/``. A killed run resumes at the first unfinished unit
+and never loses a finished one; a worker whose image count (its progress file) has not moved for
+``stall_s`` is stopped and its units retried once, each alone. Accuracy rows and the paired
+statistics are computed from the merged records (from the top-5 kept: no KL divergence), so one
+box and a cluster give the same numbers.
 
 Backends: ``local`` (the default; ``workers`` worker processes, no extra dependency) and ``ray``
-(``pip install .[ray]``): each unit a Ray task asking for ``num_cpus`` (fractional by default:
+(``pip install .[ray]``): each shard's work a Ray task asking for ``num_cpus`` (fractional by default:
 on 2 cores, tasks asking for 1 CPU each starve the driver's own work) that runs the same worker
 code in the task's process. Both give byte-identical records for the same shards.
 """
