@@ -367,27 +367,34 @@ def flips_section(results_dir: str) -> str:
            "block whose int8 output, fed to the float rest of the network, flips it "
            "(`python -m edge_eval flips`)."]
     for f in found:
-        out += ["", f"**{f['artifact']}**: {f['flips']} flipped image(s) of "
-                f"{f.get('paired_images')}"
-                + (f"; the top three blocks explain {100 * f['top3_share']:.0f} %"
-                   if f["flips"] else " - nothing to attribute") + "."]
-        if not f["flips"]:
-            continue
-        top = max(r["flips"] for r in f["ranking"])
-        out += ["", "| block | flips | share | |", "|---|---|---|---|"]
-        for r in f["ranking"]:
-            share = "" if r["share"] is None else f"{100 * r['share']:.0f} %"
-            out.append(f"| {r['block']} | {r['flips']} | {share} | "
-                       f"{'█' * max(1, round(20 * r['flips'] / top))} |")
-        fix = f.get("fix") or {}
-        if fix.get("status") == "ok":
-            lat = f", latency x{fix['latency_ratio']:.2f}" if fix.get("latency_ratio") else ""
-            out += ["", f"Keeping it float, `{fix['recipe']}`: {fix['recovered']} of "
-                    f"{fix['artifact_flips']} flips recovered, {fix['new_flips']} new; size "
-                    f"x{fix['size_ratio']:.2f}{lat} (measured on the same images)."]
-        elif fix:
-            out += ["", f"Fix: {fix.get('status')}: {fix.get('error')}"]
+        try:
+            out += _flips_lines(f)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a damaged file
+            out += ["", f"(a flips file that does not read: {str(f.get('artifact'))[:80]})"]
     return "\n".join(out) + "\n"
+
+
+def _flips_lines(f: dict) -> List[str]:
+    out = ["", f"**{f['artifact']}**: {f['flips']} flipped image(s) of {f.get('paired_images')}"
+           + (f"; the top three blocks explain {100 * f['top3_share']:.0f} %"
+              if f["flips"] else " - nothing to attribute") + "."]
+    if not f["flips"]:
+        return out
+    top = max(r["flips"] for r in f["ranking"])
+    out += ["", "| block | flips | share | |", "|---|---|---|---|"]
+    for r in f["ranking"]:
+        share = "" if r["share"] is None else f"{100 * r['share']:.0f} %"
+        out.append(f"| {r['block']} | {r['flips']} | {share} | "
+                   f"{'█' * max(1, round(20 * r['flips'] / top))} |")
+    fix = f.get("fix") or {}
+    if fix.get("status") == "ok":
+        lat = f", latency x{fix['latency_ratio']:.2f}" if fix.get("latency_ratio") else ""
+        out += ["", f"Keeping it float, `{fix['recipe']}`: {fix['recovered']} of "
+                f"{fix['artifact_flips']} flips recovered, {fix['new_flips']} new; size "
+                f"x{fix['size_ratio']:.2f}{lat} (measured on the same images)."]
+    elif fix:
+        out += ["", f"Fix: {fix.get('status')}: {fix.get('error')}"]
+    return out
 
 
 def read_json(path: str):

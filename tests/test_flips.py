@@ -141,3 +141,14 @@ def test_the_fix_keeps_the_top_block_float_and_is_measured(converted, tmp_path):
     assert fix["recovered"] >= 0.9 * fix["artifact_flips"] > 0
     assert fix["fix_flips"] <= fix["twin_flips"] + 3
     assert 1.0 < fix["size_ratio"] < 1.6 and fix["latency_ratio"] > 0
+
+
+def test_a_damaged_flips_file_is_one_line_in_the_report(tmp_path):
+    from edge_eval import report
+
+    (tmp_path / "flips").mkdir()
+    (tmp_path / "flips" / "a.json").write_text(json.dumps(
+        {"artifact": "a.tflite", "flips": 3, "ranking": [{"block": "stem"}]}))
+    (tmp_path / "flips" / "b.json").write_text("{not json")
+    md = report.flips_section(str(tmp_path))
+    assert "(a flips file that does not read: a.tflite)" in md and "b.json" not in md
