@@ -92,10 +92,18 @@ def _bench(job: WorkerJob) -> WorkerResult:
 LOADERS = {"keras": tensorflow_runner, "savedmodel": tensorflow_runner, "coreml": coreml_runner}
 
 
+def _load(job: WorkerJob) -> Runner:
+    """The loader of the job's kind (a group's members each by their own: the float
+    reference and Core ML packages share a shard's worker)."""
+    if job.kind not in LOADERS:
+        raise ValueError(f"the reference runs {sorted(LOADERS)} models, not {job.kind!r}")
+    return LOADERS[job.kind](job)
+
+
 def _predict(job: WorkerJob) -> WorkerResult:
     if job.kind not in LOADERS:
         raise ValueError(f"the reference runs {sorted(LOADERS)} models, not {job.kind!r}")
-    return worker.predict(job, LOADERS[job.kind])
+    return worker.predict(job, _load)
 
 
 def main(argv=None) -> int:

@@ -113,12 +113,12 @@ GROUP_MAX = 8  # models one worker holds at once
 
 
 def tasks_of(units: List[Unit]) -> List[List[Unit]]:
-    """What each worker process runs: the units of one shard whose models one entry module
-    runs (edge_eval.worker: every .tflite), up to GROUP_MAX of them, so each image is decoded
-    and cropped once for all of them; shards in order."""
+    """What each worker process runs: the units of one shard whose models are of one kind
+    (every .tflite: edge_eval.worker), up to GROUP_MAX of them, so each image is decoded and
+    cropped once for all of them; shards in order."""
     groups: Dict[tuple, List[Unit]] = {}
     for u in units:
-        key = (u.start, u.stop, u.job.entry)
+        key = (u.start, u.stop, u.job.entry, u.job.kind)
         if len(groups.get(key, ())) == GROUP_MAX:
             groups[key + (len(groups),)] = groups.pop(key)
         groups.setdefault(key, []).append(u)

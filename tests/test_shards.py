@@ -242,3 +242,22 @@ def test_the_sets_check_in_several_processes_settles_the_same_set(tmp_path, monk
     assert got[1] == got[2]
     assert got[1][0] == [i for i in range(23) if i not in (4, 17)]
     assert len(got[1][3]) == 2 and "04.jpg" in got[1][3][0] and "17.jpg" in got[1][3][1]
+
+
+def test_a_shards_models_share_a_worker_by_kind_and_at_most_eight(tmp_path):
+    """Units of one shard go to one worker when one loader runs them all (every .tflite; the
+    float Keras reference and a Core ML package each apart), at most GROUP_MAX at a time."""
+    from contract.jobs import WorkerJob
+    from edge_eval import shards
+
+    def unit(name, kind, start=0):
+        return shards.Unit(name, start // 10, start, start + 10,
+                           WorkerJob("predict", name, kind=kind), str(tmp_path / name))
+
+    units = [unit(f"m{i}.tflite", "tflite") for i in range(10)] + [
+        unit("ref.keras", "keras"), unit("a.mlpackage", "coreml"), unit("m0.tflite", "tflite", 10)]
+    tasks = shards.tasks_of(units)
+    kinds = [(t[0].start, t[0].job.kind, len(t)) for t in tasks]
+    assert sorted(kinds) == [(0, "coreml", 1), (0, "keras", 1), (0, "tflite", 2),
+                             (0, "tflite", 8), (10, "tflite", 1)]
+    assert [t[0].start for t in tasks] == sorted(t[0].start for t in tasks)
