@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import shutil
 import tempfile
 from typing import Callable, Dict, List, Optional, Sequence

@@ -302,7 +302,6 @@ def _fix(manifest, entry, blocks, q_path, items, spec, dcfg, flipped, f_model, o
     .tflite's answers, with the records' reference answers where the artifact flipped."""
     from contract.recipes import get_recipe
     from edge_eval.bench import bench_tflite
-    from edge_eval.harness import reference_path
 
     base = str(entry.get("recipe") or "").split("+")[0]
     sources = manifest.get("sources") or {}
