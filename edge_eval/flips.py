@@ -30,7 +30,6 @@ runs the prefixes; a phone would run the same prefix files through the app's acc
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -39,10 +38,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from contract import predictions, records
+from contract.manifest import atomic_write_json
 from contract.litert import TFLiteModel
 from contract.preprocessing import PreprocessingSpec
 from edge_eval import preprocess
 from edge_eval.profile import cut_points, graph, prefix, suffix
+from edge_eval.shards import _plain  # an artifact's name as a plain file name
 
 DIRNAME = "flips"
 NOT_REPRODUCED = "not flipped here"    # the records' runtime flipped it, this one does not
@@ -229,7 +230,8 @@ def flips(artifacts_dir: str, artifact: str, out_dir: str, results: Optional[str
           threads: int = 2, log=print, calib_images: Optional[int] = None) -> dict:
     """The attribution of ``artifact``'s flips (see the module's docstring); written to
     ``out_dir/flips/<artifact>.json`` and returned."""
-    from edge_eval.harness import data_config, eval_items, load_manifest, reference_path
+    from edge_eval.harness import (data_config, datetime_now, eval_items, load_manifest,
+                                   reference_path)
 
     t0 = time.perf_counter()
     artifacts_dir = os.path.abspath(artifacts_dir)
@@ -278,7 +280,7 @@ def flips(artifacts_dir: str, artifact: str, out_dir: str, results: Optional[str
         "images": [{"i": int(i), "id": ident, "label": lab, "reference": int(r),
                     "artifact": int(a), "block": b}
                    for i, ident, lab, r, a, b in zip(idx, ids, labels, ref_top, art_top, blocks)],
-        "created": _now(), "device": records.host_device(),
+        "created": datetime_now(), "device": records.host_device(),
     }
     for r in rank:
         log(f"[flips]   {r['block']:>18}: {r['flips']} flip(s)"
@@ -290,7 +292,8 @@ def flips(artifacts_dir: str, artifact: str, out_dir: str, results: Optional[str
                              (idx, ref_top), fm, out_dir, threads, log, calib_images)
     result["seconds"] = time.perf_counter() - t0
     path = os.path.join(out_dir, DIRNAME, _plain(entry["file"]) + ".json")
-    _write_json(result, path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_json(path, result)
     log(f"[flips] -> {path}", flush=True)
     return result
 
@@ -360,21 +363,3 @@ def _fix(manifest, entry, blocks, q_path, items, spec, dcfg, flipped, f_model, o
         + (f", latency x{out['latency_ratio']:.2f}" if "latency_ratio" in out else ""),
         flush=True)
     return out
-
-
-def _plain(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in os.path.basename(name))
-
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json(obj: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-    os.replace(tmp, path)
