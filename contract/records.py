@@ -20,6 +20,23 @@ SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class RowsFile:
+    """The rows files of a results folder, by what writes them (the report reads them all).
+    Plain strings: they are path parts."""
+    ACCURACY = "accuracy.jsonl"  # edge_eval accuracy: the host's evaluation
+    LATENCY = "latency.jsonl"  # edge_eval bench: the host's latency
+    MEDIAPIPE = "mediapipe.jsonl"  # edge_eval accuracy through MediaPipe Tasks
+    CHOICE = "choice.jsonl"  # pipeline.choose: its selective steps' rows
+    ANDROID = "android.jsonl"  # edge_eval android: latency on a phone
+    ANDROID_ACCURACY = "android_accuracy.jsonl"  # edge_eval android accuracy: a phone's drift
+    BOARD_ACCURACY = "board_accuracy.jsonl"  # edge_eval pair: a board's drift
+
+
+# rows measured where the model runs, written outside the job (a phone or a board): the choice
+# and the report read them, so they are those stages' inputs
+DEVICE_ROWS_FILES = (RowsFile.ANDROID, RowsFile.ANDROID_ACCURACY, RowsFile.BOARD_ACCURACY)
+
+
 def schema() -> dict:
     with open(SCHEMA_PATH) as f:
         return json.load(f)

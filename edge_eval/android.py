@@ -307,7 +307,7 @@ def run(artifacts_dir: str, out_dir: str, adb: str = "adb", serial: Optional[str
                 continue
             out.extend(_run_app(dev, e, model_remote, remote_dir, delegates, threads, warmup,
                                 runs, timeout, info, log))
-    records.write_jsonl(out, os.path.join(out_dir, "android.jsonl"))
+    records.write_jsonl(out, os.path.join(out_dir, records.RowsFile.ANDROID))
     return out
 
 
@@ -450,7 +450,7 @@ def accuracy(artifacts_dir: str, results_dir: str, adb: str = "adb",
                                            class_names, bootstrap_rounds, out_root, tmp, log))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    records.write_jsonl(rows, os.path.join(results_dir, "android_accuracy.jsonl"))
+    records.write_jsonl(rows, os.path.join(results_dir, records.RowsFile.ANDROID_ACCURACY))
     return rows
 
 

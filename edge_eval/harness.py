@@ -759,7 +759,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
                    "skipped_images": skipped}
         for r in out + app_rows:
             r["eval_set"] = dict(summary, source=dcfg.source.value)
-        mp_path = os.path.join(out_dir, "mediapipe.jsonl")
+        mp_path = os.path.join(out_dir, records.RowsFile.MEDIAPIPE)
         if app_rows:
             records.write_jsonl(app_rows, mp_path)
         elif os.path.exists(mp_path):  # an earlier run's rows would pair with these
@@ -768,7 +768,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
             _pair_with_host(out, probs_of, es, host_ref, names, bootstrap_rounds, seed)
             for r in out[1:]:
                 _log_row(r, log)
-        records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
+        records.write_jsonl(out, os.path.join(out_dir, records.RowsFile.ACCURACY))
         write_predictions(out_dir, out, probs_of, es, split, dcfg.source.value, work,
                           {"sample": images, "seed": seed, "crops": crops},
                           reference_from=reference_predictions)
@@ -984,7 +984,7 @@ def benchmark(artifacts_dir: str, out_dir: str, delegates: Sequence[str] = ("xnn
                            delegate != "none" and rec["status"] == "ok" else ""),
                         flush=True)
                     out.append(rec)
-        records.write_jsonl(out, os.path.join(out_dir, "latency.jsonl"))
+        records.write_jsonl(out, os.path.join(out_dir, records.RowsFile.LATENCY))
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1126,7 +1126,7 @@ def evaluate_sharded(artifacts_dir: str, out_dir: str, reference: Optional[str],
                "record_bytes_per_image": shards.record_bytes(root)}
     for r in out:
         r["eval_set"] = summary
-    records.write_jsonl(out, os.path.join(out_dir, "accuracy.jsonl"))
+    records.write_jsonl(out, os.path.join(out_dir, records.RowsFile.ACCURACY))
     work = tempfile.mkdtemp(prefix=".work-", dir=out_dir)
     try:  # the merged records, as every other evaluation writes them
         tmp = os.path.join(work, predictions.DIRNAME)

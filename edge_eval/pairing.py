@@ -232,5 +232,5 @@ def pair(artifacts_dir: str, board_results: str, results_dir: str,
                                    runtime=board.header.get("runtime") or "board"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    records.write_jsonl(rows, os.path.join(results_dir, "board_accuracy.jsonl"))
+    records.write_jsonl(rows, os.path.join(results_dir, records.RowsFile.BOARD_ACCURACY))
     return rows

@@ -107,8 +107,8 @@ def candidates(rows: List[dict], device: Optional[str] = None,
              "drift_points": src["drift"]["top1_delta_points"],
              "agreement": src["drift"]["argmax_agreement"],
              "p50_ms": dev_lat.get(r["artifact"]) if d else lat.get(r["artifact"]),
-             "numbers_from": (f"{dev.get('name') or dev.get('kind')} {want}" if d
-                              else "host"),
+             "numbers_from": (f"{dev.get('name') or dev.get('kind')} {want}"
+                              + _images_of(d) if d else "host"),
              "full_integer": bool(recipe and recipe.full_integer),
              "weights": recipe.weights if recipe else None,
              "activations": recipe.activations if recipe else None,
@@ -120,6 +120,14 @@ def candidates(rows: List[dict], device: Optional[str] = None,
             c["float_ops"] = float_ops(r)
         out.append(c)
     return out
+
+
+def _images_of(r: dict) -> str:
+    """" on N <split> images" of a row's evaluation set ("" when it does not say)."""
+    es = r.get("eval_set") or {}
+    if not es.get("images"):
+        return ""
+    return f" on {es['images']} {es.get('split') or ''} images".replace("  ", " ")
 
 
 def float_op_counter(artifacts_dir: str) -> Callable[[dict], Optional[int]]:
@@ -234,8 +242,11 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     test = _evidence(rows, results_dir, artifacts_dir)
     sel_rows = rows
     if select_on:
+        # the held-out images decide; a phone's or a board's rows (measured on the images the
+        # host evaluated) still decide for their artifacts, and say which images they are
         sel_rows = [r for r in report.load(select_on) if not r.get("choice_step")
-                    and r["kind"] == "accuracy"] + [r for r in rows if r["kind"] == "latency"]
+                    and r["kind"] == "accuracy"] + [r for r in rows if r["kind"] == "latency"
+                                                    or report.is_device_row(r)]
     sel = _evidence(sel_rows, select_on or results_dir, artifacts_dir)
     ref = sel["ref"]
     if sel["split"] == "test":
@@ -299,10 +310,10 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
     elif chosen is not None:
         chosen_test = chosen
     if select_on:
-        records.write_jsonl(step_rows, os.path.join(select_on, "choice.jsonl"))
-        records.write_jsonl(reported, os.path.join(results_dir, "choice.jsonl"))
+        records.write_jsonl(step_rows, os.path.join(select_on, records.RowsFile.CHOICE))
+        records.write_jsonl(reported, os.path.join(results_dir, records.RowsFile.CHOICE))
     else:
-        records.write_jsonl(step_rows, os.path.join(results_dir, "choice.jsonl"))
+        records.write_jsonl(step_rows, os.path.join(results_dir, records.RowsFile.CHOICE))
     base = best_int
     on = lambda e: {k: e[k] for k in ("split", "images", "split_is", "source")}  # noqa: E731
     out = {

@@ -14,6 +14,7 @@ import sys
 from typing import Dict, List, Optional
 
 from contract import recipes
+from contract.records import DEVICE_ROWS_FILES, RowsFile
 from contract.exitcodes import NOTHING_CHOSEN, PARTIAL, ROWS_FAILED
 from contract.manifest import safe_name, source_name
 from pipeline.choose import Device, Goal
@@ -275,7 +276,7 @@ def plan(job: JobConfig) -> List[Stage]:
                      "--runtime", job.eval_runtime,
                      "--threads", str(max(1, job.threads // job.eval_workers)),
                      "--workers", str(job.eval_workers)] + eval_common,
-        inputs=[art, job.float_model], outputs=[os.path.join(rep, "accuracy.jsonl")],
+        inputs=[art, job.float_model], outputs=[os.path.join(rep, RowsFile.ACCURACY)],
         after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="top-1/top-5 and drift of every artifact on the test split (and through "
                     "MediaPipe Tasks where it is installed)"))
@@ -287,13 +288,13 @@ def plan(job: JobConfig) -> List[Stage]:
                              "--workers", str(job.eval_workers)]
         + (["--images", str(job.choice_images)] if job.choice_images else [])
         + (["--data-path", job.data_path] if job.data_path else []),
-        inputs=[art, job.float_model], outputs=[os.path.join(held, "accuracy.jsonl")],
+        inputs=[art, job.float_model], outputs=[os.path.join(held, RowsFile.ACCURACY)],
         after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="the same on held-out images (what the recipe choice decides on)"))
     stages.append(Stage(
         "benchmark", [PY, "-m", "edge_eval", "bench", art, "--out", rep, "--strict", "--threads",
                       str(job.threads), "--runs", str(job.bench_runs)],
-        inputs=[art], outputs=[os.path.join(rep, "latency.jsonl")],
+        inputs=[art], outputs=[os.path.join(rep, RowsFile.LATENCY)],
         after=conv, exclusive=True, partial_codes=(ROWS_FAILED,),
         description="host latency (LiteRT + XNNPACK)"))
     stages.append(Stage(
@@ -306,8 +307,11 @@ def plan(job: JobConfig) -> List[Stage]:
         + (["--choice-images", str(job.choice_images)] if job.choice_images else [])
         + (["--min-agreement", str(job.min_agreement)] if job.min_agreement is not None else [])
         + (["--integer-only"] if job.integer_only else []) + eval_common,
-        inputs=[art, os.path.join(rep, "accuracy.jsonl"), os.path.join(rep, "latency.jsonl"),
-                os.path.join(held, "accuracy.jsonl")],
+        # a phone's or a board's rows (edge_eval android accuracy / pair, run outside the job)
+        # decide for the target's accelerator: a new one makes the choice again
+        inputs=[art, os.path.join(rep, RowsFile.ACCURACY), os.path.join(rep, RowsFile.LATENCY),
+                os.path.join(held, RowsFile.ACCURACY)]
+        + [os.path.join(rep, f) for f in DEVICE_ROWS_FILES],
         outputs=[os.path.join(rep, "choice.json")],
        
         after=["evaluate", "evaluate_holdout", "benchmark"],
@@ -318,8 +322,8 @@ def plan(job: JobConfig) -> List[Stage]:
         "report", [PY, "-m", "pipeline.report", rep, "--title",
                    f"{job.name}: Inception-v3 from training to the edge"]
         + (["--require-choice"] if job.gate else []),
-        inputs=[os.path.join(rep, n) for n in ("accuracy.jsonl", "latency.jsonl", "choice.json",
-                                               "choice.jsonl")] + [art],
+        inputs=[os.path.join(rep, n) for n in (RowsFile.ACCURACY, RowsFile.LATENCY, "choice.json",
+                                               RowsFile.CHOICE, *DEVICE_ROWS_FILES)] + [art],
         outputs=[os.path.join(rep, "report.md")],
         after=["evaluate", "benchmark"] + (["choose"] if job.gate else []),
         description="report.md, results.csv/json, plots"

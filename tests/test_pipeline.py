@@ -584,6 +584,70 @@ def test_the_choice_is_made_on_held_out_images(tmp_path, held_int8, test_int8, w
     assert "Chosen on the test split the report quotes" in plain["why"]
 
 
+@pytest.mark.parametrize("phone_int8, flagged, want", [
+    # the held-out host rows say int8 fits; the phone's NPU moves it 2 points: nothing integer
+    # is left for the NPU
+    (-2.0, False, None),
+    # the phone agrees with the host: int8 is chosen, on the phone's numbers
+    (-0.02, False, "int8.tflite"),
+    # the phone's NPU did not run it whole: not admitted, however small its drift
+    (0.0, True, None),
+])
+def test_a_phones_rows_decide_for_the_npu_also_beside_held_out_images(
+        tmp_path, phone_int8, flagged, want):
+    """The job always gives --select-on; a phone's rows in the results folder (edge_eval
+    android accuracy, on the images the host evaluated) still decide for their accelerator,
+    and choice.json says whose numbers and which images chose."""
+    from contract import records
+
+    art, res = _records_dir(tmp_path, -0.5)
+    held = tmp_path / "held"
+    held.mkdir()
+    rows = []
+    for r in records.read_jsonl(os.path.join(res, "accuracy.jsonl")):
+        r = dict(r, eval_set={"split": "holdout", "images": 5000})
+        if r["artifact"] == "int8.tflite":
+            r["drift"] = dict(r["drift"], top1_delta_points=-0.05)
+        rows.append(r)
+    records.write_jsonl(rows, str(held / "accuracy.jsonl"))
+    int8 = next(r for r in records.read_jsonl(os.path.join(res, "accuracy.jsonl"))
+                if r["artifact"] == "int8.tflite")
+    phone = dict(int8, delegate="npu", device={"kind": "android", "name": "Pixel 8"},
+                 eval_set={"split": "test", "images": 10000},
+                 drift=dict(int8["drift"], top1_delta_points=phone_int8),
+                 accelerator={"requested": "npu", "used": "cpu" if flagged else "npu",
+                              "fully_accelerated": not flagged, "flagged": flagged,
+                              "fallback_reason": "12 ops on the CPU" if flagged else None})
+    records.write_jsonl([phone], os.path.join(res, records.RowsFile.ANDROID_ACCURACY))
+    out = choose.choose(str(art), res, budget=0.1, goal="smallest", max_steps=0,
+                        target="npu", select_on=str(held), log=lambda *a, **k: None)
+    assert (out["chosen"] and out["chosen"]["artifact"]) == want
+    int8_cand = next(c for c in out["candidates"] if c["artifact"] == "int8.tflite")
+    assert int8_cand["numbers_from"] == "Pixel 8 npu on 10000 test images"
+    assert int8_cand["drift_points"] == phone_int8
+    if want:
+        assert out["numbers_from"] == "Pixel 8 npu on 10000 test images"
+    if flagged:
+        assert out["refused_on_target"]["int8.tflite"] == \
+            "not fully accelerated on the device: 12 ops on the CPU"
+    # the host CPU's choice is not judged by the phone's NPU row
+    cpu = choose.choose(str(art), res, budget=0.1, goal="smallest", max_steps=0, target="cpu",
+                        select_on=str(held), log=lambda *a, **k: None)
+    assert cpu["chosen"]["artifact"] == "int8.tflite" and cpu["numbers_from"] == "host"
+
+
+def test_the_job_remakes_the_choice_and_report_when_a_device_brings_rows():
+    """A phone's or a board's rows arrive outside the job: they are inputs of the stages that
+    read them, so the next run of the job chooses and reports again."""
+    from contract.records import DEVICE_ROWS_FILES
+    from pipeline import job as jobmod
+
+    stages = {s.name: s for s in jobmod.plan(jobmod.resolve("fashion_mnist_demo"))}
+    for name in ("choose", "report"):
+        ins = {os.path.basename(p) for p in stages[name].inputs}
+        assert set(DEVICE_ROWS_FILES) <= ins, (name, ins)
+
+
 # --------------------------------------------------------------------------------------------
 # the choice, end to end on the tiny model (a smoke run: it works, whichever branch it takes)
 # --------------------------------------------------------------------------------------------
