@@ -588,12 +588,13 @@ def _log_row(rec: dict, log) -> None:
             f"top-5 {100 * rec['accuracy']['top5']:.2f}"
             + (f" drift {d['top1_delta_points']:+.2f} pts agreement "
                f"{100 * d['argmax_agreement']:.2f} %" if d else " (reference)")
-            + f"  {rec['images_per_s'] or 0:.0f} img/s", flush=True)
+            + (f"  {rec['images_per_s']:.0f} img/s" if rec.get("images_per_s") else
+               "  (read from a predictions file)" if not d else ""), flush=True)
     else:
         log(f"[eval] {rec['artifact']}: {rec['status']}: {rec['error']}", flush=True)
 
 
-def _mediapipe_python(runtime: str, crops: int) -> Optional[str]:
+def _mediapipe_python(runtime: str, crops: int, log=print) -> Optional[str]:
     """MediaPipe's interpreter when ``runtime`` asks for it and it can run (None: the harness
     alone); EvalError when ``mediapipe`` is asked for and cannot be had."""
     if runtime == "litert":
@@ -607,6 +608,16 @@ def _mediapipe_python(runtime: str, crops: int) -> Optional[str]:
         if runtime == "mediapipe":
             raise EvalError("MediaPipe classifies one view of each image: --crops 1")
         return None
+    if mp_python is not None:
+        try:  # which models MediaPipe can run is read from each file (LiteRT's TFLite schema)
+            import contract.tflite_file  # noqa: F401
+        except ImportError as e:  # a board with tflite-runtime: no schema, no MediaPipe rows
+            why = (f"MediaPipe's rows need ai-edge-litert's TFLite schema to check each model "
+                   f"({e}): pip install ai-edge-litert")
+            if runtime == "mediapipe":
+                raise EvalError(why)
+            log(f"[eval] {why}; evaluating with LiteRT alone", flush=True)
+            return None
     return mp_python
 
 
@@ -672,7 +683,7 @@ def evaluate(artifacts_dir: str, out_dir: str, reference: Optional[str] = None,
         raise EvalError(f"--crops must be one of {preprocess.CROP_SCHEMES}. Received: {crops}")
     if runtime not in RUNTIMES:
         raise EvalError(f"--runtime must be one of {list(RUNTIMES)}. Received: {runtime!r}")
-    mp_python = _mediapipe_python(runtime, crops)
+    mp_python = _mediapipe_python(runtime, crops, log)
     # workers run from the repository root: every path they are handed is absolute
     artifacts_dir, out_dir = os.path.abspath(artifacts_dir), os.path.abspath(out_dir)
     manifest = load_manifest(artifacts_dir)

@@ -47,13 +47,18 @@ fi
 # so no TensorFlow and no matplotlib. SKIP_BOARD=1 leaves them out (the tests then run the board
 # commands with this Python, TensorFlow and matplotlib made unimportable).
 board_env() {  # board_env PYTHON EXTRA FOLDER
-  local py="$1" extra="$2" env="$3"
-  [ -x "$env/bin/python" ] && return 0
+  local py="$1" extra="$2" env="$3" want
+  # the extra's packages (pyproject.toml): a board built for another list is built again
+  want="$("$PY" -c 'import sys, tomllib; print(tomllib.load(open("pyproject.toml", "rb"))
+["project"]["optional-dependencies"][sys.argv[1]])' "$extra")"
+  [ -x "$env/bin/python" ] && [ "$(cat "$env/.extra" 2>/dev/null)" = "$want" ] && return 0
   echo "[setup] a board: $py + pip install .[$extra] in $env"
   rm -rf "$env.tmp"
   if "$py" -m venv "$env.tmp" \
       && "$env.tmp/bin/pip" install -q --disable-pip-version-check "$(pwd)[$extra]" \
          > "$env.log" 2>&1; then
+    printf '%s' "$want" > "$env.tmp/.extra"
+    rm -rf "$env"
     mv "$env.tmp" "$env"
   else
     rm -rf "$env.tmp"

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec "${PYTHON:-python3}" -m pytest -q -p no:cacheprovider tests "$@"
+exec "${PYTHON:-python3}" -m pytest -q -p no:cacheprovider --durations=25 tests "$@"

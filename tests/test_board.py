@@ -96,7 +96,7 @@ def test_a_board_evaluates_without_tensorflow_and_the_host_pairs_it(host, tmp_pa
         a = _run(python, env, ["accuracy", art, "--data-source", "image_folder", "--data-path",
                                os.path.join(bundle, "images"), "--reference-predictions",
                                os.path.join(bundle, "reference.jsonl"), "--out",
-                               str(out / "acc"), "--runtime", "litert", "--only",
+                               str(out / "acc"), "--only",
                                "fp32,static_wi8_ai8_uint8io", "--bootstrap", "200",
                                "--no-strict"], ROOT)
         assert a.returncode == 0 and "Traceback" not in a.stderr, (name, a.stderr[-2000:])
@@ -118,6 +118,30 @@ def test_a_board_evaluates_without_tensorflow_and_the_host_pairs_it(host, tmp_pa
         fp32 = next(r for r in paired if r["artifact"] == "tiny_test_fp32.tflite")
         assert fp32["drift"]["argmax_agreement"] >= 0.97
         assert "On the device" in report.markdown(report.load(res))
+
+
+def test_every_run_side_module_imports_on_each_board(tmp_path):
+    """contract/ and edge_eval/ import on each board with what its extra installs - all but
+    contract.tflite_file where LiteRT's TFLite schema is missing (tflite-runtime has none; the
+    build side and MediaPipe's op check read models with it, and the harness goes on without
+    MediaPipe there: test_a_board_evaluates_...)."""
+    mods = sorted(f"{pkg}.{f[:-3]}" for pkg in ("contract", "edge_eval")
+                  for f in os.listdir(os.path.join(ROOT, pkg))
+                  if f.endswith(".py") and f not in ("__init__.py", "__main__.py"))
+    assert "contract.tflite_file" in mods and "edge_eval.harness" in mods
+    code = ("import importlib, sys\nbad = []\nfor m in sys.argv[1:]:\n    try:\n"
+            "        importlib.import_module(m)\n    except ImportError as e:\n"
+            "        bad.append(f'{m}: {e}')\nprint('\\n'.join(bad))\nsys.exit(len(bad))")
+    for name, python, env in _boards(tmp_path):
+        e = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        e.update(env)
+        r = subprocess.run([python, "-c", code, *mods], env=e, capture_output=True, text=True,
+                           timeout=300)
+        bad = {line.split(":")[0] for line in r.stdout.split("\n") if line}
+        has_schema = subprocess.run([python, "-c", "import ai_edge_litert.schema_py_generated"],
+                                    env=e, capture_output=True).returncode == 0
+        assert bad == (set() if has_schema else {"contract.tflite_file"}), \
+            (name, r.stdout, r.stderr[-2000:])
 
 
 def test_a_board_without_tensorflow_is_told_how_to_get_a_reference(host, tmp_path):

@@ -126,6 +126,7 @@ def test_device_faults_are_caught(converted, tiny_export, colour_set, host_resul
     # float16 run's shift is 1.8e-3 to 7e-3 depending on the TensorFlow kernels that trained
     # the model (oneDNN on/off), the CPU's float32 stays near 1e-6
     failures = report.gate(report.load(host_results), None, max_score_shift=1e-4)
+    print("GATE", failures, "\nNPU", npu["accelerator"])
     assert [f for f in failures if "gpu" in f] and not [f for f in failures if "xnnpack" in f]
     # the silent CPU fallback: the same answers, but flagged with LiteRT's reason
     assert npu["accelerator"]["flagged"] is True
@@ -148,4 +149,5 @@ def test_a_channel_swap_in_one_accelerators_input_is_drift_and_fails_the_gate(
                    for k, r in rows.items()})
     assert gpu["drift"]["argmax_agreement"] < cpu["drift"]["argmax_agreement"] - 0.05
     failures = report.gate(report.load(host_results), max_top1_drift=1.0)
+    print("GATE", failures)
     assert any("on stand-in phone gpu" in f for f in failures), failures
