@@ -343,6 +343,11 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
 
 
 def _where(sel: dict, test: dict, chosen, chosen_test, budget: float) -> str:
+    if chosen is not None and chosen.get("numbers_from") not in (None, "host"):
+        # a phone's or a board's rows decided: they are measured on the images the host
+        # evaluated (the test split), not on the held-out ones
+        return (f". Chosen on the device's own rows ({chosen['numbers_from']}); the host's "
+                f"held-out images judged the artifacts that device has no rows for")
     if sel["split"] == "test":
         return ". Chosen on the test split the report quotes (no held-out records given)"
     s = f". Chosen on {sel['images']} held-out images ({sel['split_is']})"

@@ -627,6 +627,8 @@ def test_a_phones_rows_decide_for_the_npu_also_beside_held_out_images(
     assert int8_cand["drift_points"] == phone_int8
     if want:
         assert out["numbers_from"] == "Pixel 8 npu on 10000 test images"
+        assert "Chosen on the device's own rows (Pixel 8 npu on 10000 test images)" in \
+            out["why"]
     if flagged:
         assert out["refused_on_target"]["int8.tflite"] == \
             "not fully accelerated on the device: 12 ops on the CPU"
