@@ -47,6 +47,17 @@ def load_delegate(library: str, options: Optional[dict] = None):
     return runtime().load_delegate(library, options or {})
 
 
+def _older_runtime() -> str:
+    """What to do when this interpreter does not know an op version the converter wrote."""
+    mod = runtime().__name__.split(".")[0]
+    try:
+        version = __import__(mod).__version__
+    except Exception:  # a build without a version: the name says enough
+        version = "?"
+    return (f"- this runtime ({mod} {version}) is older than the converter that wrote the model: "
+            f"run it with ai-edge-litert 2.3 (pip install .[run]), or convert for this runtime")
+
+
 class TFLiteModel:
     """One interpreter over one model; ``predict`` handles int8/uint8/int16 I/O."""
 
@@ -59,10 +70,15 @@ class TFLiteModel:
         if not xnnpack:  # the built-in kernels alone (tflite-runtime has the same enum)
             kw["experimental_op_resolver_type"] = \
                 runtime().OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        if model_content is not None:
-            self.interp = Interpreter(model_content=model_content, **kw)
-        else:
-            self.interp = Interpreter(model_path=model_path, **kw)
+        try:
+            if model_content is not None:
+                self.interp = Interpreter(model_content=model_content, **kw)
+            else:
+                self.interp = Interpreter(model_path=model_path, **kw)
+        except (ValueError, RuntimeError) as e:
+            if "Didn't find op for builtin opcode" not in str(e):
+                raise
+            raise ValueError(f"{str(e).splitlines()[0]} {_older_runtime()}") from None
         self.interp.allocate_tensors()
         self.input = self.interp.get_input_details()[0]
         self.output = self.interp.get_output_details()[0]

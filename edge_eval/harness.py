@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -384,6 +385,10 @@ def _accuracy_jobs(ref_path: str, checked, artifacts_dir: str, spec: Preprocessi
         if problem:
             plans.append(Planned(fields, None, ("failed", problem)))
         elif e.get("target") == "coreml":
+            if evaluator_missing() and not coreml_units:  # a board: one row saying where
+                plans.append(Planned(dict(fields, delegate="none"), None,
+                                     ("unavailable", evaluator_missing())))
+                continue
             for unit in ["none", *coreml_units]:
                 plans.append(Planned(dict(fields, delegate=unit), WorkerJob(
                     "predict", path, kind="coreml", batch_size=100, channels=spec.channels,
@@ -489,17 +494,30 @@ def _resolve_reference(manifest: dict, artifacts_dir: str, reference: Optional[s
     return ref_path, host_ref, spec, dcfg
 
 
+def evaluator_missing() -> Optional[str]:
+    """Why the project's ML Program evaluator (convert.mil_eval: it computes with TensorFlow)
+    cannot score Core ML packages here - a board's run side has no TensorFlow - or None."""
+    try:
+        if importlib.util.find_spec("tensorflow") is not None:
+            return None
+    except (ImportError, ValueError):  # a finder that refuses it: not importable either
+        pass
+    return ("Core ML packages are scored on the host (the project's ML Program evaluator "
+            "needs TensorFlow: pip install .[convert]) or by Apple's runtime on a Mac")
+
+
 def _coreml_units(checked, units: Sequence[str], log) -> List[str]:
     """The compute units Apple's runtime scores the packages with: none where it is missing
-    (said once: the project's evaluator scores them alone)."""
+    (said once: the project's evaluator scores them alone, or, without TensorFlow, nothing)."""
     from contract import coreml_runtime
 
     if not any(e.get("target") == "coreml" for e, _ in checked):
         return []
     missing = coreml_runtime.missing()
     if missing:
-        log(f"[eval] Core ML packages are scored by the project's ML Program evaluator alone: "
-            f"{missing}", flush=True)
+        log(f"[eval] {evaluator_missing()}: their rows are 'unavailable'" if evaluator_missing()
+            else f"[eval] Core ML packages are scored by the project's ML Program evaluator "
+            f"alone: {missing}", flush=True)
         return []
     return coreml_runtime.delegates(units)
 

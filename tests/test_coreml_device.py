@@ -118,3 +118,34 @@ def test_without_core_ml_one_clear_message(packages, tmp_path):
     assert len(rows) == 2 and {x["status"] for x in rows} == {"unavailable"}
     assert "runs on macOS 13+ only" in rows[0]["error"]
     assert r.stdout.count("Core ML packages are not timed here") == 1
+
+
+def test_on_a_board_without_tensorflow_packages_are_unavailable_rows(packages, tmp_path):
+    """A board copies the whole artifacts folder, Core ML packages included: with no
+    TensorFlow (the project's evaluator) and no Apple runtime, each package is one
+    'unavailable' row saying where it is scored - not a failed row with an import error -
+    and --strict still exits 0."""
+    art, files = packages
+    host = tmp_path / "host"
+    r = _run(["accuracy", art, "--out", str(host), "--images", "16", "--bootstrap", "50",
+              "--data-source", "fashion_mnist", "--runtime", "litert", "--no-strict"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    block = tmp_path / "board"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\nclass _B:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'matplotlib'):\n"
+        "            raise ModuleNotFoundError(name)\nsys.meta_path.insert(0, _B())\n")
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([str(block), ROOT]))
+    e.pop("STANDIN_COREML", None)
+    b = subprocess.run([sys.executable, "-m", "edge_eval", "accuracy", art, "--out",
+                        str(tmp_path / "b"), "--images", "16", "--data-source",
+                        "fashion_mnist", "--runtime", "litert", "--reference-predictions",
+                        str(host / "predictions" / "reference.jsonl"), "--strict"],
+                       cwd=ROOT, env=e, capture_output=True, text=True, timeout=900)
+    assert b.returncode == 0 and "Traceback" not in b.stderr, b.stderr[-2000:]
+    rows = [r for r in _rows(tmp_path / "b" / "accuracy.jsonl") if r["target"] == "coreml"]
+    assert sorted(r["artifact"] for r in rows) == sorted(files.values())
+    for r in rows:
+        assert r["status"] == "unavailable" and "needs TensorFlow" in r["error"], r
+    assert (b.stdout + b.stderr).count("their rows are 'unavailable'") == 1
