@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 from contract import predictions, records
 from contract.litert import delegation_problem
 from edge_eval.harness import EvalError, load_manifest, selected_artifacts, verify
-from edge_eval.pairing import (DEVICE_PREDICTIONS, device_folder, device_row,
+from edge_eval.pairing import (DEVICE_PREDICTIONS, device_folder, device_row, failed_device_row,
                                reference_items, reference_predictions, write_images)
 
 PROTOCOL_PATH = os.path.join(os.path.dirname(records.SCHEMA_PATH), "android_app.json")
@@ -459,8 +459,9 @@ def _accuracy_artifact(dev, e, artifacts_dir, remote_dir, eval_remote, accelerat
     proto = protocol()
 
     def failed(acc, error):
-        row = _app_failure(e, info, error, kind="accuracy",
-                           delegate=proto["delegates"][ACCELERATORS[acc]], threads=threads)
+        row = failed_device_row(_app_failure(e, info, error, kind="accuracy",
+                                             delegate=proto["delegates"][ACCELERATORS[acc]],
+                                             threads=threads))
         log(f"[android] {e['file']} {acc}: failed: {error}", flush=True)
         return row
 

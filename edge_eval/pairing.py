@@ -232,5 +232,34 @@ def pair(artifacts_dir: str, board_results: str, results_dir: str,
                                    runtime=board.header.get("runtime") or "board"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    rows += _board_failures(board_results, by_file, {r["artifact"] for r in rows}, log)
     records.write_jsonl(rows, os.path.join(results_dir, records.RowsFile.BOARD_ACCURACY))
     return rows
+
+
+def failed_device_row(row: dict) -> dict:
+    """``row`` (a failed record of a run on a device) as a device row: what was asked for (its
+    delegate), that nothing ran - the report's device table and the recipe choice see that it
+    failed there."""
+    return dict(row, accelerator={"requested": row.get("delegate"), "used": None,
+                                  "fully_accelerated": None, "flagged": False,
+                                  "fallback_reason": None})
+
+
+def _board_failures(board_results: str, by_file: dict, paired: set, log) -> List[dict]:
+    """The board's failed rows (a model its runtime could not load or run) of the manifest's
+    models it wrote no predictions for: device rows too."""
+    path = os.path.join(board_results, records.RowsFile.ACCURACY)
+    if not os.path.isfile(path):
+        return []
+    out = []
+    for r in records.read_jsonl(path):
+        if r.get("status") != "failed" or r.get("artifact") not in by_file or \
+                r["artifact"] in paired:
+            continue
+        r = failed_device_row(dict(r, device=dict(r.get("device") or {}, role="board"),
+                                   delegate=r.get("delegate") or "xnnpack"))
+        log(f"[pair] {r['artifact']} {r['accelerator']['requested']}: failed on the board: "
+            f"{r.get('error')}", flush=True)
+        out.append(r)
+    return out

@@ -92,6 +92,8 @@ def candidates(rows: List[dict], device: Optional[str] = None,
                 lat.setdefault(r["artifact"], r["latency_ms"]["p50"])
     device_rows = {r["artifact"]: r for r in rows if is_device_row(r) and want
                    and r.get("delegate") == want and r["status"] == "ok" and r.get("drift")}
+    device_failed = {r["artifact"]: r for r in rows if is_device_row(r) and want
+                     and r.get("delegate") == want and r["status"] == "failed"}
     out = []
     for r in rows:
         if r["kind"] != "accuracy" or r["status"] != "ok" or not r.get("drift") or \
@@ -114,8 +116,14 @@ def candidates(rows: List[dict], device: Optional[str] = None,
              "activations": recipe.activations if recipe else None,
              "float_blocks": ",".join(recipe.float_blocks) if recipe and
              recipe.float_blocks else None}
-        if d and (d.get("accelerator") or {}).get("flagged"):
+        if d and (d.get("accelerator") or {}).get("flagged") and device != "cpu":
+            # an accelerator that left ops to the CPU; on a CPU target, XNNPACK leaving ops to
+            # the built-in kernels is only slower, which its latency says
             c["not_fully_accelerated"] = d["accelerator"].get("fallback_reason") or True
+        bad = device_failed.get(r["artifact"])
+        if bad and not d:
+            where = (bad.get("device") or {}).get("name") or (bad.get("device") or {}).get("kind")
+            c["fails_on_device"] = f"it failed on {where} {want}: {bad.get('error')}"
         if float_ops is not None:
             c["float_ops"] = float_ops(r)
         out.append(c)
@@ -169,6 +177,7 @@ def pick(cands: List[dict], budget: float, goal: str, min_agreement: Optional[fl
     (then smaller). ``integer_only``: what ``npu`` admits (no float op in the graph)."""
     ok = [c for c in cands if meets(c, budget, min_agreement)
           and admits(device, c) is None and not c.get("not_fully_accelerated")
+          and not c.get("fails_on_device")
           and (not integer_only or admits("npu", c) is None)]
     if goal == "fastest":
         ok = [c for c in ok if c["p50_ms"] is not None]
@@ -265,7 +274,7 @@ def choose(artifacts_dir: str, results_dir: str, budget: float, goal: str = "sma
         cands = [dict(c, note="not compiled/evaluated on an Edge TPU: the host's numbers of "
                       "the graph edgetpu_compiler would map") for c in every
                  if c["target"] == "tflite"]
-    refused = {c["artifact"]: admits(device, c) or (
+    refused = {c["artifact"]: admits(device, c) or c.get("fails_on_device") or (
         f"not fully accelerated on the device: {c['not_fully_accelerated']}"
         if c.get("not_fully_accelerated") else None) for c in cands}
     full_int = [c for c in cands if c["full_integer"] and not c["float_blocks"]]

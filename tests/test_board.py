@@ -117,9 +117,14 @@ def test_a_board_evaluates_without_tensorflow_and_the_host_pairs_it(host, tmp_pa
                        - host_rows[art_name]["drift"]["top1_delta_points"]) <= 2.5, name
         # back on the host: the board's per-image records become device rows
         paired = pairing.pair(art, str(out / "acc"), res, 200, log=lambda *a, **k: None)
+        # every model the board ran is a device row, and so is the one it could not load
         assert {r["artifact"] for r in paired} == {
-            "tiny_test_fp32.tflite", "tiny_test_static_wi8_ai8_uint8io.tflite"} | (
-            set() if "tflite-runtime" in name else {"tiny_test_dynamic_wi8_afp32.tflite"})
+            "tiny_test_fp32.tflite", "tiny_test_static_wi8_ai8_uint8io.tflite",
+            "tiny_test_dynamic_wi8_afp32.tflite"}
+        dyn = next(r for r in paired if r["artifact"] == "tiny_test_dynamic_wi8_afp32.tflite")
+        assert (dyn["status"] == "failed") == ("tflite-runtime" in name), (name, dyn["error"])
+        assert report.is_device_row(dyn) and dyn["device"]["role"] == "board"
+        paired = [r for r in paired if r["status"] == "ok"]
         for r in paired:
             assert r["device"]["role"] == "board" and r["drift"]["paired_images"] == 80
             assert records.validate(r) == []

@@ -414,6 +414,22 @@ def test_a_device_row_decides_and_a_flagged_one_is_not_admitted():
     assert choose.pick(cands, 0.3, "smallest", device="gpu")["artifact"] == "fp32.tflite"
     # the CPU target is not judged by the phone's GPU row
     assert {c["numbers_from"] for c in choose.candidates(host + [phone], "cpu")} == {"host"}
+    # a board's CPU row where XNNPACK left int8 ops to the built-in kernels is still a CPU
+    # run (its latency says what that costs); a model the board could not load is refused
+    board = dict(phone, delegate="xnnpack", device={"kind": "board", "name": "pi"},
+                 accelerator=dict(phone["accelerator"], requested="xnnpack", used="xnnpack"))
+    cands = choose.candidates(host + [board], "cpu")
+    assert not any(c.get("not_fully_accelerated") for c in cands)
+    assert {c["numbers_from"] for c in cands} == {"host", "pi xnnpack"}
+    broken = dict(board, artifact="fp32.tflite", status="failed", drift=None,
+                  error="Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'")
+    smaller_fp32 = [host[0], dict(host[1], bytes=900)]  # the smallest, were it to run
+    assert choose.pick(choose.candidates(smaller_fp32, "cpu"), 0.3, "smallest",
+                       device="cpu")["artifact"] == "fp32.tflite"
+    cands = choose.candidates(smaller_fp32 + [broken], "cpu")
+    fp32 = next(c for c in cands if c["artifact"] == "fp32.tflite")
+    assert fp32["fails_on_device"].startswith("it failed on pi xnnpack: Didn't find op")
+    assert choose.pick(cands, 0.3, "smallest", device="cpu")["artifact"] == "fp16.tflite"
 
 
 def test_pick_fastest_ignores_unbenchmarked():
