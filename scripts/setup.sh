@@ -78,3 +78,14 @@ if [ -z "${SKIP_BOARD:-}" ]; then
   [ -n "$PY39" ] && board_env "$PY39" board "$BOARDS/py39-board"
   board_env "$PY" run "$BOARDS/run"
 fi
+# the stand-in phone's CPU on arm64 kernels (tests/test_device_drift.py): an arm64 Python under
+# qemu-user with aarch64 LiteRT (scripts/arm_phone.sh); SKIP_ARM_PHONE=1 leaves it out (that
+# test then skips)
+if [ -z "${SKIP_ARM_PHONE:-}" ]; then
+  if arm_py="$(bash scripts/arm_phone.sh 2>"$HOME/.cache/inception-edge/arm64-phone.log")"; then
+    echo "[setup] the stand-in phone's arm64 CPU: $arm_py"
+  else
+    echo "[setup] no arm64 Python for the stand-in phone (~/.cache/inception-edge/arm64-phone.log):" \
+         "its ARM test skips" >&2
+  fi
+fi

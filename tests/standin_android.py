@@ -153,8 +153,12 @@ def phone_classes(out_dir: str) -> str:
     return out_dir
 
 
-def install_phone(tmp_path, monkeypatch, faults=None, fp16_keras=None):
-    """Makes the stand-in adb's app answer the accuracy mode with the stand-in phone."""
+ARM_PYTHON = os.path.expanduser("~/.cache/inception-edge/arm64-phone/python")
+
+
+def install_phone(tmp_path, monkeypatch, faults=None, fp16_keras=None, arm=False):
+    """Makes the stand-in adb's app answer the accuracy mode with the stand-in phone; ``arm``:
+    its CPU accelerator runs on arm64 kernels (scripts/arm_phone.sh's Python under qemu)."""
     import json
 
     classes = phone_classes(str(tmp_path / "phone_classes"))
@@ -165,6 +169,10 @@ def install_phone(tmp_path, monkeypatch, faults=None, fp16_keras=None):
     monkeypatch.setenv("FAKE_FAULTS", json.dumps(faults or {}))
     if fp16_keras:
         monkeypatch.setenv("FAKE_FP16_KERAS", fp16_keras)
+    if arm:
+        if not os.access(ARM_PYTHON, os.X_OK):
+            raise RuntimeError(f"no arm64 Python at {ARM_PYTHON}: bash scripts/arm_phone.sh")
+        monkeypatch.setenv("FAKE_ARM_PYTHON", ARM_PYTHON)
 
 
 class _Env:
@@ -177,7 +185,8 @@ class _Env:
 
 def main(argv=None) -> int:
     """python tests/standin_android.py ARTIFACTS RESULTS [--accelerators cpu,gpu,npu]
-    [--faults JSON] [--only a,b]: `edge_eval android accuracy` against the stand-in phone (the
+    [--faults JSON] [--only a,b] [--arm]: `edge_eval android accuracy` against the stand-in
+    phone (the
     demo's device rows in the README come from this)."""
     import argparse
     import json
@@ -192,10 +201,12 @@ def main(argv=None) -> int:
     p.add_argument("--faults", default="{}")
     p.add_argument("--only")
     p.add_argument("--max-top1-drift", type=float)
+    p.add_argument("--arm", action="store_true",
+                   help="the CPU accelerator on arm64 kernels (scripts/arm_phone.sh)")
     a = p.parse_args(argv)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="standin-phone-"))
     adb, _ = install_adb(tmp, _Env)
-    install_phone(tmp, _Env, json.loads(a.faults))
+    install_phone(tmp, _Env, json.loads(a.faults), arm=a.arm)
     from edge_eval.__main__ import main as edge_eval
 
     return edge_eval(["android", "accuracy", a.artifacts, "--out", a.results, "--adb", adb,

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from standin_android import install_adb, install_phone
+from standin_android import ARM_PYTHON, install_adb, install_phone
 
 ART_ONLY = ["fp32"]
 
@@ -61,17 +61,19 @@ def host_results(converted, colour_set, tmp_path_factory):
 
 
 def _phone_run(converted, tiny_export, colour_set, host_results, tmp_path, monkeypatch, faults,
-               accelerators=("cpu", "gpu", "npu")):
+               accelerators=("cpu", "gpu", "npu"), only=ART_ONLY, arm=False):
     from edge_eval import android
 
     adb, dev = install_adb(tmp_path, monkeypatch)
     install_phone(tmp_path, monkeypatch, faults,
-                  fp16_keras=os.path.join(tiny_export, "model.keras"))
+                  fp16_keras=os.path.join(tiny_export, "model.keras"), arm=arm)
     art, _ = converted
     rows = android.accuracy(art, host_results, adb=adb, accelerators=accelerators, threads=1,
-                            timeout=300, only=ART_ONLY, bootstrap_rounds=200,
+                            timeout=600, only=only, bootstrap_rounds=200,
                             data_source="image_folder", data_path=colour_set, log=_quiet)
     log = (dev / "phone.log").read_text() if (dev / "phone.log").exists() else ""
+    if len(only) > 1:
+        return {(r["artifact"], r["delegate"]): r for r in rows}, dev, log
     return {r["delegate"]: r for r in rows}, dev, log
 
 
@@ -151,3 +153,32 @@ def test_a_channel_swap_in_one_accelerators_input_is_drift_and_fails_the_gate(
     failures = report.gate(report.load(host_results), max_top1_drift=1.0)
     print("GATE", failures)
     assert any("on stand-in phone gpu" in f for f in failures), failures
+
+
+def test_the_phones_cpu_on_arm64_kernels(converted, tiny_export, colour_set, host_results,
+                                         tmp_path, monkeypatch):
+    """The stand-in phone's CPU on LiteRT's real arm64 kernels (scripts/arm_phone.sh: Debian's
+    arm64 Python under qemu-user, the aarch64 ai-edge-litert 1.4.0 wheel; setup builds it):
+    the float and the int8 model's answers paired with the host's float model - the drift a
+    phone's CPU adds to the host's, from XNNPACK's arm64 paths and the Java preprocessing."""
+    if not os.access(ARM_PYTHON, os.X_OK):
+        pytest.skip(f"no arm64 Python at {ARM_PYTHON} (bash scripts/arm_phone.sh)")
+    host = {r["artifact"]: r for r in map(json.loads, open(os.path.join(
+        host_results, "accuracy.jsonl")))}
+    rows, _, log = _phone_run(converted, tiny_export, colour_set, host_results, tmp_path,
+                              monkeypatch, {}, accelerators=("cpu",),
+                              only=["fp32", "static_wi8_ai8_uint8io"], arm=True)
+    fp32 = rows[("tiny_test_fp32.tflite", "xnnpack")]
+    int8 = rows[("tiny_test_static_wi8_ai8_uint8io.tflite", "xnnpack")]
+    print("ARM", {k[0]: (r["drift"]["top1_delta_points"], r["drift"]["argmax_agreement"],
+                         r["drift"]["score_shift"]["p99"]) for k, r in rows.items()})
+    for r in (fp32, int8):
+        assert r["status"] == "ok", (r["error"], log)
+        assert r["device"]["abi"].startswith("arm64-v8a"), r["device"]
+        assert r["drift"]["paired_images"] == 160 and not r["accelerator"]["flagged"]
+    # arm64 float kernels give the host's float answers (to the preprocessing's grey level)
+    want = host["tiny_test_fp32.tflite"]["drift"]
+    assert fp32["drift"]["argmax_agreement"] >= want["argmax_agreement"] - 0.02
+    assert fp32["drift"]["score_shift"]["p99"] < 1e-2
+    # the int8 model on arm64 kernels: drift of int8's size, not a broken model
+    assert int8["drift"]["argmax_agreement"] >= 0.8

@@ -40,9 +40,13 @@ public final class StandInPhone {
   public static void main(String[] args) throws Exception {
     Map<String, Object> ex = Json.parseObject(args[0]);
     File root = new File(args[1]);
-    String python = args[2];
     Map<String, Object> faults = Json.parseObject(env("FAKE_FAULTS", "{}"));
     Delegate requested = Delegate.parse((String) ex.get(BenchmarkProtocol.EXTRA_DELEGATES));
+    // the CPU accelerator on real arm64 kernels where $FAKE_ARM_PYTHON is an arm64 Python
+    // (scripts/arm_phone.sh: Debian's arm64 Python under qemu-user, aarch64 LiteRT)
+    String arm = env("FAKE_ARM_PYTHON", "");
+    boolean onArm = requested == Delegate.CPU && !arm.isEmpty();
+    String python = onArm ? arm : args[2];
     List<?> mine = (List<?>) faults.getOrDefault(requested.name().toLowerCase(), new ArrayList<>());
     PreprocessingSpec spec = PreprocessingSpec.fromJson(read(local(root, ex, "preprocessing")));
     String model = local(root, ex, BenchmarkProtocol.EXTRA_MODEL).getPath();
@@ -86,7 +90,7 @@ public final class StandInPhone {
     device.put("name", "stand-in phone");
     device.put("manufacturer", "inception-edge tests");
     device.put("sdk", "35");
-    device.put("abi", "host (x86_64)");
+    device.put("abi", onArm ? "arm64-v8a (qemu-aarch64, ai-edge-litert 1.4.0)" : "host (x86_64)");
     device.put("soc", null);
     Map<String, Object> common = new LinkedHashMap<>();
     common.put("run_id", ex.get(BenchmarkProtocol.EXTRA_RUN_ID));
@@ -95,7 +99,8 @@ public final class StandInPhone {
     int threads = Integer.parseInt(String.valueOf(ex.getOrDefault("threads", "1")));
     BenchmarkRecord rec = AccuracyRun.run(factory, requested, threads, new Preprocessor(spec),
         local(root, ex, BenchmarkProtocol.EXTRA_EVAL_DIR), decoder, pushed,
-        "stand-in phone (host LiteRT)", device, local(root, ex, "predictions"), common,
+        onArm ? "stand-in phone (arm64 LiteRT 1.4.0 under qemu)" : "stand-in phone (host LiteRT)",
+        device, local(root, ex, "predictions"), common,
         () -> null);
     File out = local(root, ex, BenchmarkProtocol.EXTRA_OUTPUT);
     out.getParentFile().mkdirs();
